@@ -1,0 +1,20 @@
+// Three projects, all run by `npm test`: unit (no I/O beyond loopback),
+// integration (the AWS SDK against the emulator), e2e (the local fleet as
+// child processes). One emulator serves the whole run; see test/harness.
+const transform = {
+  "^.+\\.ts$": ["@swc/jest", { jsc: { parser: { syntax: "typescript" }, target: "es2022" } }],
+};
+const project = (name, timeout) => ({
+  displayName: name,
+  testEnvironment: "node",
+  transform,
+  testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
+  setupFilesAfterEnv: ["<rootDir>/test/harness/jest-setup.ts"],
+  ...(timeout ? {} : {}),
+});
+module.exports = {
+  globalSetup: "<rootDir>/test/harness/jest-global-setup.js",
+  globalTeardown: "<rootDir>/test/harness/jest-global-teardown.js",
+  projects: [project("unit"), project("integration"), project("e2e")],
+  testTimeout: 60_000,
+};

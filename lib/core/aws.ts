@@ -1,0 +1,44 @@
+/**
+ * AWS SDK client settings shared by every hafleet process. Endpoint, region and
+ * credentials come from the usual AWS variables (`AWS_ENDPOINT_URL`,
+ * `AWS_REGION`, ...), so the same code talks to AWS, LocalStack or moto.
+ */
+import { Agent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+
+export interface AwsClientOptions {
+  /** @default `AWS_REGION`, then `AWS_DEFAULT_REGION`, then `us-east-1` */
+  readonly region?: string;
+  /** Overrides `AWS_ENDPOINT_URL` for this client only. @default the SDK's own resolution */
+  readonly endpoint?: string;
+  /** TCP connect timeout of one attempt. @default 1000 */
+  readonly connectTimeoutMs?: number;
+  /** Time for one attempt's answer. @default 3000 */
+  readonly requestTimeoutMs?: number;
+  /**
+   * Attempts made by the SDK itself. The state store retries on its own (jittered,
+   * only retryable errors, within the caller's deadline) and passes 1.
+   * @default 3
+   */
+  readonly maxAttempts?: number;
+}
+
+export function resolveRegion(region?: string): string {
+  return region ?? process.env.AWS_REGION ?? process.env.AWS_DEFAULT_REGION ?? "us-east-1";
+}
+
+export function awsClientConfig(options: AwsClientOptions = {}) {
+  const agentOptions = { keepAlive: true, maxSockets: 64 };
+  return {
+    region: resolveRegion(options.region),
+    ...(options.endpoint ? { endpoint: options.endpoint } : {}),
+    maxAttempts: options.maxAttempts ?? 3,
+    requestHandler: new NodeHttpHandler({
+      connectionTimeout: options.connectTimeoutMs ?? 1000,
+      requestTimeout: options.requestTimeoutMs ?? 3000,
+      httpAgent: new Agent(agentOptions),
+      httpsAgent: new HttpsAgent(agentOptions),
+    }),
+  };
+}

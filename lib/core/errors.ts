@@ -1,0 +1,121 @@
+/**
+ * Errors of hafleet's runtime. Callers branch on `code` (stable, documented
+ * here) or on the class, never on message text. `cause` keeps the AWS error or
+ * the lower-level failure that led to this one.
+ */
+
+export type HafleetErrorCode =
+  | "HAFLEET_CONFIG_INVALID"
+  | "HAFLEET_CONFIG_CONFLICT"
+  | "HAFLEET_CONFIG_MISSING"
+  | "HAFLEET_SETTINGS_INVALID"
+  | "HAFLEET_FENCED"
+  | "HAFLEET_LEASE_LOST"
+  | "HAFLEET_LEASE_HELD"
+  | "HAFLEET_STORE_UNAVAILABLE"
+  | "HAFLEET_STORE_THROTTLED"
+  | "HAFLEET_STORE_TABLE_MISSING"
+  | "HAFLEET_STORE_REQUEST_INVALID"
+  | "HAFLEET_STORE_ACCESS_DENIED"
+  | "HAFLEET_STORE";
+
+export class HafleetError extends Error {
+  override readonly name: string = "HafleetError";
+  readonly code: HafleetErrorCode;
+
+  constructor(code: HafleetErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/** One bad field of a document: where (`listeners[0].port`) and why. */
+export interface FieldIssue {
+  readonly path: string;
+  readonly message: string;
+}
+
+/** A config or settings document failed validation; nothing was written. */
+export class ConfigInvalidError extends HafleetError {
+  override readonly name = "ConfigInvalidError";
+  readonly issues: readonly FieldIssue[];
+
+  constructor(issues: readonly FieldIssue[], source?: string) {
+    const where = source ? ` in ${source}` : "";
+    const list = issues.map((i) => `${i.path || "(root)"}: ${i.message}`).join("; ");
+    super("HAFLEET_CONFIG_INVALID", `invalid fleet config${where}: ${list}`);
+    this.issues = issues;
+  }
+}
+
+/** An optimistic-concurrency write lost: the stored version moved on. */
+export class ConfigConflictError extends HafleetError {
+  override readonly name = "ConfigConflictError";
+  readonly expectedVersion: number;
+  readonly actualVersion: number | undefined;
+
+  constructor(fleetId: string, expectedVersion: number, actualVersion: number | undefined) {
+    super(
+      "HAFLEET_CONFIG_CONFLICT",
+      `config of fleet '${fleetId}' changed concurrently: expected version ${expectedVersion}, ` +
+        `found ${actualVersion ?? "none"}; re-read and apply the change again`,
+    );
+    this.expectedVersion = expectedVersion;
+    this.actualVersion = actualVersion;
+  }
+}
+
+/** Timing or sizing settings of an object are inconsistent; names the fields. */
+export class SettingsError extends HafleetError {
+  override readonly name = "SettingsError";
+  constructor(message: string) {
+    super("HAFLEET_SETTINGS_INVALID", message);
+  }
+}
+
+/** A leader's write carried a token lower than the one recorded: refused, nothing changed. */
+export class FencedError extends HafleetError {
+  override readonly name = "FencedError";
+  readonly token: number;
+
+  constructor(what: string, token: number, detail?: string) {
+    super(
+      "HAFLEET_FENCED",
+      `write to ${what} with fencing token ${token} refused${detail ? `: ${detail}` : ""}`,
+    );
+    this.token = token;
+  }
+}
+
+/** The caller is no longer (or cannot confirm it is) the holder of a lease. */
+export class LeaseLostError extends HafleetError {
+  override readonly name = "LeaseLostError";
+  constructor(name: string, reason: string) {
+    super("HAFLEET_LEASE_LOST", `lease '${name}' lost: ${reason}`);
+  }
+}
+
+/** Errors from the state store (DynamoDB), translated from the AWS SDK. */
+export class StoreError extends HafleetError {
+  override readonly name: string = "StoreError";
+  /** True when the same request may succeed if sent again (throttling, 5xx, timeouts). */
+  readonly retryable: boolean;
+  /** The DynamoDB operation that failed, e.g. `UpdateItem`. */
+  readonly operation: string;
+
+  constructor(
+    code: HafleetErrorCode,
+    operation: string,
+    message: string,
+    retryable: boolean,
+    cause?: unknown,
+  ) {
+    super(code, `${operation}: ${message}`, { cause });
+    this.retryable = retryable;
+    this.operation = operation;
+  }
+}
+
+export function isHafleetError(err: unknown, code?: HafleetErrorCode): err is HafleetError {
+  return err instanceof HafleetError && (code === undefined || err.code === code);
+}
