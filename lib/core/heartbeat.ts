@@ -1,0 +1,273 @@
+/**
+ * Node registration and heartbeats (`node#<nodeId>` items), and a reader that
+ * classifies nodes alive / suspect / dead.
+ *
+ * The writer bumps `seq` (an atomic ADD, so it keeps rising across restarts)
+ * every `periodMs` and refreshes what the node reports about itself. The item
+ * carries a TTL of a day so that a node removed for good disappears, but the
+ * reader never relies on TTL.
+ *
+ * The reader judges freshness by how long *it* has seen the same `seq`, on its
+ * own monotonic clock: no clock of one node is compared with another's. Only
+ * on the first sight of a node, with nothing to compare yet, does it estimate
+ * the age from the wall-clock `heartbeatAt` (display and a first guess). Damping
+ * is HAProxy's: `fall` consecutive stale readings make a node dead, `rise`
+ * consecutive fresh readings make it alive again; in between it is suspect.
+ */
+import { type Clock, systemClock } from "./clock";
+import { SettingsError } from "./errors";
+import type { Item, StateStore } from "./store";
+import { keys } from "./tables";
+
+export type NodeRole = "starting" | "active" | "standby" | "serving" | "draining" | "stopped";
+
+/** What a node says about itself in each heartbeat. */
+export interface NodeReport {
+  readonly address: string;
+  /** Where the checker probes `/healthz`, e.g. `http://10.0.1.5:9901`. */
+  readonly adminUrl: string;
+  readonly role: NodeRole;
+  readonly drain: boolean;
+  readonly load: { readonly connections: number; readonly rps: number };
+  readonly version: string;
+  /** EC2 instance id, when on EC2 or in local mode's emulator. */
+  readonly instanceId?: string;
+  readonly zone?: string;
+}
+
+export interface NodeRecord extends NodeReport {
+  readonly nodeId: string;
+  readonly seq: number;
+  /** Wall time of the last heartbeat: display and first-sight estimate only. */
+  readonly heartbeatAtMs: number;
+  /** Set by the health checker when it judged the node failed (gray failure). */
+  readonly failed?: {
+    readonly by: string;
+    readonly reason: string;
+    readonly atMs: number;
+    readonly token: number;
+  };
+}
+
+export const NODE_TTL_S = 24 * 3600;
+
+export interface HeartbeaterOptions {
+  readonly store: StateStore;
+  readonly fleetId: string;
+  readonly nodeId: string;
+  /** @default 1000 */
+  readonly periodMs?: number;
+  /** Called before each beat for the node's current report. */
+  readonly report: () => NodeReport;
+  readonly clock?: Clock;
+  /** Called with each failed beat (the loop goes on). */
+  readonly onError?: (err: unknown) => void;
+  /** Called with the stored record after each beat (e.g. to notice `failed`). */
+  readonly onBeat?: (record: NodeRecord) => void;
+}
+
+export class Heartbeater {
+  readonly periodMs: number;
+  private readonly o: HeartbeaterOptions;
+  private readonly clock: Clock;
+  private abort = new AbortController();
+  private loop: Promise<void> | undefined;
+
+  constructor(options: HeartbeaterOptions) {
+    this.o = options;
+    this.clock = options.clock ?? systemClock;
+    this.periodMs = options.periodMs ?? 1000;
+    if (!(this.periodMs >= 10))
+      throw new SettingsError(`\`periodMs\` must be at least 10, got ${this.periodMs}`);
+  }
+
+  /** Writes one heartbeat and returns the record as stored. */
+  async beat(): Promise<NodeRecord> {
+    const r = this.o.report();
+    const now = this.clock.wallMs();
+    const item = await this.o.store.update(
+      "state",
+      { pk: keys.fleet(this.o.fleetId), sk: keys.node(this.o.nodeId) },
+      "ADD seq :one SET kind = :kind, nodeId = :id, address = :address, adminUrl = :admin, #role = :role, " +
+        "drain = :drain, #load = :load, version = :version, heartbeatAt = :now, expiresAt = :exp, " +
+        "startedAt = if_not_exists(startedAt, :now)" +
+        (r.instanceId ? ", instanceId = :instance" : "") +
+        (r.zone ? ", #zone = :zone" : ""),
+      {
+        names: { "#role": "role", "#load": "load", ...(r.zone ? { "#zone": "zone" } : {}) },
+        values: {
+          ":one": 1,
+          ":kind": "node",
+          ":id": this.o.nodeId,
+          ":address": r.address,
+          ":admin": r.adminUrl,
+          ":role": r.role,
+          ":drain": r.drain,
+          ":load": r.load,
+          ":version": r.version,
+          ":now": now,
+          ":exp": Math.floor(now / 1000) + NODE_TTL_S,
+          ...(r.instanceId ? { ":instance": r.instanceId } : {}),
+          ...(r.zone ? { ":zone": r.zone } : {}),
+        },
+      },
+      { deadlineMs: this.periodMs },
+    );
+    const record = toNodeRecord(item ?? {});
+    this.o.onBeat?.(record);
+    return record;
+  }
+
+  start(): void {
+    if (this.loop) return;
+    this.abort = new AbortController();
+    const signal = this.abort.signal;
+    this.loop = (async () => {
+      while (!signal.aborted) {
+        const started = this.clock.nowMs();
+        try {
+          await this.beat();
+        } catch (err) {
+          this.o.onError?.(err);
+        }
+        await this.clock.sleep(Math.max(0, this.periodMs - (this.clock.nowMs() - started)), signal);
+      }
+    })();
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.loop;
+    this.loop = undefined;
+  }
+}
+
+/** Every node of a fleet (live items only). */
+export async function listNodes(store: StateStore, fleetId: string): Promise<NodeRecord[]> {
+  const items = await store.query("state", keys.fleet(fleetId), { prefix: "node#" });
+  return items.map(toNodeRecord);
+}
+
+/** Marks a node failed (the checker's verdict on a gray failure), or clears the mark. */
+export async function setNodeFailed(
+  store: StateStore,
+  fleetId: string,
+  nodeId: string,
+  failed: NodeRecord["failed"] | undefined,
+): Promise<void> {
+  const key = { pk: keys.fleet(fleetId), sk: keys.node(nodeId) };
+  if (failed) {
+    await store.update("state", key, "SET failed = :f", {
+      condition: "attribute_exists(sk)",
+      values: { ":f": failed },
+    });
+  } else {
+    await store.update("state", key, "REMOVE failed", { condition: "attribute_exists(sk)" });
+  }
+}
+
+export function toNodeRecord(item: Item): NodeRecord {
+  return {
+    nodeId: String(item.nodeId ?? String(item.sk ?? "").replace(/^node#/, "")),
+    seq: Number(item.seq ?? 0),
+    address: String(item.address ?? ""),
+    adminUrl: String(item.adminUrl ?? ""),
+    role: (item.role ?? "starting") as NodeRole,
+    drain: Boolean(item.drain),
+    load: { connections: Number(item.load?.connections ?? 0), rps: Number(item.load?.rps ?? 0) },
+    version: String(item.version ?? ""),
+    heartbeatAtMs: Number(item.heartbeatAt ?? 0),
+    ...(item.instanceId ? { instanceId: String(item.instanceId) } : {}),
+    ...(item.zone ? { zone: String(item.zone) } : {}),
+    ...(item.failed ? { failed: item.failed } : {}),
+  };
+}
+
+export type Liveness = "alive" | "suspect" | "dead";
+
+export interface LivenessSettings {
+  /** A seq unchanged this long is stale. @default 3 x heartbeat period (3000) */
+  readonly staleMs?: number;
+  /** Consecutive fresh readings that make a dead node alive. @default 2 */
+  readonly rise?: number;
+  /** Consecutive stale readings that make a node dead. @default 2 */
+  readonly fall?: number;
+}
+
+export interface NodeLiveness {
+  readonly nodeId: string;
+  readonly state: Liveness;
+  /** How long this reader has seen the same seq (ms, its own clock). */
+  readonly stalledMs: number;
+  /** Wall-clock age of the last heartbeat, for display. */
+  readonly ageMs: number;
+  readonly record: NodeRecord;
+}
+
+interface Track {
+  seq: number;
+  changedAtMs: number;
+  state: Liveness;
+  freshRun: number;
+  staleRun: number;
+}
+
+export class HeartbeatMonitor {
+  readonly staleMs: number;
+  readonly rise: number;
+  readonly fall: number;
+  private readonly clock: Clock;
+  private readonly tracks = new Map<string, Track>();
+
+  constructor(settings: LivenessSettings = {}, clock: Clock = systemClock) {
+    this.staleMs = settings.staleMs ?? 3000;
+    this.rise = settings.rise ?? 2;
+    this.fall = settings.fall ?? 2;
+    this.clock = clock;
+    if (!(this.staleMs > 0)) throw new SettingsError(`\`staleMs\` must be above 0, got ${this.staleMs}`);
+    if (!(this.rise >= 1 && this.fall >= 1)) throw new SettingsError("`rise` and `fall` must be at least 1");
+  }
+
+  /** Feeds one reading of every node (e.g. `listNodes`) and returns each node's state. */
+  observe(records: readonly NodeRecord[]): NodeLiveness[] {
+    const now = this.clock.nowMs();
+    const wall = this.clock.wallMs();
+    const out: NodeLiveness[] = [];
+    const present = new Set<string>();
+    for (const record of records) {
+      present.add(record.nodeId);
+      const ageMs = Math.max(0, wall - record.heartbeatAtMs);
+      let t = this.tracks.get(record.nodeId);
+      if (!t) {
+        // First sight: the wall-clock age is the only hint; judged at once, without damping.
+        const stale = ageMs >= this.staleMs;
+        t = {
+          seq: record.seq,
+          changedAtMs: now - Math.min(ageMs, this.staleMs * 10),
+          state: stale ? "dead" : "alive",
+          freshRun: stale ? 0 : this.rise,
+          staleRun: stale ? this.fall : 0,
+        };
+        this.tracks.set(record.nodeId, t);
+      } else if (record.seq !== t.seq) {
+        t.seq = record.seq;
+        t.changedAtMs = now;
+      }
+      const stalledMs = now - t.changedAtMs;
+      const fresh = stalledMs < this.staleMs;
+      if (fresh) {
+        t.freshRun++;
+        t.staleRun = 0;
+        if (t.state === "suspect" || (t.state === "dead" && t.freshRun >= this.rise)) t.state = "alive";
+      } else {
+        t.staleRun++;
+        t.freshRun = 0;
+        if (t.staleRun >= this.fall) t.state = "dead";
+        else if (t.state === "alive") t.state = "suspect";
+      }
+      out.push({ nodeId: record.nodeId, state: t.state, stalledMs, ageMs, record });
+    }
+    for (const id of this.tracks.keys()) if (!present.has(id)) this.tracks.delete(id);
+    return out;
+  }
+}

@@ -1,0 +1,596 @@
+/**
+ * Leases with fencing tokens on DynamoDB: the one consensus primitive of hafleet.
+ *
+ * Guarantees
+ * - At most one holder acts as leader at any moment, provided the monotonic
+ *   clocks of the nodes run at rates that differ by less than `safetyMs` per
+ *   `leaseMs`. No node's clock is ever compared with another's: the waiter
+ *   measures on its own clock how long it has seen the same `rvn`.
+ * - Every change of holder increments `token`; tokens never repeat and never
+ *   go down (the item is never deleted, releases keep it). Side effects made
+ *   through the store carry the token and are refused when a higher one is
+ *   recorded (`fence.ts`), which covers a holder that was paused (GC, SIGSTOP)
+ *   and resumes believing it still leads.
+ *
+ * Not guaranteed
+ * - That a leader exists: when DynamoDB is unreachable, nobody can acquire.
+ * - Side effects outside the store (AssociateAddress) cannot check a token;
+ *   they are driven from fenced desired state and reconciled (DESIGN.md).
+ *
+ * How it errs
+ * - The holder errs early: it stops acting as leader when `leaseMs - safetyMs`
+ *   has passed since the *start* of its last confirmed renewal, on its own
+ *   monotonic clock, whether or not it has heard anything.
+ * - The waiter errs late: its wait starts when a read that returned the rvn
+ *   *completed*, which is after the renewal that wrote it started.
+ *
+ * Protocol (item `lease#<name>` in the fleet's partition)
+ * 1. Free (no item): put with `attribute_not_exists(sk)`, token 1.
+ * 2. Released (item without `holder`): update with `rvn = :seen`, token + 1.
+ * 3. Held: wait until the same rvn has been seen for the item's `leaseMs` on
+ *    the local monotonic clock, then update with `rvn = :seen`, token + 1.
+ * 4. Renew every `renewMs` with `holder = :me AND token = :mine`, new rvn.
+ * 5. A write whose answer was lost (timeout, reset) may have landed: every
+ *    write sets a fresh rvn, so re-reading tells whether it did.
+ * 6. Release: `holder = :me AND token = :mine`, REMOVE holder: a waiter takes
+ *    it at its next poll without waiting out the lease.
+ */
+import { randomBytes } from "node:crypto";
+import { EventEmitter } from "node:events";
+import { type Clock, systemClock } from "./clock";
+import { LeaseLostError, SettingsError, StoreError } from "./errors";
+import { isConditionFailed, type StateStore } from "./store";
+import { keys } from "./tables";
+
+/**
+ * Default lease length. 2000 ms is the shortest that still lets a holder miss
+ * one renewal (DynamoDB write p99 is tens of ms; an attempt times out at
+ * 2 s at most but is cut to the remaining validity) and gives a takeover of
+ * about 1.3-2.3 s (leaseMs minus up to one renewal period plus one poll),
+ * against keepalived's 3-4 s with its defaults. A fleet lease at this setting
+ * costs 1.5 writes/s, about 3.9 million write requests a month.
+ */
+export const DEFAULT_LEASE_MS = 2000;
+
+export interface LeaseRecord {
+  readonly name: string;
+  /** Absent after a release. */
+  readonly holder: string | undefined;
+  readonly token: number;
+  /** Record version number: random, new on every write. */
+  readonly rvn: string;
+  /** The holder's lease length: the waiter waits this long, whatever its own setting. */
+  readonly leaseMs: number;
+  /** Wall time of the last write, display only. */
+  readonly updatedAtMs: number;
+}
+
+export type LeaseCondition = { readonly rvn: string } | { readonly holder: string; readonly token: number };
+
+export interface LeaseChange {
+  readonly holder: string | undefined;
+  readonly bumpToken: boolean;
+  readonly rvn: string;
+  readonly leaseMs: number;
+  readonly updatedAtMs: number;
+}
+
+/** Storage of lease items, narrow so the state machine can be tested on its own. */
+export interface LeaseStore {
+  get(name: string, deadlineMs?: number): Promise<LeaseRecord | undefined>;
+  /** Creates the item with `attribute_not_exists(sk)`; false when it exists. */
+  create(record: LeaseRecord, deadlineMs?: number): Promise<boolean>;
+  /** Applies `change` when `condition` holds; the new record, or undefined when it did not hold. */
+  updateIf(
+    name: string,
+    condition: LeaseCondition,
+    change: LeaseChange,
+    deadlineMs?: number,
+  ): Promise<LeaseRecord | undefined>;
+}
+
+export interface LeaseSettings {
+  /** Lease name, e.g. `fleet` or `checker`. */
+  readonly name: string;
+  /** This contender's id (the node id). */
+  readonly holderId: string;
+  /** How long a lease lives after a renewal starts. @default 2000 (see `DEFAULT_LEASE_MS`) */
+  readonly leaseMs?: number;
+  /** Interval between renewals; `leaseMs - safetyMs` must exceed 2 x `renewMs`. @default leaseMs / 3 */
+  readonly renewMs?: number;
+  /** The holder stops this long before its lease could expire anywhere. @default leaseMs / 10 */
+  readonly safetyMs?: number;
+  /** How often a waiter reads the lease; at most leaseMs / 2. @default leaseMs / 8 */
+  readonly pollMs?: number;
+}
+
+export interface ResolvedLeaseSettings extends Required<LeaseSettings> {}
+
+/** Fills in defaults and checks the timing rules; errors name the fields. */
+export function resolveLeaseSettings(s: LeaseSettings): ResolvedLeaseSettings {
+  if (!/^[A-Za-z0-9._:-]{1,128}$/.test(s.name))
+    throw new SettingsError(`\`name\` '${s.name}' must be 1-128 of [A-Za-z0-9._:-]`);
+  if (!s.holderId || s.holderId.length > 256) throw new SettingsError("`holderId` must be 1-256 characters");
+  const leaseMs = s.leaseMs ?? DEFAULT_LEASE_MS;
+  if (!Number.isFinite(leaseMs) || leaseMs < 50)
+    throw new SettingsError(`\`leaseMs\` must be at least 50, got ${leaseMs}`);
+  const renewMs = s.renewMs ?? Math.floor(leaseMs / 3);
+  const safetyMs = s.safetyMs ?? Math.floor(leaseMs / 10);
+  const pollMs = s.pollMs ?? Math.floor(leaseMs / 8);
+  if (!(renewMs > 0)) throw new SettingsError(`\`renewMs\` must be above 0, got ${renewMs}`);
+  if (!(safetyMs >= 0)) throw new SettingsError(`\`safetyMs\` must be at least 0, got ${safetyMs}`);
+  if (!(leaseMs - safetyMs > 2 * renewMs)) {
+    throw new SettingsError(
+      `\`leaseMs\` - \`safetyMs\` (${leaseMs - safetyMs}) must exceed 2 x \`renewMs\` (${2 * renewMs}), so that one lost renewal does not cost the lease`,
+    );
+  }
+  if (!(pollMs > 0 && pollMs <= leaseMs / 2)) {
+    throw new SettingsError(
+      `\`pollMs\` must be above 0 and at most \`leaseMs\` / 2 (${leaseMs / 2}), got ${pollMs}`,
+    );
+  }
+  return { name: s.name, holderId: s.holderId, leaseMs, renewMs, safetyMs, pollMs };
+}
+
+export interface LeaseEvents {
+  acquired: [{ token: number; tookOverFrom: string | undefined }];
+  renewed: [{ token: number; latencyMs: number }];
+  lost: [{ token: number; reason: string }];
+  released: [{ token: number }];
+  /** A follower saw a holder (or a change of holder). */
+  observed: [{ holder: string | undefined; token: number }];
+}
+
+type State =
+  | { kind: "follower" }
+  | { kind: "leader"; token: number; rvn: string; validUntilMs: number; nextRenewAtMs: number }
+  | { kind: "stopped" };
+
+/** A write sent whose answer never came: it may have landed. */
+interface PendingWrite {
+  readonly rvn: string;
+  readonly startedAtMs: number;
+  readonly tookOverFrom: string | undefined;
+}
+
+export function newRvn(): string {
+  return randomBytes(12).toString("base64url");
+}
+
+/**
+ * One contender for one lease. Drive it with `start()` (a loop of `tick()`),
+ * or call `tick()` yourself (tests with an injected clock).
+ */
+export class Lease extends EventEmitter<LeaseEvents> {
+  readonly settings: ResolvedLeaseSettings;
+  private readonly store: LeaseStore;
+  private readonly clock: Clock;
+  private state: State = { kind: "follower" };
+  /** The rvn a follower sees and since when (monotonic, at the end of the read). */
+  private seen: { rvn: string; sinceMs: number; holder: string | undefined; token: number } | undefined;
+  private pending: PendingWrite | undefined;
+  private eligible = true;
+  private loop: Promise<void> | undefined;
+  private abort = new AbortController();
+  private watchdog: NodeJS.Timeout | undefined;
+  private ticking: Promise<number> | undefined;
+
+  constructor(store: LeaseStore, settings: LeaseSettings, clock: Clock = systemClock) {
+    super();
+    this.settings = resolveLeaseSettings(settings);
+    this.store = store;
+    this.clock = clock;
+  }
+
+  /** True only while this contender holds the lease and its validity has not run out, right now. */
+  isLeader(): boolean {
+    return this.state.kind === "leader" && this.clock.nowMs() < this.state.validUntilMs;
+  }
+
+  /** The token of the lease held now; undefined when not leader. */
+  get token(): number | undefined {
+    return this.isLeader() && this.state.kind === "leader" ? this.state.token : undefined;
+  }
+
+  /** Throws `LeaseLostError` unless leader now; returns the token to stamp side effects with. */
+  assertLeader(): number {
+    const token = this.token;
+    if (token === undefined)
+      throw new LeaseLostError(this.settings.name, "not the holder (or validity ran out)");
+    return token;
+  }
+
+  /** Monotonic time until which the current holding is valid; undefined when not leader. */
+  get validUntilMs(): number | undefined {
+    return this.state.kind === "leader" ? this.state.validUntilMs : undefined;
+  }
+
+  /** The holder and token last seen by this contender (itself when leader). */
+  get observed(): { holder: string | undefined; token: number } | undefined {
+    if (this.state.kind === "leader") return { holder: this.settings.holderId, token: this.state.token };
+    return this.seen ? { holder: this.seen.holder, token: this.seen.token } : undefined;
+  }
+
+  /** An ineligible contender does not acquire (a node draining or marked failed); a leader releases. */
+  async setEligible(eligible: boolean): Promise<void> {
+    this.eligible = eligible;
+    if (!eligible && this.state.kind === "leader") await this.release();
+  }
+
+  /** One step of the state machine; returns the ms until the next step is due. */
+  tick(): Promise<number> {
+    // Steps never overlap: a tick called while one runs waits for it.
+    const run = (this.ticking ?? Promise.resolve(0)).then(() => this.step());
+    this.ticking = run.catch(() => 0);
+    return run;
+  }
+
+  private async step(): Promise<number> {
+    const s = this.settings;
+    if (this.state.kind === "stopped") return s.pollMs;
+    if (this.state.kind === "leader") return this.leaderStep(this.state);
+    return this.followerStep();
+  }
+
+  private async followerStep(): Promise<number> {
+    const s = this.settings;
+    let record: LeaseRecord | undefined;
+    try {
+      record = await this.store.get(s.name, s.pollMs * 2);
+    } catch {
+      return s.pollMs; // the store is unreachable: nobody can acquire, try again later
+    }
+    const readDoneMs = this.clock.nowMs();
+
+    // 5. An earlier write of ours whose answer was lost: did it land?
+    const pending = this.pending;
+    this.pending = undefined;
+    if (pending && record && record.rvn === pending.rvn && record.holder === s.holderId) {
+      this.becomeLeader(record.token, record.rvn, pending.startedAtMs, pending.tookOverFrom);
+      return this.nextDelay();
+    }
+    if (this.state.kind !== "follower") return s.pollMs;
+
+    // 1. Free: nobody ever held it.
+    if (!record) {
+      if (!this.eligible) return s.pollMs;
+      const rvn = newRvn();
+      const started = this.clock.nowMs();
+      return this.attempt({ rvn, startedAtMs: started, tookOverFrom: undefined }, async () => {
+        const ok = await this.store.create(
+          {
+            name: s.name,
+            holder: s.holderId,
+            token: 1,
+            rvn,
+            leaseMs: s.leaseMs,
+            updatedAtMs: this.clock.wallMs(),
+          },
+          s.pollMs * 2,
+        );
+        return ok ? 1 : undefined;
+      });
+    }
+
+    if (this.seen?.rvn !== record.rvn) {
+      const changedHolder = this.seen?.holder !== record.holder || this.seen?.token !== record.token;
+      this.seen = { rvn: record.rvn, sinceMs: readDoneMs, holder: record.holder, token: record.token };
+      if (changedHolder) this.emit("observed", { holder: record.holder, token: record.token });
+    }
+
+    if (!this.eligible) return s.pollMs;
+    // 2. Released: take it at once. 3. Held: only once the same rvn has been seen for its leaseMs.
+    const waitedMs = readDoneMs - this.seen.sinceMs;
+    if (record.holder !== undefined && waitedMs < record.leaseMs) {
+      return Math.max(1, Math.min(s.pollMs, record.leaseMs - waitedMs));
+    }
+    const seenRvn = record.rvn;
+    const rvn = newRvn();
+    const from = record.holder;
+    return this.attempt({ rvn, startedAtMs: this.clock.nowMs(), tookOverFrom: from }, async () => {
+      const next = await this.store.updateIf(
+        s.name,
+        { rvn: seenRvn },
+        { holder: s.holderId, bumpToken: true, rvn, leaseMs: s.leaseMs, updatedAtMs: this.clock.wallMs() },
+        s.pollMs * 2,
+      );
+      return next?.token;
+    });
+  }
+
+  /** Runs an acquiring write; on a lost answer, remembers it for the next read to settle. */
+  private async attempt(pending: PendingWrite, write: () => Promise<number | undefined>): Promise<number> {
+    try {
+      const token = await write();
+      if (token !== undefined) {
+        this.becomeLeader(token, pending.rvn, pending.startedAtMs, pending.tookOverFrom);
+        return this.nextDelay();
+      }
+      // Somebody else wrote first, or a retry of our own landed write found its
+      // condition gone: the next read settles which. Watch afresh meanwhile.
+      this.pending = pending;
+      this.seen = undefined;
+      return 1;
+    } catch (err) {
+      if (isConditionFailed(err) || !(err instanceof StoreError) || err.retryable) this.pending = pending;
+      return 1;
+    }
+  }
+
+  private becomeLeader(
+    token: number,
+    rvn: string,
+    startedAtMs: number,
+    tookOverFrom: string | undefined,
+  ): void {
+    const s = this.settings;
+    this.state = {
+      kind: "leader",
+      token,
+      rvn,
+      validUntilMs: startedAtMs + s.leaseMs - s.safetyMs,
+      nextRenewAtMs: startedAtMs + s.renewMs,
+    };
+    this.seen = undefined;
+    this.armWatchdog();
+    this.emit("acquired", { token, tookOverFrom });
+  }
+
+  private async leaderStep(leader: Extract<State, { kind: "leader" }>): Promise<number> {
+    const s = this.settings;
+    const now = this.clock.nowMs();
+    if (now >= leader.validUntilMs) {
+      this.lose(leader.token, `no renewal confirmed within ${s.leaseMs - s.safetyMs} ms`);
+      return 1;
+    }
+    if (now < leader.nextRenewAtMs) return this.nextDelay();
+
+    // 4. Renew; the call may not outlive the current validity.
+    const rvn = newRvn();
+    const startedAtMs = now;
+    const budget = leader.validUntilMs - now;
+    let next: LeaseRecord | undefined;
+    try {
+      next = await this.store.updateIf(
+        s.name,
+        { holder: s.holderId, token: leader.token },
+        { holder: s.holderId, bumpToken: false, rvn, leaseMs: s.leaseMs, updatedAtMs: this.clock.wallMs() },
+        budget,
+      );
+    } catch {
+      // 5. The answer was lost: re-read before deciding anything.
+      return this.settleRenewal(leader, rvn, startedAtMs);
+    }
+    if (this.state !== leader) return this.nextDelay(); // released meanwhile
+    if (!next) {
+      this.lose(leader.token, "the lease was taken over (holder or token changed)");
+      return 1;
+    }
+    this.renewed(leader, rvn, startedAtMs);
+    return this.nextDelay();
+  }
+
+  private async settleRenewal(
+    leader: Extract<State, { kind: "leader" }>,
+    rvn: string,
+    startedAtMs: number,
+  ): Promise<number> {
+    const s = this.settings;
+    const budget = leader.validUntilMs - this.clock.nowMs();
+    if (budget <= 0) return 1;
+    let record: LeaseRecord | undefined;
+    try {
+      record = await this.store.get(s.name, budget);
+    } catch {
+      return Math.min(s.renewMs / 4, Math.max(1, leader.validUntilMs - this.clock.nowMs()));
+    }
+    if (this.state !== leader) return this.nextDelay();
+    if (!record || record.holder !== s.holderId || record.token !== leader.token) {
+      this.lose(leader.token, "the lease was taken over (seen on re-read after a lost renewal answer)");
+      return 1;
+    }
+    if (record.rvn === rvn) this.renewed(leader, rvn, startedAtMs);
+    else leader.rvn = record.rvn; // the renewal did not land; still ours, try again soon
+    return Math.max(1, Math.min(s.renewMs / 4, leader.validUntilMs - this.clock.nowMs()));
+  }
+
+  private renewed(leader: Extract<State, { kind: "leader" }>, rvn: string, startedAtMs: number): void {
+    const s = this.settings;
+    leader.rvn = rvn;
+    leader.validUntilMs = startedAtMs + s.leaseMs - s.safetyMs;
+    leader.nextRenewAtMs = startedAtMs + s.renewMs;
+    this.armWatchdog();
+    this.emit("renewed", { token: leader.token, latencyMs: this.clock.nowMs() - startedAtMs });
+  }
+
+  private lose(token: number, reason: string): void {
+    this.state = { kind: "follower" };
+    this.seen = undefined;
+    this.clearWatchdog();
+    this.emit("lost", { token, reason });
+  }
+
+  private nextDelay(): number {
+    const st = this.state;
+    if (st.kind !== "leader") return this.settings.pollMs;
+    const now = this.clock.nowMs();
+    return Math.max(1, Math.min(st.nextRenewAtMs, st.validUntilMs) - now);
+  }
+
+  /**
+   * While a renewal call hangs, the loop is blocked in it; this timer makes
+   * `lost` fire on time anyway (`isLeader()` is right regardless: it reads the clock).
+   */
+  private armWatchdog(): void {
+    this.clearWatchdog();
+    if (!this.loop || this.state.kind !== "leader") return;
+    const leader = this.state;
+    this.watchdog = setTimeout(
+      () => {
+        if (this.state === leader && this.clock.nowMs() >= leader.validUntilMs) {
+          this.lose(
+            leader.token,
+            `no renewal confirmed within ${this.settings.leaseMs - this.settings.safetyMs} ms`,
+          );
+        }
+      },
+      Math.max(0, leader.validUntilMs - this.clock.nowMs()) + 1,
+    );
+    this.watchdog.unref?.();
+  }
+
+  private clearWatchdog(): void {
+    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog = undefined;
+  }
+
+  /** Starts the loop of ticks. Errors never escape it: a failing store means "not leader". */
+  start(): void {
+    if (this.loop) return;
+    if (this.state.kind === "stopped") this.state = { kind: "follower" };
+    this.abort = new AbortController();
+    const signal = this.abort.signal;
+    this.loop = (async () => {
+      while (!signal.aborted) {
+        let delay: number;
+        try {
+          delay = await this.tick();
+        } catch {
+          delay = this.settings.pollMs;
+        }
+        await this.clock.sleep(delay, signal);
+      }
+    })();
+  }
+
+  /**
+   * Hands the lease over at once: stops acting as leader first, then clears the
+   * holder so that a waiter takes it at its next poll. A failed release is
+   * harmless: the lease then expires by itself.
+   */
+  async release(): Promise<void> {
+    await this.ticking;
+    const st = this.state;
+    if (st.kind !== "leader") return;
+    this.state = { kind: "follower" };
+    this.clearWatchdog();
+    const s = this.settings;
+    try {
+      await this.store.updateIf(
+        s.name,
+        { holder: s.holderId, token: st.token },
+        {
+          holder: undefined,
+          bumpToken: false,
+          rvn: newRvn(),
+          leaseMs: s.leaseMs,
+          updatedAtMs: this.clock.wallMs(),
+        },
+        Math.max(100, st.validUntilMs - this.clock.nowMs()),
+      );
+    } catch {
+      // expires by itself
+    }
+    this.emit("released", { token: st.token });
+  }
+
+  /** Stops the loop; with `release` (the default) hands the lease over first. */
+  async stop(options: { release?: boolean } = {}): Promise<void> {
+    this.abort.abort();
+    const loop = this.loop;
+    this.loop = undefined;
+    await loop;
+    if (options.release ?? true) await this.release();
+    this.clearWatchdog();
+    this.state = { kind: "stopped" };
+  }
+}
+
+/** `LeaseStore` on the `State` table, in one fleet's partition. */
+export class DynamoLeaseStore implements LeaseStore {
+  constructor(
+    private readonly store: StateStore,
+    private readonly fleetId: string,
+  ) {}
+
+  private key(name: string) {
+    return { pk: keys.fleet(this.fleetId), sk: keys.lease(name) };
+  }
+
+  async get(name: string, deadlineMs?: number): Promise<LeaseRecord | undefined> {
+    const item = await this.store.get("state", this.key(name), { deadlineMs });
+    return item ? toRecord(name, item) : undefined;
+  }
+
+  async create(record: LeaseRecord, deadlineMs?: number): Promise<boolean> {
+    return this.store.put(
+      "state",
+      {
+        ...this.key(record.name),
+        kind: "lease",
+        holder: record.holder,
+        token: record.token,
+        rvn: record.rvn,
+        leaseMs: record.leaseMs,
+        updatedAt: record.updatedAtMs,
+      },
+      { condition: "attribute_not_exists(sk)" },
+      { deadlineMs },
+    );
+  }
+
+  async updateIf(
+    name: string,
+    condition: LeaseCondition,
+    change: LeaseChange,
+    deadlineMs?: number,
+  ): Promise<LeaseRecord | undefined> {
+    // Conditions, written out:
+    //   by rvn:            rvn = :seen
+    //   by holder & token: holder = :me AND #token = :mine
+    const values: Record<string, unknown> = {
+      ":rvn": change.rvn,
+      ":leaseMs": change.leaseMs,
+      ":at": change.updatedAtMs,
+    };
+    const sets = ["rvn = :rvn", "leaseMs = :leaseMs", "updatedAt = :at"];
+    let remove = "";
+    if (change.holder === undefined) remove = " REMOVE holder";
+    else {
+      sets.push("holder = :holder");
+      values[":holder"] = change.holder;
+    }
+    if (change.bumpToken) {
+      sets.push("#token = #token + :one");
+      values[":one"] = 1;
+    }
+    let cond: string;
+    if ("rvn" in condition) {
+      cond = "rvn = :seen";
+      values[":seen"] = condition.rvn;
+    } else {
+      cond = "holder = :me AND #token = :mine";
+      values[":me"] = condition.holder;
+      values[":mine"] = condition.token;
+    }
+    const item = await this.store.update(
+      "state",
+      this.key(name),
+      `SET ${sets.join(", ")}${remove}`,
+      { condition: cond, names: { "#token": "token" }, values },
+      { deadlineMs },
+    );
+    return item ? toRecord(name, item) : undefined;
+  }
+}
+
+function toRecord(name: string, item: Record<string, unknown>): LeaseRecord {
+  return {
+    name,
+    holder: typeof item.holder === "string" ? item.holder : undefined,
+    token: Number(item.token),
+    rvn: String(item.rvn),
+    leaseMs: Number(item.leaseMs),
+    updatedAtMs: Number(item.updatedAt ?? 0),
+  };
+}

@@ -1,0 +1,185 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadFleetConfigFile, parseFleetConfig } from "../../../lib/core/config";
+import { ConfigInvalidError } from "../../../lib/core/errors";
+
+const valid = {
+  listeners: [{ name: "web", protocol: "http", port: 8080, pool: "app", stickiness: {} }],
+  pools: {
+    app: {
+      algorithm: "consistent-hash",
+      hashKey: { source: "header", name: "x-user" },
+      backends: [
+        { host: "10.0.1.10", port: 80, weight: 2, zone: "us-east-1a" },
+        { host: "10.0.2.10", port: 80, zone: "us-east-1b" },
+      ],
+    },
+  },
+};
+
+describe("fleet config", () => {
+  test("a valid document gets every default filled in, and parses to itself again", () => {
+    const config = parseFleetConfig(valid);
+    expect(config.pools.app!.healthCheck).toEqual({
+      type: "http",
+      path: "/",
+      expectStatus: [200, 399],
+      intervalMs: 2000,
+      timeoutMs: 1000,
+      rise: 2,
+      fall: 3,
+    });
+    expect(config.listeners[0]!.stickiness).toEqual({ cookieName: "HAFLEET", ttlS: 3600 });
+    expect(config.failover).toEqual({ mode: "active-passive", leaseMs: 2000, heartbeatMs: 1000 });
+    expect(parseFleetConfig(JSON.parse(JSON.stringify(config)))).toEqual(config);
+  });
+
+  const invalid: [string, (d: typeof valid & Record<string, unknown>) => void, string][] = [
+    [
+      "an unknown key (a typo)",
+      (d) => Object.assign(d, { listners: [] }),
+      '(root): Unrecognized key: "listners"',
+    ],
+    [
+      "a port out of range",
+      (d) => (d.listeners[0]!.port = 70000),
+      "listeners[0].port: Too big: expected number to be <=65535",
+    ],
+    [
+      "an unknown protocol",
+      (d) => (d.listeners[0]!.protocol = "udp"),
+      'listeners[0].protocol: Invalid option: expected one of "http"|"tcp"',
+    ],
+    [
+      "a listener naming a missing pool",
+      (d) => (d.listeners[0]!.pool = "api"),
+      "listeners[0].pool: names pool 'api', which is not in pools (app)",
+    ],
+    [
+      "a pool without backends",
+      (d) => (d.pools.app!.backends = []),
+      "pools.app.backends: Too small: expected array to have >=1 items",
+    ],
+    [
+      "a negative weight",
+      (d) => (d.pools.app!.backends[0]!.weight = -1),
+      "pools.app.backends[0].weight: Too small: expected number to be >=0",
+    ],
+    [
+      "consistent hashing without a key",
+      (d) => delete (d.pools.app as { hashKey?: unknown }).hashKey,
+      "pools.app.hashKey: is required when algorithm is 'consistent-hash'",
+    ],
+    [
+      "a header key without a name",
+      (d) => (d.pools.app!.hashKey = { source: "header" } as never),
+      "pools.app.hashKey.name: is required when source is 'header'",
+    ],
+    [
+      "a health-check timeout not below its interval",
+      (d) => Object.assign(d.pools.app!, { healthCheck: { intervalMs: 1000, timeoutMs: 1000 } }),
+      "pools.app.healthCheck.timeoutMs: must be below intervalMs (1000)",
+    ],
+    [
+      "two backends with the same id",
+      (d) => d.pools.app!.backends.push({ host: "10.0.1.10", port: 80, zone: "us-east-1c" }),
+      "pools.app.backends[2]: backend id '10.0.1.10:80' is already used by backends[0]",
+    ],
+    [
+      "two listeners on one port",
+      (d) => d.listeners.push({ name: "web2", protocol: "tcp", port: 8080, pool: "app", stickiness: {} }),
+      "listeners[1].port: 0.0.0.0:8080 is already used by listeners[0]",
+    ],
+    [
+      "a bad cookie name",
+      (d) => (d.listeners[0]!.stickiness = { cookieName: "a b" } as never),
+      "listeners[0].stickiness.cookieName: must be a valid cookie name token",
+    ],
+    [
+      "a heartbeat not below the lease",
+      (d) => Object.assign(d, { failover: { leaseMs: 1000, heartbeatMs: 1000 } }),
+      "failover.heartbeatMs: must be below leaseMs (1000)",
+    ],
+    [
+      "a failover mode that does not exist",
+      (d) => Object.assign(d, { failover: { mode: "active-standby" } }),
+      'failover.mode: Invalid option: expected one of "active-passive"|"active-active"',
+    ],
+  ];
+  test.each(invalid)("%s is refused with the field's path and reason", (_name, breakIt, expected) => {
+    const doc = structuredClone(valid) as typeof valid & Record<string, unknown>;
+    breakIt(doc);
+    let error: unknown;
+    try {
+      parseFleetConfig(doc);
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigInvalidError);
+    expect((error as ConfigInvalidError).code).toBe("HAFLEET_CONFIG_INVALID");
+    expect((error as ConfigInvalidError).message).toContain(expected);
+  });
+
+  test("every bad field is reported, not only the first", () => {
+    const doc = structuredClone(valid);
+    doc.listeners[0]!.port = 0;
+    doc.pools.app!.backends[1]!.port = -5;
+    expect(() => parseFleetConfig(doc)).toThrow(
+      "invalid fleet config: listeners[0].port: Too small: expected number to be >=1; pools.app.backends[1].port: Too small: expected number to be >=1",
+    );
+  });
+
+  describe("files", () => {
+    let dir: string;
+    beforeAll(async () => {
+      dir = await mkdtemp(join(tmpdir(), "hafleet-config-"));
+    });
+    afterAll(async () => {
+      await rm(dir, { recursive: true, force: true });
+    });
+
+    test("a YAML file and a JSON file with the same content load the same", async () => {
+      const yaml = [
+        "listeners:",
+        "  - { name: web, protocol: http, port: 8080, pool: app, stickiness: {} }",
+        "pools:",
+        "  app:",
+        "    algorithm: consistent-hash",
+        "    hashKey: { source: header, name: x-user }",
+        "    backends:",
+        "      - { host: 10.0.1.10, port: 80, weight: 2, zone: us-east-1a }",
+        "      - { host: 10.0.2.10, port: 80, zone: us-east-1b }",
+      ].join("\n");
+      await writeFile(join(dir, "fleet.yaml"), yaml);
+      await writeFile(join(dir, "fleet.json"), JSON.stringify(valid));
+      expect(await loadFleetConfigFile(join(dir, "fleet.yaml"))).toEqual(
+        await loadFleetConfigFile(join(dir, "fleet.json")),
+      );
+    });
+
+    test("a file that is not YAML names the file and the problem", async () => {
+      await writeFile(join(dir, "bad.yaml"), "listeners: [\n");
+      await expect(loadFleetConfigFile(join(dir, "bad.yaml"))).rejects.toThrow(
+        `invalid fleet config in ${join(dir, "bad.yaml")}: (root): not valid YAML`,
+      );
+    });
+
+    test("a duplicated YAML key is refused rather than silently overwritten", async () => {
+      await writeFile(join(dir, "dup.yaml"), "pools: {}\npools: {}\nlisteners: []\n");
+      await expect(loadFleetConfigFile(join(dir, "dup.yaml"))).rejects.toThrow(
+        /not valid YAML: Map keys must be unique/,
+      );
+    });
+
+    test("a valid file with a bad field names the file and the field", async () => {
+      await writeFile(
+        join(dir, "port.json"),
+        JSON.stringify({ ...valid, listeners: [{ ...valid.listeners[0], port: "80" }] }),
+      );
+      await expect(loadFleetConfigFile(join(dir, "port.json"))).rejects.toThrow(
+        `invalid fleet config in ${join(dir, "port.json")}: listeners[0].port: Invalid input: expected number, received string`,
+      );
+    });
+  });
+});
