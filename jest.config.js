@@ -4,17 +4,17 @@
 const transform = {
   "^.+\\.ts$": ["@swc/jest", { jsc: { parser: { syntax: "typescript" }, target: "es2022" } }],
 };
-const project = (name, timeout) => ({
+const project = (name) => ({
   displayName: name,
   testEnvironment: "node",
   transform,
   testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
   setupFilesAfterEnv: ["<rootDir>/test/harness/jest-setup.ts"],
-  ...(timeout ? {} : {}),
 });
 module.exports = {
   globalSetup: "<rootDir>/test/harness/jest-global-setup.js",
   globalTeardown: "<rootDir>/test/harness/jest-global-teardown.js",
   projects: [project("unit"), project("integration"), project("e2e")],
   testTimeout: 60_000,
+  reporters: ["default", "<rootDir>/test/harness/summary-reporter.js"],
 };
