@@ -3,12 +3,18 @@
 // child processes). One emulator serves the whole run; see test/harness.
 const transform = {
   "^.+\\.ts$": ["@swc/jest", { jsc: { parser: { syntax: "typescript" }, target: "es2022" } }],
+  // @middy/core 6 ships ES modules only: Node 20.19+ loads them, jest's runtime needs them as CommonJS.
+  "/node_modules/@middy/.+\\.js$": [
+    "@swc/jest",
+    { jsc: { parser: { syntax: "ecmascript" }, target: "es2022" }, module: { type: "commonjs" } },
+  ],
 };
 const project = (name) => ({
   displayName: name,
   testEnvironment: "node",
   transform,
   testMatch: [`<rootDir>/test/${name}/**/*.test.ts`],
+  transformIgnorePatterns: ["/node_modules/(?!@middy/)"],
   setupFilesAfterEnv: ["<rootDir>/test/harness/jest-setup.ts"],
 });
 module.exports = {

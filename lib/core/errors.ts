@@ -17,7 +17,13 @@ export type HafleetErrorCode =
   | "HAFLEET_STORE_TABLE_MISSING"
   | "HAFLEET_STORE_REQUEST_INVALID"
   | "HAFLEET_STORE_ACCESS_DENIED"
-  | "HAFLEET_STORE";
+  | "HAFLEET_STORE"
+  | "HAFLEET_EC2"
+  | "HAFLEET_EC2_NOT_FOUND"
+  | "HAFLEET_EC2_UNVERIFIED"
+  | "HAFLEET_EVENT_INVALID"
+  | "HAFLEET_PROXY_LISTEN"
+  | "HAFLEET_PROXY_USAGE";
 
 export class HafleetError extends Error {
   override readonly name: string = "HafleetError";
@@ -118,4 +124,23 @@ export class StoreError extends HafleetError {
 
 export function isHafleetError(err: unknown, code?: HafleetErrorCode): err is HafleetError {
   return err instanceof HafleetError && (code === undefined || err.code === code);
+}
+
+/** An EC2 call (Elastic IPs) failed; `retryable` as for `StoreError`. */
+export class Ec2Error extends HafleetError {
+  override readonly name = "Ec2Error";
+  readonly retryable: boolean;
+  readonly operation: string;
+
+  constructor(
+    code: HafleetErrorCode,
+    operation: string,
+    message: string,
+    retryable: boolean,
+    cause?: unknown,
+  ) {
+    super(code, `${operation}: ${message}`, { cause });
+    this.retryable = retryable;
+    this.operation = operation;
+  }
 }

@@ -76,3 +76,59 @@ export async function fencedPut(store: StateStore, o: FencedPutOptions): Promise
       : "the lease or the item moved on";
   throw new FencedError(o.sk, o.token, why);
 }
+
+export interface LeaseGuard {
+  readonly name: string;
+  readonly holder: string;
+  readonly token: number;
+}
+
+/**
+ * Updates an item only while `guard`'s lease is held by its holder with its
+ * token, in one transaction; throws `FencedError` otherwise (nothing changed).
+ * For writers whose item carries no token of its own, e.g. the checker's
+ * `failed` mark on a `node#` item.
+ */
+export async function leaseGuardedUpdate(
+  store: StateStore,
+  o: {
+    readonly fleetId: string;
+    readonly sk: string;
+    /** e.g. `SET failed = :f` */
+    readonly update: string;
+    readonly names?: Record<string, string>;
+    readonly values?: Record<string, unknown>;
+    readonly guard: LeaseGuard;
+  },
+): Promise<void> {
+  const pk = keys.fleet(o.fleetId);
+  const failed = await store.transact([
+    {
+      ConditionCheck: {
+        TableName: store.tableName("state"),
+        Key: { pk, sk: keys.lease(o.guard.name) },
+        ConditionExpression: "holder = :guardHolder AND #guardToken = :guardToken",
+        ExpressionAttributeNames: { "#guardToken": "token" },
+        ExpressionAttributeValues: { ":guardHolder": o.guard.holder, ":guardToken": o.guard.token },
+      },
+    },
+    {
+      Update: {
+        TableName: store.tableName("state"),
+        Key: { pk, sk: o.sk },
+        UpdateExpression: o.update,
+        ConditionExpression: "attribute_exists(sk)",
+        ...(o.names && Object.keys(o.names).length > 0 ? { ExpressionAttributeNames: o.names } : {}),
+        ...(o.values && Object.keys(o.values).length > 0 ? { ExpressionAttributeValues: o.values } : {}),
+      },
+    },
+  ]);
+  if (failed.length === 0) return;
+  throw new FencedError(
+    o.sk,
+    o.guard.token,
+    failed.includes(1)
+      ? "the item does not exist"
+      : `lease '${o.guard.name}' is no longer held by ${o.guard.holder} with this token`,
+  );
+}

@@ -16,6 +16,7 @@
  */
 import { type Clock, systemClock } from "./clock";
 import { SettingsError } from "./errors";
+import { type LeaseGuard, leaseGuardedUpdate } from "./fence";
 import type { Item, StateStore } from "./store";
 import { keys } from "./tables";
 
@@ -148,14 +149,28 @@ export async function listNodes(store: StateStore, fleetId: string): Promise<Nod
   return items.map(toNodeRecord);
 }
 
-/** Marks a node failed (the checker's verdict on a gray failure), or clears the mark. */
+/**
+ * Marks a node failed (the checker's verdict on a gray failure), or clears the
+ * mark. With `guard`, only while the checker still holds its lease with that token.
+ */
 export async function setNodeFailed(
   store: StateStore,
   fleetId: string,
   nodeId: string,
   failed: NodeRecord["failed"] | undefined,
+  guard?: LeaseGuard,
 ): Promise<void> {
   const key = { pk: keys.fleet(fleetId), sk: keys.node(nodeId) };
+  if (guard) {
+    await leaseGuardedUpdate(store, {
+      fleetId,
+      sk: key.sk,
+      update: failed ? "SET failed = :f" : "REMOVE failed",
+      ...(failed ? { values: { ":f": failed } } : {}),
+      guard,
+    });
+    return;
+  }
   if (failed) {
     await store.update("state", key, "SET failed = :f", {
       condition: "attribute_exists(sk)",

@@ -1,0 +1,72 @@
+/**
+ * The health-checker Lambda: runs on a schedule (once a minute) and loops a
+ * check every few seconds until shortly before its timeout. The logic is in
+ * lib/core/checker.ts; this file wires it to Lambda: settings from the
+ * environment, structured logs and metrics with Powertools.
+ *
+ * Environment: HAFLEET_FLEET_ID (required), HAFLEET_STATE_TABLE,
+ * HAFLEET_SESSIONS_TABLE, HAFLEET_CHECKER_INTERVAL_MS (default 2000),
+ * HAFLEET_CHECKER_RUN_FOR_MS (default 55000, capped at the remaining time - 5 s).
+ */
+import { Logger } from "@aws-lambda-powertools/logger";
+import { injectLambdaContext } from "@aws-lambda-powertools/logger/middleware";
+import { Metrics, MetricUnit } from "@aws-lambda-powertools/metrics";
+import { logMetrics } from "@aws-lambda-powertools/metrics/middleware";
+import middy from "@middy/core";
+import type { Context } from "aws-lambda";
+import { type CheckReport, HealthChecker, parseCheckerInvocation } from "../../lib/core/checker";
+import { ElasticIps } from "../../lib/core/elastic-ip";
+import { StateStore } from "../../lib/core/store";
+
+const logger = new Logger({ serviceName: "hafleet-health-checker" });
+const metrics = new Metrics({ namespace: "hafleet", serviceName: "health-checker" });
+
+// Clients live across invocations of a warm Lambda; made at the first one, when the environment is read.
+let clients: { store: StateStore; elasticIps: ElasticIps } | undefined;
+
+export interface CheckerResult {
+  readonly fleetId: string;
+  readonly runs: number;
+  readonly skipped: number;
+  readonly marked: string[];
+  readonly cleared: string[];
+  readonly reassociated: string[];
+  readonly errors: number;
+}
+
+export async function run(
+  event: unknown,
+  context: Pick<Context, "awsRequestId" | "getRemainingTimeInMillis">,
+): Promise<CheckerResult> {
+  const invocation = parseCheckerInvocation(event, process.env, context.getRemainingTimeInMillis());
+  metrics.addDimension("fleet", invocation.fleetId);
+  clients ??= { store: new StateStore(), elasticIps: new ElasticIps() };
+  const { store, elasticIps } = clients;
+  const checker = new HealthChecker({
+    store,
+    fleetId: invocation.fleetId,
+    checkerId: `lambda-${context.awsRequestId}`,
+    elasticIps,
+    log: (level, message, fields) => logger[level](message, fields ?? {}),
+  });
+  const reports: CheckReport[] = await checker.runFor(invocation.runForMs, invocation.intervalMs);
+  const ran = reports.filter((r) => r.ran);
+  const result: CheckerResult = {
+    fleetId: invocation.fleetId,
+    runs: ran.length,
+    skipped: reports.length - ran.length,
+    marked: ran.flatMap((r) => r.marked),
+    cleared: ran.flatMap((r) => r.cleared),
+    reassociated: ran.flatMap((r) => r.reassociated),
+    errors: ran.reduce((n, r) => n + r.errors.length, 0),
+  };
+  metrics.addMetric("CheckerRuns", MetricUnit.Count, result.runs);
+  metrics.addMetric("CheckerSkipped", MetricUnit.Count, result.skipped);
+  metrics.addMetric("NodesMarkedFailed", MetricUnit.Count, result.marked.length);
+  metrics.addMetric("ElasticIpsReassociated", MetricUnit.Count, result.reassociated.length);
+  metrics.addMetric("CheckerErrors", MetricUnit.Count, result.errors);
+  logger.info("health checker invocation done", { ...result });
+  return result;
+}
+
+export const handler = middy(run).use(injectLambdaContext(logger)).use(logMetrics(metrics));

@@ -1,0 +1,345 @@
+/**
+ * The health checker: the control plane's second line of defence. Each run:
+ *
+ * 1. Confirms it holds the `checker` lease (overlapping invocations are
+ *    serialized by it); a run without it changes nothing.
+ * 2. Reads the fleet's nodes, the fleet lease and the desired Elastic IP
+ *    owners (`vip#`), and probes every node's `/healthz` with a timeout.
+ * 3. Judges each node (`failover.ts`) from its heartbeat, its damped probe
+ *    results and, for the holder, the lease; marks gray failures failed and
+ *    clears the mark after recovery. These writes are fenced by the checker
+ *    lease's token.
+ * 4. Reconciles each Elastic IP with the `vip#` written by the current holder
+ *    of the fleet lease: re-associates it when EC2 says otherwise. The checker
+ *    never holds the fleet lease and never picks an owner itself.
+ *
+ * `runFor` loops runs every `intervalMs` until its time is up: sub-minute
+ * checking from a once-a-minute schedule.
+ */
+import { z } from "zod";
+import { type Clock, systemClock } from "./clock";
+import { ConfigStore } from "./config-store";
+import type { ElasticIps } from "./elastic-ip";
+import { HafleetError } from "./errors";
+import { appendEvent } from "./events";
+import { judgeNode, type LeaseView, ProbeTracker, planVip, type Verdict, type VipDesired } from "./failover";
+import { HeartbeatMonitor, listNodes, setNodeFailed } from "./heartbeat";
+import { DynamoLeaseStore, Lease } from "./lease";
+import type { StateStore } from "./store";
+import { keys } from "./tables";
+
+export type LogFn = (
+  level: "debug" | "info" | "warn" | "error",
+  message: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+export interface HealthCheckerOptions {
+  readonly store: StateStore;
+  readonly fleetId: string;
+  /** Holder id of the checker lease, e.g. the Lambda request id or `local-checker`. */
+  readonly checkerId: string;
+  readonly elasticIps: ElasticIps;
+  /** Timeout of one probe of a node's `/healthz`. @default 1000 */
+  readonly probeTimeoutMs?: number;
+  /** Consecutive probe results that make a node up / down. @default 2 / 2 */
+  readonly rise?: number;
+  readonly fall?: number;
+  /** The checker lease's length; must exceed a run's duration. @default 6000 */
+  readonly checkerLeaseMs?: number;
+  readonly clock?: Clock;
+  readonly log?: LogFn;
+}
+
+export interface NodeReportLine {
+  readonly nodeId: string;
+  readonly verdict: Verdict;
+  readonly reason: string;
+  readonly heartbeat: string;
+  readonly probe: string;
+  readonly holder: boolean;
+}
+
+export interface VipReportLine {
+  readonly allocationId: string;
+  readonly action: "none" | "associate";
+  readonly reason: string;
+  readonly ok?: boolean;
+}
+
+export interface CheckReport {
+  readonly ran: boolean;
+  readonly skippedReason?: string;
+  readonly token?: number;
+  readonly nodes: NodeReportLine[];
+  readonly vips: VipReportLine[];
+  readonly marked: string[];
+  readonly cleared: string[];
+  readonly reassociated: string[];
+  readonly errors: string[];
+  readonly durationMs: number;
+}
+
+export class HealthChecker {
+  readonly lease: Lease;
+  private readonly o: HealthCheckerOptions;
+  private readonly clock: Clock;
+  private readonly leases: DynamoLeaseStore;
+  private readonly config: ConfigStore;
+  private readonly probes: ProbeTracker;
+  private monitor: HeartbeatMonitor | undefined;
+  private fleetLeaseSeen: { rvn: string; sinceMs: number } | undefined;
+  private readonly log: LogFn;
+
+  constructor(options: HealthCheckerOptions) {
+    this.o = options;
+    this.clock = options.clock ?? systemClock;
+    this.leases = new DynamoLeaseStore(options.store, options.fleetId);
+    this.config = new ConfigStore(options.store, options.fleetId);
+    this.probes = new ProbeTracker(options.rise ?? 2, options.fall ?? 2);
+    this.log = options.log ?? (() => {});
+    const leaseMs = options.checkerLeaseMs ?? 6000;
+    this.lease = new Lease(
+      this.leases,
+      { name: "checker", holderId: options.checkerId, leaseMs, pollMs: Math.min(500, leaseMs / 4) },
+      this.clock,
+    );
+  }
+
+  /** Starts contending for the checker lease in the background. */
+  start(): void {
+    this.lease.start();
+  }
+
+  /** Stops and hands the checker lease to the next invocation at once. */
+  async stop(): Promise<void> {
+    await this.lease.stop({ release: true });
+  }
+
+  /** Starts, runs every `intervalMs` for `durationMs`, stops; returns every run's report. */
+  async runFor(durationMs: number, intervalMs = 2000, signal?: AbortSignal): Promise<CheckReport[]> {
+    const reports: CheckReport[] = [];
+    const end = this.clock.nowMs() + durationMs;
+    this.start();
+    try {
+      // The first tick acquires a free or released lease; give it a moment.
+      for (let i = 0; i < 20 && !this.lease.isLeader() && this.clock.nowMs() < end; i++)
+        await this.clock.sleep(50, signal);
+      while (this.clock.nowMs() < end && !signal?.aborted) {
+        const started = this.clock.nowMs();
+        reports.push(await this.runOnce());
+        const wait = Math.min(intervalMs - (this.clock.nowMs() - started), end - this.clock.nowMs());
+        if (wait > 0) await this.clock.sleep(wait, signal);
+      }
+    } finally {
+      await this.stop();
+    }
+    return reports;
+  }
+
+  async runOnce(): Promise<CheckReport> {
+    const started = this.clock.nowMs();
+    const empty = { nodes: [], vips: [], marked: [], cleared: [], reassociated: [], errors: [] };
+    const token = this.lease.token;
+    if (token === undefined) {
+      const other = this.lease.observed?.holder;
+      return {
+        ran: false,
+        skippedReason: `checker lease held by ${other ?? "nobody yet"}`,
+        ...empty,
+        durationMs: 0,
+      };
+    }
+    const fleetId = this.o.fleetId;
+    const store = this.o.store;
+    const guard = { name: "checker", holder: this.o.checkerId, token };
+    const errors: string[] = [];
+    const marked: string[] = [];
+    const cleared: string[] = [];
+    const reassociated: string[] = [];
+
+    const [stored, nodes, fleetLease, vipItems] = await Promise.all([
+      this.config.get().catch((err: unknown) => {
+        errors.push(`config: ${String(err)}`);
+        return undefined;
+      }),
+      listNodes(store, fleetId),
+      this.leases.get("fleet"),
+      store.query("state", keys.fleet(fleetId), { prefix: "vip#" }),
+    ]);
+    const heartbeatMs = stored?.config.failover.heartbeatMs ?? 1000;
+    this.monitor ??= new HeartbeatMonitor({ staleMs: 3 * heartbeatMs }, this.clock);
+
+    // The fleet lease, judged as a waiter would: the same rvn for longer than its leaseMs.
+    const now = this.clock.nowMs();
+    if (fleetLease && this.fleetLeaseSeen?.rvn !== fleetLease.rvn)
+      this.fleetLeaseSeen = { rvn: fleetLease.rvn, sinceMs: now };
+    const leaseExpired =
+      !!fleetLease && !!this.fleetLeaseSeen && now - this.fleetLeaseSeen.sinceMs > fleetLease.leaseMs;
+    const leaseView: LeaseView | undefined = fleetLease
+      ? { holder: fleetLease.holder, token: fleetLease.token, expired: leaseExpired }
+      : undefined;
+
+    const probeResults = await Promise.all(nodes.map((n) => this.probe(n.adminUrl)));
+    this.probes.forget(new Set(nodes.map((n) => n.nodeId)));
+    const liveness = new Map(this.monitor.observe(nodes).map((l) => [l.nodeId, l]));
+
+    const lines: NodeReportLine[] = [];
+    for (const [i, node] of nodes.entries()) {
+      const probe = this.probes.record(node.nodeId, probeResults[i]!);
+      const heartbeat = liveness.get(node.nodeId)?.state ?? "alive";
+      const holder = fleetLease?.holder === node.nodeId;
+      const j = judgeNode({
+        heartbeat,
+        probe,
+        isLeaseHolder: holder,
+        leaseExpired: holder && leaseExpired,
+        markedFailed: !!node.failed,
+      });
+      lines.push({ nodeId: node.nodeId, verdict: j.verdict, reason: j.reason, heartbeat, probe, holder });
+      if (j.mark === "keep") continue;
+      try {
+        const failed =
+          j.mark === "set"
+            ? { by: this.o.checkerId, reason: j.reason, atMs: this.clock.wallMs(), token }
+            : undefined;
+        await setNodeFailed(store, fleetId, node.nodeId, failed, guard);
+        (j.mark === "set" ? marked : cleared).push(node.nodeId);
+        await appendEvent(store, fleetId, {
+          kind: j.mark === "set" ? "node-marked-failed" : "node-failed-cleared",
+          by: this.o.checkerId,
+          token,
+          reason: `${node.nodeId}: ${j.reason}`,
+          detail: { nodeId: node.nodeId, holder },
+        });
+        this.log(
+          j.mark === "set" ? "warn" : "info",
+          `${j.mark === "set" ? "marked failed" : "cleared failed mark of"} ${node.nodeId}: ${j.reason}`,
+          { nodeId: node.nodeId, token },
+        );
+      } catch (err) {
+        errors.push(`mark ${node.nodeId}: ${String(err)}`);
+      }
+    }
+
+    const vips: VipReportLine[] = [];
+    for (const item of vipItems) {
+      const desired: VipDesired = {
+        allocationId: String(item.allocationId ?? String(item.sk).slice(4)),
+        owner: String(item.owner),
+        instanceId: String(item.instanceId),
+        token: Number(item.fenceToken),
+      };
+      try {
+        const actual = await this.o.elasticIps.describe(desired.allocationId);
+        const plan = planVip(desired, leaseView, actual.instanceId);
+        if (plan.action === "none" || !this.lease.isLeader()) {
+          vips.push({ allocationId: desired.allocationId, action: "none", reason: plan.reason });
+          continue;
+        }
+        await this.o.elasticIps.moveTo(desired.allocationId, plan.instanceId);
+        reassociated.push(desired.allocationId);
+        vips.push({ allocationId: desired.allocationId, action: "associate", reason: plan.reason, ok: true });
+        await appendEvent(store, fleetId, {
+          kind: "vip-reconciled",
+          by: this.o.checkerId,
+          token,
+          reason: plan.reason,
+          detail: {
+            allocationId: desired.allocationId,
+            from: actual.instanceId,
+            to: plan.instanceId,
+            holderToken: desired.token,
+          },
+        });
+        this.log("warn", `re-associated ${desired.allocationId} with ${plan.instanceId}: ${plan.reason}`, {
+          token,
+        });
+      } catch (err) {
+        errors.push(`vip ${desired.allocationId}: ${String(err)}`);
+        vips.push({
+          allocationId: desired.allocationId,
+          action: "associate",
+          reason: String(err),
+          ok: false,
+        });
+      }
+    }
+    for (const e of errors) this.log("error", e);
+    return {
+      ran: true,
+      token,
+      nodes: lines,
+      vips,
+      marked,
+      cleared,
+      reassociated,
+      errors,
+      durationMs: this.clock.nowMs() - started,
+    };
+  }
+
+  private async probe(adminUrl: string): Promise<boolean> {
+    if (!adminUrl) return false;
+    try {
+      const res = await fetch(`${adminUrl}/healthz`, {
+        signal: AbortSignal.timeout(this.o.probeTimeoutMs ?? 1000),
+      });
+      await res.arrayBuffer();
+      return res.status === 200;
+    } catch {
+      return false;
+    }
+  }
+}
+
+/** What one invocation of the checker Lambda is asked to do. */
+export interface CheckerInvocation {
+  readonly fleetId: string;
+  readonly runForMs: number;
+  readonly intervalMs: number;
+}
+
+const DirectEvent = z.strictObject({
+  fleetId: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be 1-63 lowercase letters, digits or '-'")
+    .optional(),
+  runForMs: z.int().min(0).max(900_000).optional(),
+  intervalMs: z.int().min(200).max(60_000).optional(),
+});
+const ScheduledEvent = z.looseObject({ source: z.literal("aws.events"), "detail-type": z.string() });
+
+/**
+ * Validates an invocation: an EventBridge scheduled event (settings from the
+ * environment) or a direct one (`{fleetId?, runForMs?, intervalMs?}`).
+ * Throws `HAFLEET_EVENT_INVALID` naming the bad field; nothing runs then.
+ */
+export function parseCheckerInvocation(
+  event: unknown,
+  env: NodeJS.ProcessEnv,
+  remainingMs: number,
+): CheckerInvocation {
+  const fail = (message: string): never => {
+    throw new HafleetError("HAFLEET_EVENT_INVALID", `invalid health-checker invocation: ${message}`);
+  };
+  let direct: z.infer<typeof DirectEvent> = {};
+  if (!ScheduledEvent.safeParse(event).success) {
+    const parsed = DirectEvent.safeParse(event ?? {});
+    if (!parsed.success) {
+      fail(parsed.error.issues.map((i) => `${i.path.join(".") || "(event)"}: ${i.message}`).join("; "));
+    } else direct = parsed.data;
+  }
+  const fleetId = direct.fleetId ?? env.HAFLEET_FLEET_ID;
+  if (!fleetId) return fail("fleetId: missing (set HAFLEET_FLEET_ID or pass fleetId)");
+  const envRun = env.HAFLEET_CHECKER_RUN_FOR_MS ? Number(env.HAFLEET_CHECKER_RUN_FOR_MS) : undefined;
+  const envInterval = env.HAFLEET_CHECKER_INTERVAL_MS ? Number(env.HAFLEET_CHECKER_INTERVAL_MS) : undefined;
+  const intervalMs = direct.intervalMs ?? envInterval ?? 2000;
+  if (!Number.isFinite(intervalMs) || intervalMs < 200)
+    fail(`HAFLEET_CHECKER_INTERVAL_MS: must be at least 200, got ${intervalMs}`);
+  // Stop 5 s before the Lambda's timeout, so the lease is released and metrics are flushed.
+  const wanted = direct.runForMs ?? envRun ?? 55_000;
+  if (!Number.isFinite(wanted) || wanted < 0)
+    fail(`HAFLEET_CHECKER_RUN_FOR_MS: must be at least 0, got ${wanted}`);
+  return { fleetId, intervalMs, runForMs: Math.max(0, Math.min(wanted, remainingMs - 5000)) };
+}

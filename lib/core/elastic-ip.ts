@@ -1,0 +1,166 @@
+/**
+ * Elastic IPs through the EC2 API. AssociateAddress cannot check a fencing
+ * token and DescribeAddresses is eventually consistent, so a move is always
+ * followed by reading back until the address shows the new instance, and the
+ * desired owner lives fenced in the store (`vip#`), where reconcilers compare.
+ * Associations are read from DescribeAddresses only: DescribeInstances can keep
+ * showing a moved address on the old instance (seen on moto 5.2).
+ */
+import {
+  type Address,
+  AssociateAddressCommand,
+  DescribeAddressesCommand,
+  EC2Client,
+} from "@aws-sdk/client-ec2";
+import { type AwsClientOptions, awsClientConfig } from "./aws";
+import { type Clock, systemClock } from "./clock";
+import { Ec2Error } from "./errors";
+
+/** Tag that binds an Elastic IP to a fleet; the instance role may only move addresses with it. */
+export const FLEET_TAG = "hafleet:fleet";
+
+export interface AddressState {
+  readonly allocationId: string;
+  readonly publicIp: string;
+  /** Empty when not associated. */
+  readonly instanceId: string;
+  readonly associationId: string;
+  readonly fleetId: string | undefined;
+}
+
+export interface MoveResult {
+  readonly associationId: string;
+  /** Reads until DescribeAddresses showed the new instance. */
+  readonly verifyReads: number;
+  readonly elapsedMs: number;
+}
+
+export interface ElasticIpsOptions {
+  readonly ec2?: EC2Client;
+  readonly aws?: AwsClientOptions;
+  readonly clock?: Clock;
+}
+
+export class ElasticIps {
+  readonly ec2: EC2Client;
+  private readonly clock: Clock;
+  private readonly ownsClient: boolean;
+
+  constructor(options: ElasticIpsOptions = {}) {
+    this.ownsClient = !options.ec2;
+    this.ec2 = options.ec2 ?? new EC2Client(awsClientConfig({ requestTimeoutMs: 2000, ...options.aws }));
+    this.clock = options.clock ?? systemClock;
+  }
+
+  async describe(allocationId: string): Promise<AddressState> {
+    const out = await this.call("DescribeAddresses", () =>
+      this.ec2.send(new DescribeAddressesCommand({ AllocationIds: [allocationId] })),
+    );
+    const address = out.Addresses?.[0];
+    if (!address)
+      throw new Ec2Error(
+        "HAFLEET_EC2_NOT_FOUND",
+        "DescribeAddresses",
+        `Elastic IP ${allocationId} not found`,
+        false,
+      );
+    return toState(address);
+  }
+
+  /** Every Elastic IP tagged with the fleet. */
+  async listByFleet(fleetId: string): Promise<AddressState[]> {
+    const out = await this.call("DescribeAddresses", () =>
+      this.ec2.send(
+        new DescribeAddressesCommand({ Filters: [{ Name: `tag:${FLEET_TAG}`, Values: [fleetId] }] }),
+      ),
+    );
+    return (out.Addresses ?? []).map(toState);
+  }
+
+  /**
+   * Associates the address with the instance (taking it from whichever had it)
+   * and reads back until DescribeAddresses shows it there, up to `verifyMs`.
+   * Throws `HAFLEET_EC2_UNVERIFIED` when the read-back never agreed.
+   */
+  async moveTo(
+    allocationId: string,
+    instanceId: string,
+    options: { verifyMs?: number } = {},
+  ): Promise<MoveResult> {
+    const started = this.clock.nowMs();
+    const verifyMs = options.verifyMs ?? 5000;
+    const out = await this.call("AssociateAddress", () =>
+      this.ec2.send(
+        new AssociateAddressCommand({
+          AllocationId: allocationId,
+          InstanceId: instanceId,
+          AllowReassociation: true,
+        }),
+      ),
+    );
+    let reads = 0;
+    let delay = 25;
+    for (;;) {
+      reads++;
+      const now = await this.describe(allocationId);
+      if (now.instanceId === instanceId) {
+        return {
+          associationId: out.AssociationId ?? now.associationId,
+          verifyReads: reads,
+          elapsedMs: this.clock.nowMs() - started,
+        };
+      }
+      if (this.clock.nowMs() - started + delay > verifyMs) {
+        throw new Ec2Error(
+          "HAFLEET_EC2_UNVERIFIED",
+          "AssociateAddress",
+          `Elastic IP ${allocationId} still shows instance '${now.instanceId}' ${verifyMs} ms after moving it to ${instanceId}`,
+          true,
+        );
+      }
+      await this.clock.sleep(delay);
+      delay = Math.min(delay * 2, 400);
+    }
+  }
+
+  destroy(): void {
+    if (this.ownsClient) this.ec2.destroy();
+  }
+
+  private async call<T>(operation: string, send: () => Promise<T>): Promise<T> {
+    try {
+      return await send();
+    } catch (err) {
+      throw translateEc2Error(err, operation);
+    }
+  }
+}
+
+function toState(a: Address): AddressState {
+  return {
+    allocationId: a.AllocationId ?? "",
+    publicIp: a.PublicIp ?? "",
+    instanceId: a.InstanceId ?? "",
+    associationId: a.AssociationId ?? "",
+    fleetId: a.Tags?.find((t) => t.Key === FLEET_TAG)?.Value,
+  };
+}
+
+export function translateEc2Error(err: unknown, operation: string): Ec2Error {
+  if (err instanceof Ec2Error) return err;
+  const e = err as Error & { $metadata?: { httpStatusCode?: number }; $fault?: string; Code?: string };
+  const name = e?.name ?? "Error";
+  const status = e?.$metadata?.httpStatusCode;
+  const detail = `${name}: ${e?.message ?? String(err)}`;
+  if (/NotFound|Malformed/.test(name))
+    return new Ec2Error("HAFLEET_EC2_NOT_FOUND", operation, detail, false, err);
+  const retryable =
+    name === "RequestLimitExceeded" ||
+    name === "Throttling" ||
+    name === "TimeoutError" ||
+    name === "AbortError" ||
+    e?.$fault === "server" ||
+    (status !== undefined && status >= 500) ||
+    (status === undefined && /ECONN|socket hang up|EPIPE|ETIMEDOUT/.test(e?.message ?? ""));
+  return new Ec2Error("HAFLEET_EC2", operation, detail, retryable, err);
+}

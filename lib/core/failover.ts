@@ -1,0 +1,146 @@
+/**
+ * Failover decisions as pure functions: what the health checker concludes
+ * from the signals it gathered, and what it should change. No I/O here, so the
+ * rules are tested as tables (test/unit/core/failover.test.ts).
+ *
+ * DESIGN.md: a node is failed only when at least two independent signals agree
+ * (heartbeat, direct probe, lease), or when its lease has expired. The one
+ * exception is the gray failure: a node whose agent keeps heartbeating (and,
+ * if active, renewing) while probes of its proxy fail. Its own signals cannot
+ * be trusted to say so, so the checker marks it failed in `node#`; its agent
+ * then releases the lease and stops contending until the mark is cleared.
+ */
+import type { Liveness } from "./heartbeat";
+
+export type ProbeState = "up" | "down" | "unknown";
+
+export interface NodeSignals {
+  readonly heartbeat: Liveness;
+  /** Damped probe state (rise/fall) of the node's health endpoint. */
+  readonly probe: ProbeState;
+  readonly isLeaseHolder: boolean;
+  /** For the holder: the checker saw its lease record stay unchanged for longer than leaseMs. */
+  readonly leaseExpired: boolean;
+  readonly markedFailed: boolean;
+}
+
+export type Verdict = "healthy" | "suspect" | "failed" | "gray-failure" | "recovered";
+
+export interface Judgement {
+  readonly verdict: Verdict;
+  readonly reason: string;
+  /** Set or clear the node's `failed` mark. */
+  readonly mark: "set" | "clear" | "keep";
+}
+
+export function judgeNode(s: NodeSignals): Judgement {
+  if (s.isLeaseHolder && s.leaseExpired) {
+    return { verdict: "failed", reason: "its lease expired (no renewal seen for leaseMs)", mark: "keep" };
+  }
+  if (s.heartbeat === "dead" && s.probe === "down") {
+    return { verdict: "failed", reason: "heartbeat and probe agree it is down", mark: "keep" };
+  }
+  if (s.probe === "down" && s.heartbeat !== "dead") {
+    if (s.markedFailed)
+      return { verdict: "failed", reason: "probe still failing; already marked failed", mark: "keep" };
+    return {
+      verdict: "gray-failure",
+      reason: s.isLeaseHolder
+        ? "probes fail while its agent still heartbeats and renews the lease"
+        : "probes fail while its agent still heartbeats: it must not be promoted",
+      mark: "set",
+    };
+  }
+  if (s.markedFailed) {
+    if (s.probe === "up" && s.heartbeat === "alive") {
+      return { verdict: "recovered", reason: "probe and heartbeat healthy again", mark: "clear" };
+    }
+    return { verdict: "failed", reason: "marked failed and not yet healthy on both signals", mark: "keep" };
+  }
+  if (s.heartbeat === "dead")
+    return { verdict: "suspect", reason: "heartbeat stale but probe answers", mark: "keep" };
+  if (s.heartbeat === "suspect") return { verdict: "suspect", reason: "heartbeat late", mark: "keep" };
+  return { verdict: "healthy", reason: "heartbeat fresh, probe not failing", mark: "keep" };
+}
+
+export interface VipDesired {
+  readonly allocationId: string;
+  readonly owner: string;
+  readonly instanceId: string;
+  readonly token: number;
+}
+
+export interface LeaseView {
+  readonly holder: string | undefined;
+  readonly token: number;
+  readonly expired: boolean;
+}
+
+export type VipPlan =
+  | { readonly action: "none"; readonly reason: string }
+  | { readonly action: "associate"; readonly instanceId: string; readonly reason: string };
+
+/**
+ * Whether to re-associate an Elastic IP with the owner its leader recorded.
+ * The checker only follows the current holder's fenced `vip#`; it never
+ * chooses an owner itself and never holds the fleet lease.
+ */
+export function planVip(
+  desired: VipDesired | undefined,
+  lease: LeaseView | undefined,
+  actualInstanceId: string,
+): VipPlan {
+  if (!desired) return { action: "none", reason: "no desired owner recorded yet" };
+  if (!lease || lease.holder === undefined)
+    return { action: "none", reason: "no lease holder: waiting for a takeover" };
+  if (lease.expired) return { action: "none", reason: "the holder's lease expired: waiting for a takeover" };
+  if (desired.token < lease.token) {
+    return {
+      action: "none",
+      reason: `the holder (token ${lease.token}) has not recorded its Elastic IP yet`,
+    };
+  }
+  if (desired.owner !== lease.holder || desired.token !== lease.token) {
+    return {
+      action: "none",
+      reason: `vip# (owner ${desired.owner}, token ${desired.token}) is not the holder's`,
+    };
+  }
+  if (actualInstanceId === desired.instanceId) return { action: "none", reason: "associated as desired" };
+  return {
+    action: "associate",
+    instanceId: desired.instanceId,
+    reason: `associated with '${actualInstanceId || "nothing"}', but holder ${desired.owner} (token ${desired.token}) recorded ${desired.instanceId}`,
+  };
+}
+
+/** Damped probe results per node: `fall` failures in a row make it down, `rise` successes up. */
+export class ProbeTracker {
+  private readonly runs = new Map<string, { state: ProbeState; ok: number; bad: number }>();
+  constructor(
+    readonly rise = 2,
+    readonly fall = 2,
+  ) {}
+
+  record(nodeId: string, ok: boolean): ProbeState {
+    let r = this.runs.get(nodeId);
+    if (!r) {
+      r = { state: "unknown", ok: 0, bad: 0 };
+      this.runs.set(nodeId, r);
+    }
+    if (ok) {
+      r.ok++;
+      r.bad = 0;
+      if (r.ok >= this.rise) r.state = "up";
+    } else {
+      r.bad++;
+      r.ok = 0;
+      if (r.bad >= this.fall) r.state = "down";
+    }
+    return r.state;
+  }
+
+  forget(keep: ReadonlySet<string>): void {
+    for (const id of this.runs.keys()) if (!keep.has(id)) this.runs.delete(id);
+  }
+}

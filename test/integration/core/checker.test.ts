@@ -1,0 +1,206 @@
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { AssociateAddressCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { handler } from "../../../lambdas/health-checker/handler";
+import { awsClientConfig } from "../../../lib/core/aws";
+import { HealthChecker } from "../../../lib/core/checker";
+import { ElasticIps } from "../../../lib/core/elastic-ip";
+import { FencedError } from "../../../lib/core/errors";
+import { listEvents } from "../../../lib/core/events";
+import { fencedPut } from "../../../lib/core/fence";
+import { Heartbeater, listNodes, setNodeFailed } from "../../../lib/core/heartbeat";
+import { DynamoLeaseStore, Lease } from "../../../lib/core/lease";
+import type { StateStore } from "../../../lib/core/store";
+import { keys, type TableNames } from "../../../lib/core/tables";
+import { freshTables, storeOn, uniqueId } from "../../harness/aws";
+import { allocateElasticIp, runInstances } from "../../harness/ec2";
+
+/** A node as the checker sees it: a health endpoint that can be made to fail, and heartbeats. */
+class FakeNodeAdmin {
+  healthy = true;
+  server: Server = createServer((req, res) => {
+    res.writeHead(req.url === "/healthz" && this.healthy ? 200 : 503).end();
+  });
+  async start(): Promise<string> {
+    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+let tables: TableNames;
+let store: StateStore;
+let ec2: EC2Client;
+let eips: ElasticIps;
+const cleanups: (() => Promise<void> | void)[] = [];
+
+beforeAll(async () => {
+  tables = await freshTables();
+  store = storeOn(tables);
+  ec2 = new EC2Client(awsClientConfig());
+  eips = new ElasticIps({ ec2 });
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+afterAll(() => {
+  store.destroy();
+  ec2.destroy();
+});
+
+/** Two nodes, node-a holding the fleet lease with the Elastic IP on its instance. */
+async function fleetOfTwo() {
+  const fleetId = uniqueId("fleet");
+  const [ia, ib] = await runInstances(ec2, fleetId, ["node-a", "node-b"]);
+  const eip = await allocateElasticIp(ec2, fleetId);
+  const admins = { a: new FakeNodeAdmin(), b: new FakeNodeAdmin() };
+  const urls = { a: await admins.a.start(), b: await admins.b.start() };
+  const beats = (["a", "b"] as const).map(
+    (n) =>
+      new Heartbeater({
+        store,
+        fleetId,
+        nodeId: `node-${n}`,
+        periodMs: 200,
+        report: () => ({
+          address: "127.0.0.1",
+          adminUrl: urls[n],
+          role: n === "a" ? "active" : "standby",
+          drain: false,
+          load: { connections: 0, rps: 0 },
+          version: "test",
+          instanceId: n === "a" ? ia! : ib!,
+        }),
+      }),
+  );
+  for (const b of beats) {
+    await b.beat();
+    b.start();
+  }
+  const lease = new Lease(new DynamoLeaseStore(store, fleetId), { name: "fleet", holderId: "node-a" });
+  lease.start();
+  await new Promise<void>((r) => lease.once("acquired", () => r()));
+  await fencedPut(store, {
+    fleetId,
+    sk: keys.vip(eip.allocationId),
+    token: lease.token!,
+    attrs: { allocationId: eip.allocationId, owner: "node-a", instanceId: ia },
+    lease: { name: "fleet", holder: "node-a" },
+  });
+  await eips.moveTo(eip.allocationId, ia!);
+  cleanups.push(async () => {
+    await lease.stop();
+    for (const b of beats) await b.stop();
+    await admins.a.close();
+    await admins.b.close();
+  });
+  return { fleetId, ia: ia!, ib: ib!, eip, admins, lease };
+}
+
+function checker(fleetId: string, id = "checker-1") {
+  const c = new HealthChecker({ store, fleetId, checkerId: id, elasticIps: eips, probeTimeoutMs: 500 });
+  cleanups.push(() => c.stop());
+  return c;
+}
+
+async function leader(c: HealthChecker) {
+  c.start();
+  for (let i = 0; i < 100 && !c.lease.isLeader(); i++) await new Promise((r) => setTimeout(r, 50));
+  expect(c.lease.isLeader()).toBe(true);
+}
+
+test("an Elastic IP moved behind the system's back is moved back to the holder's instance, with an audit event", async () => {
+  const f = await fleetOfTwo();
+  await ec2.send(
+    new AssociateAddressCommand({
+      AllocationId: f.eip.allocationId,
+      InstanceId: f.ib,
+      AllowReassociation: true,
+    }),
+  );
+  expect((await eips.describe(f.eip.allocationId)).instanceId).toBe(f.ib);
+  const c = checker(f.fleetId);
+  await leader(c);
+  const report = await c.runOnce();
+  expect(report.errors).toEqual([]);
+  expect(report.reassociated).toEqual([f.eip.allocationId]);
+  expect((await eips.describe(f.eip.allocationId)).instanceId).toBe(f.ia);
+  const events = await listEvents(store, f.fleetId);
+  expect(events.map((e) => e.kind)).toContain("vip-reconciled");
+  // Nothing to do on the next run.
+  expect((await c.runOnce()).reassociated).toEqual([]);
+});
+
+test("a gray failure (probes fail, heartbeats go on) is marked failed after `fall` probes, and cleared after recovery", async () => {
+  const f = await fleetOfTwo();
+  const c = checker(f.fleetId);
+  await leader(c);
+  expect((await c.runOnce()).marked).toEqual([]);
+  f.admins.a.healthy = false;
+  expect((await c.runOnce()).marked).toEqual([]); // one failure is not enough (fall 2)
+  const second = await c.runOnce();
+  expect(second.marked).toEqual(["node-a"]);
+  expect(second.nodes.find((n) => n.nodeId === "node-a")).toMatchObject({
+    verdict: "gray-failure",
+    holder: true,
+  });
+  const nodeA = (await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-a");
+  expect(nodeA?.failed).toMatchObject({ by: "checker-1", token: c.lease.token });
+  f.admins.a.healthy = true;
+  await c.runOnce();
+  expect((await c.runOnce()).cleared).toEqual(["node-a"]);
+  expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-a")?.failed).toBeUndefined();
+});
+
+test("of two overlapping checkers only the lease holder runs, and a deposed checker's writes are fenced", async () => {
+  const f = await fleetOfTwo();
+  const one = checker(f.fleetId, "checker-1");
+  await leader(one);
+  const two = checker(f.fleetId, "checker-2");
+  two.start();
+  await new Promise((r) => setTimeout(r, 300));
+  const skipped = await two.runOnce();
+  expect(skipped).toMatchObject({ ran: false, skippedReason: "checker lease held by checker-1" });
+  const oldToken = one.lease.token!;
+  await one.stop(); // hands over
+  for (let i = 0; i < 100 && !two.lease.isLeader(); i++) await new Promise((r) => setTimeout(r, 50));
+  expect(two.lease.token).toBe(oldToken + 1);
+  const err = await setNodeFailed(
+    store,
+    f.fleetId,
+    "node-b",
+    { by: "checker-1", reason: "stale", atMs: 0, token: oldToken },
+    {
+      name: "checker",
+      holder: "checker-1",
+      token: oldToken,
+    },
+  ).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(FencedError);
+  expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-b")?.failed).toBeUndefined();
+});
+
+test("the Lambda handler runs the loop in-process and refuses a bad event without running", async () => {
+  const f = await fleetOfTwo();
+  process.env.HAFLEET_STATE_TABLE = tables.state;
+  process.env.HAFLEET_SESSIONS_TABLE = tables.sessions;
+  process.env.POWERTOOLS_METRICS_DISABLED = "true";
+  const context = { awsRequestId: "req-1", getRemainingTimeInMillis: () => 60_000, functionName: "checker" };
+  await ec2.send(
+    new AssociateAddressCommand({
+      AllocationId: f.eip.allocationId,
+      InstanceId: f.ib,
+      AllowReassociation: true,
+    }),
+  );
+  const result = await handler({ fleetId: f.fleetId, runForMs: 1500, intervalMs: 500 }, context as never);
+  expect(result.runs).toBeGreaterThanOrEqual(1);
+  expect(result.reassociated).toEqual([f.eip.allocationId]);
+  expect((await eips.describe(f.eip.allocationId)).instanceId).toBe(f.ia);
+  await expect(handler({ fleet: f.fleetId }, context as never)).rejects.toMatchObject({
+    code: "HAFLEET_EVENT_INVALID",
+  });
+});

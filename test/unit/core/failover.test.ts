@@ -1,0 +1,166 @@
+import { parseCheckerInvocation } from "../../../lib/core/checker";
+import { judgeNode, type NodeSignals, ProbeTracker, planVip } from "../../../lib/core/failover";
+
+const base: NodeSignals = {
+  heartbeat: "alive",
+  probe: "up",
+  isLeaseHolder: false,
+  leaseExpired: false,
+  markedFailed: false,
+};
+
+describe("judging a node from its signals", () => {
+  test.each<[string, Partial<NodeSignals>, string, string]>([
+    ["a node with a fresh heartbeat and answering probes is healthy", {}, "healthy", "keep"],
+    [
+      "a node not yet probed enough is healthy while its heartbeat is fresh",
+      { probe: "unknown" },
+      "healthy",
+      "keep",
+    ],
+    ["a late heartbeat alone only makes it suspect", { heartbeat: "suspect" }, "suspect", "keep"],
+    [
+      "a dead heartbeat alone (probe answers) only makes it suspect: one signal is not enough",
+      { heartbeat: "dead" },
+      "suspect",
+      "keep",
+    ],
+    [
+      "a dead heartbeat and a failing probe agree: failed",
+      { heartbeat: "dead", probe: "down" },
+      "failed",
+      "keep",
+    ],
+    [
+      "the holder whose lease expired is failed on that alone",
+      { isLeaseHolder: true, leaseExpired: true },
+      "failed",
+      "keep",
+    ],
+    [
+      "the holder whose probes fail while it heartbeats is a gray failure, and gets marked",
+      { isLeaseHolder: true, probe: "down" },
+      "gray-failure",
+      "set",
+    ],
+    [
+      "a standby whose probes fail while it heartbeats is marked too, so it is never promoted",
+      { probe: "down" },
+      "gray-failure",
+      "set",
+    ],
+    [
+      "a marked node still failing probes stays failed, without writing again",
+      { probe: "down", markedFailed: true },
+      "failed",
+      "keep",
+    ],
+    [
+      "a marked node healthy on both signals is recovered, and the mark is cleared",
+      { markedFailed: true },
+      "recovered",
+      "clear",
+    ],
+    [
+      "a marked node with answering probes but a late heartbeat stays failed",
+      { markedFailed: true, heartbeat: "suspect" },
+      "failed",
+      "keep",
+    ],
+  ])("%s", (_name, signals, verdict, mark) => {
+    const j = judgeNode({ ...base, ...signals });
+    expect([j.verdict, j.mark]).toEqual([verdict, mark]);
+  });
+});
+
+describe("planning an Elastic IP reconcile", () => {
+  const desired = { allocationId: "eipalloc-1", owner: "node-b", instanceId: "i-b", token: 4 };
+  const lease = { holder: "node-b", token: 4, expired: false };
+  test.each<[string, typeof desired | undefined, typeof lease | undefined, string, string]>([
+    ["associated as the holder recorded: nothing to do", desired, lease, "i-b", "none"],
+    [
+      "moved behind the system's back: move it back to the holder's instance",
+      desired,
+      lease,
+      "i-a",
+      "associate",
+    ],
+    ["not associated at all: associate it with the holder's instance", desired, lease, "", "associate"],
+    ["no vip# yet: nothing to do", undefined, lease, "i-a", "none"],
+    [
+      "no holder: wait for a takeover, never pick an owner",
+      desired,
+      { holder: undefined as never, token: 4, expired: false },
+      "i-a",
+      "none",
+    ],
+    ["the holder's lease expired: wait for a takeover", desired, { ...lease, expired: true }, "i-a", "none"],
+    [
+      "a new holder has not recorded its vip# yet: leave it to the holder",
+      desired,
+      { holder: "node-c", token: 5, expired: false },
+      "i-a",
+      "none",
+    ],
+    [
+      "a vip# from another holder with the same token is not followed",
+      { ...desired, owner: "node-x" },
+      lease,
+      "i-a",
+      "none",
+    ],
+  ])("%s", (_name, d, l, actual, action) => {
+    expect(planVip(d, l, actual).action).toBe(action);
+  });
+});
+
+describe("probe damping", () => {
+  test("fall failures in a row make a node down, rise successes up again; one blip changes nothing", () => {
+    const p = new ProbeTracker(2, 2);
+    const states = [true, true, false, true, false, false, true, true].map((ok) => p.record("n", ok));
+    expect(states).toEqual(["unknown", "up", "up", "up", "up", "down", "down", "up"]);
+  });
+});
+
+describe("health-checker invocations", () => {
+  const env = { HAFLEET_FLEET_ID: "prod" };
+  test("a scheduled event uses the environment and stops 5 s before the timeout", () => {
+    const scheduled = { source: "aws.events", "detail-type": "Scheduled Event", detail: {} };
+    expect(parseCheckerInvocation(scheduled, env, 60_000)).toEqual({
+      fleetId: "prod",
+      intervalMs: 2000,
+      runForMs: 55_000,
+    });
+    expect(parseCheckerInvocation(scheduled, env, 20_000).runForMs).toBe(15_000);
+  });
+  test("a direct invocation may name the fleet and the loop", () => {
+    expect(parseCheckerInvocation({ fleetId: "stage", runForMs: 3000, intervalMs: 500 }, {}, 60_000)).toEqual(
+      {
+        fleetId: "stage",
+        intervalMs: 500,
+        runForMs: 3000,
+      },
+    );
+  });
+  test.each([
+    [
+      { fleetId: "Bad Fleet" },
+      env,
+      "invalid health-checker invocation: fleetId: must be 1-63 lowercase letters, digits or '-'",
+    ],
+    [
+      { runForMs: -1 },
+      env,
+      "invalid health-checker invocation: runForMs: Too small: expected number to be >=0",
+    ],
+    [{ fleetid: "prod" }, env, 'invalid health-checker invocation: (event): Unrecognized key: "fleetid"'],
+    [{}, {}, "invalid health-checker invocation: fleetId: missing (set HAFLEET_FLEET_ID or pass fleetId)"],
+    [
+      {},
+      { ...env, HAFLEET_CHECKER_INTERVAL_MS: "fast" },
+      "invalid health-checker invocation: HAFLEET_CHECKER_INTERVAL_MS: must be at least 200, got NaN",
+    ],
+  ])("%j with %j is refused: %s", (event, e, message) => {
+    expect(() => parseCheckerInvocation(event, e, 60_000)).toThrow(message);
+  });
+});
