@@ -14,8 +14,10 @@
  * is HAProxy's: `fall` consecutive stale readings make a node dead, `rise`
  * consecutive fresh readings make it alive again; in between it is suspect.
  */
+
+import { randomBytes } from "node:crypto";
 import { type Clock, systemClock } from "./clock";
-import { SettingsError } from "./errors";
+import { HafleetError, SettingsError } from "./errors";
 import { type LeaseGuard, leaseGuardedUpdate } from "./fence";
 import type { Item, StateStore } from "./store";
 import { keys } from "./tables";
@@ -48,6 +50,15 @@ export interface NodeRecord extends NodeReport {
     readonly atMs: number;
     readonly token: number;
   };
+  /** The last operator command written for this node; its agent acts on each new `id` once. */
+  readonly command?: NodeCommand;
+}
+
+/** Operator commands carried by the node's own item, so they need no network path to the node. */
+export interface NodeCommand {
+  /** `yield`: hand the fleet lease over; `drain` / `undrain`: stop / resume serving new traffic. */
+  readonly kind: "yield" | "drain" | "undrain";
+  readonly id: string;
 }
 
 export const NODE_TTL_S = 24 * 3600;
@@ -181,6 +192,34 @@ export async function setNodeFailed(
   }
 }
 
+/** Writes an operator command into a node's item; its agent acts on it at its next heartbeat. */
+export async function sendNodeCommand(
+  store: StateStore,
+  fleetId: string,
+  nodeId: string,
+  kind: NodeCommand["kind"],
+): Promise<NodeCommand> {
+  const command: NodeCommand = {
+    kind,
+    id: `${kind}-${store.clock.wallMs().toString(36)}-${randomBytes(3).toString("hex")}`,
+  };
+  const done = await store.update(
+    "state",
+    { pk: keys.fleet(fleetId), sk: keys.node(nodeId) },
+    "SET command = :c",
+    {
+      condition: "attribute_exists(sk)",
+      values: { ":c": command },
+    },
+  );
+  if (!done)
+    throw new HafleetError(
+      "HAFLEET_NODE_UNKNOWN",
+      `node '${nodeId}' is not registered in fleet '${fleetId}'`,
+    );
+  return command;
+}
+
 export function toNodeRecord(item: Item): NodeRecord {
   return {
     nodeId: String(item.nodeId ?? String(item.sk ?? "").replace(/^node#/, "")),
@@ -195,6 +234,7 @@ export function toNodeRecord(item: Item): NodeRecord {
     ...(item.instanceId ? { instanceId: String(item.instanceId) } : {}),
     ...(item.zone ? { zone: String(item.zone) } : {}),
     ...(item.failed ? { failed: item.failed } : {}),
+    ...(item.command ? { command: item.command as NodeCommand } : {}),
   };
 }
 

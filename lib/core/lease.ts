@@ -28,7 +28,12 @@
  * 1. Free (no item): put with `attribute_not_exists(sk)`, token 1.
  * 2. Released (item without `holder`): update with `rvn = :seen`, token + 1.
  * 3. Held: wait until the same rvn has been seen for the item's `leaseMs` on
- *    the local monotonic clock, then update with `rvn = :seen`, token + 1.
+ *    the local monotonic clock, then update with `rvn = :seen`, token + 1. A
+ *    failed read restarts the wait (time in which nothing was seen does not
+ *    count). The exception: a contender whose own holding ran out unconfirmed
+ *    (the store was unreachable) and that finds the item still recording it
+ *    with that token takes it back at once; nobody acquired in between, and a
+ *    store outage alone then never moves the leader.
  * 4. Renew every `renewMs` with `holder = :me AND token = :mine`, new rvn.
  * 5. A write whose answer was lost (timeout, reset) may have landed: every
  *    write sets a fresh rvn, so re-reading tells whether it did.
@@ -169,6 +174,8 @@ export class Lease extends EventEmitter<LeaseEvents> {
   /** The rvn a follower sees and since when (monotonic, at the end of the read). */
   private seen: { rvn: string; sinceMs: number; holder: string | undefined; token: number } | undefined;
   private pending: PendingWrite | undefined;
+  /** The token this contender held until its validity ran out unconfirmed (not released, not taken). */
+  private lostByTimeout: number | undefined;
   private eligible = true;
   private loop: Promise<void> | undefined;
   private abort = new AbortController();
@@ -238,7 +245,10 @@ export class Lease extends EventEmitter<LeaseEvents> {
     try {
       record = await this.store.get(s.name, s.pollMs * 2);
     } catch {
-      return s.pollMs; // the store is unreachable: nobody can acquire, try again later
+      // The store is unreachable: nobody can acquire. Time in which this waiter
+      // saw nothing cannot count towards the holder's expiry: wait afresh.
+      this.seen = undefined;
+      return s.pollMs;
     }
     const readDoneMs = this.clock.nowMs();
 
@@ -279,9 +289,13 @@ export class Lease extends EventEmitter<LeaseEvents> {
     }
 
     if (!this.eligible) return s.pollMs;
-    // 2. Released: take it at once. 3. Held: only once the same rvn has been seen for its leaseMs.
+    // 2. Released: take it at once. 2b. Still recorded as ours with the token we
+    // lost by timeout (e.g. the store was unreachable): nobody acquired since, take
+    // it back at once, so a store outage alone never moves the leader.
+    // 3. Held by another: only once the same rvn has been seen for its leaseMs.
     const waitedMs = readDoneMs - this.seen.sinceMs;
-    if (record.holder !== undefined && waitedMs < record.leaseMs) {
+    const ownPast = record.holder === s.holderId && record.token === this.lostByTimeout;
+    if (record.holder !== undefined && !ownPast && waitedMs < record.leaseMs) {
       return Math.max(1, Math.min(s.pollMs, record.leaseMs - waitedMs));
     }
     const seenRvn = record.rvn;
@@ -340,7 +354,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     const s = this.settings;
     const now = this.clock.nowMs();
     if (now >= leader.validUntilMs) {
-      this.lose(leader.token, `no renewal confirmed within ${s.leaseMs - s.safetyMs} ms`);
+      this.lose(leader.token, `no renewal confirmed within ${s.leaseMs - s.safetyMs} ms`, true);
       return 1;
     }
     if (now < leader.nextRenewAtMs) return this.nextDelay();
@@ -403,7 +417,8 @@ export class Lease extends EventEmitter<LeaseEvents> {
     this.emit("renewed", { token: leader.token, latencyMs: this.clock.nowMs() - startedAtMs });
   }
 
-  private lose(token: number, reason: string): void {
+  private lose(token: number, reason: string, byTimeout = false): void {
+    this.lostByTimeout = byTimeout ? token : undefined;
     this.state = { kind: "follower" };
     this.seen = undefined;
     this.clearWatchdog();
@@ -431,6 +446,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
           this.lose(
             leader.token,
             `no renewal confirmed within ${this.settings.leaseMs - this.settings.safetyMs} ms`,
+            true,
           );
         }
       },

@@ -242,6 +242,45 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
       },
     },
     {
+      name: "after a store outage longer than the lease, the last holder takes it back and no waiter takes over",
+      test: async () => {
+        const w = world(["a", "b"]);
+        await w.run(1000);
+        w.views.a!.down = true;
+        w.views.b!.down = true;
+        await w.run(5000); // both cut off: a's validity runs out, b can observe nothing
+        expect(w.leases.a!.isLeader()).toBe(false);
+        w.views.a!.down = false;
+        w.views.b!.down = false;
+        await w.run(5000);
+        expect(w.leases.a!.isLeader()).toBe(true);
+        expect(w.leases.a!.token).toBe(2);
+        expect(w.events).toEqual(["a acquired 1", "a lost 1", "a acquired 2"]);
+      },
+    },
+    {
+      name: "a waiter whose reads failed waits a whole leaseMs of successful reads before taking over",
+      test: async () => {
+        const w = world(["a"]);
+        await w.run(20);
+        w.views.a!.down = true; // the holder is gone for good
+        const view = new View(w.store);
+        const b = new Lease(view, { name: "fleet", holderId: "b" }, w.clock);
+        await b.tick(); // first sight
+        view.down = true;
+        w.clock.advance(3000);
+        await b.tick(); // a failed read: the 3 s seen before it do not count
+        view.down = false;
+        await b.tick(); // sees the same rvn again: the wait starts now
+        w.clock.advance(1900);
+        await b.tick();
+        expect(b.isLeader()).toBe(false);
+        w.clock.advance(200);
+        await b.tick();
+        expect(b.isLeader()).toBe(true);
+      },
+    },
+    {
       name: "tokens increase by one with every change of holder, over many changes",
       test: async () => {
         const w = world(["a", "b", "c"]);

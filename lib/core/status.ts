@@ -1,0 +1,158 @@
+/**
+ * A fleet's status as an operator reads it: nodes with their role, heartbeat
+ * age, drain and failed marks; the fleet lease's holder and token; each
+ * Elastic IP's owner by EC2 and by the holder's `vip#`; and backend health as
+ * the nodes' admin endpoints report it. `renderStatus` prints it as tables.
+ */
+import type { ElasticIps } from "./elastic-ip";
+import { listNodes, type NodeRecord } from "./heartbeat";
+import { DynamoLeaseStore } from "./lease";
+import type { StateStore } from "./store";
+import { keys } from "./tables";
+
+export interface FleetStatus {
+  readonly fleetId: string;
+  readonly lease: { readonly holder: string | null; readonly token: number; readonly leaseMs: number } | null;
+  readonly nodes: {
+    readonly nodeId: string;
+    readonly role: string;
+    readonly heartbeatAgeMs: number;
+    readonly seq: number;
+    readonly address: string;
+    readonly instanceId: string | null;
+    readonly drain: boolean;
+    readonly failed: string | null;
+    readonly load: NodeRecord["load"];
+    /** What the node's `/readyz` says, or why it could not be asked. */
+    readonly ready: boolean | null;
+    readonly backends: readonly { readonly id: string; readonly healthy: boolean }[] | null;
+  }[];
+  readonly elasticIps: {
+    readonly allocationId: string;
+    readonly publicIp: string;
+    readonly instanceId: string | null;
+    /** The node on that instance. */
+    readonly node: string | null;
+    /** The owner the lease holder recorded, and its token. */
+    readonly desiredOwner: string | null;
+    readonly desiredToken: number | null;
+  }[];
+}
+
+export async function fleetStatus(
+  store: StateStore,
+  elasticIps: ElasticIps,
+  fleetId: string,
+  options: { probeTimeoutMs?: number } = {},
+): Promise<FleetStatus> {
+  const [nodes, lease, vips, addresses] = await Promise.all([
+    listNodes(store, fleetId),
+    new DynamoLeaseStore(store, fleetId).get("fleet"),
+    store.query("state", keys.fleet(fleetId), { prefix: "vip#" }),
+    elasticIps.listByFleet(fleetId),
+  ]);
+  const now = store.clock.wallMs();
+  const readiness = await Promise.all(nodes.map((n) => readyz(n.adminUrl, options.probeTimeoutMs ?? 500)));
+  return {
+    fleetId,
+    lease: lease ? { holder: lease.holder ?? null, token: lease.token, leaseMs: lease.leaseMs } : null,
+    nodes: nodes.map((n, i) => ({
+      nodeId: n.nodeId,
+      role: n.role,
+      heartbeatAgeMs: Math.max(0, now - n.heartbeatAtMs),
+      seq: n.seq,
+      address: n.address,
+      instanceId: n.instanceId ?? null,
+      drain: n.drain,
+      failed: n.failed ? n.failed.reason : null,
+      load: n.load,
+      ready: readiness[i]!.ready,
+      backends: readiness[i]!.backends,
+    })),
+    elasticIps: addresses.map((a) => {
+      const vip = vips.find((v) => v.allocationId === a.allocationId);
+      return {
+        allocationId: a.allocationId,
+        publicIp: a.publicIp,
+        instanceId: a.instanceId || null,
+        node: nodes.find((n) => n.instanceId && n.instanceId === a.instanceId)?.nodeId ?? null,
+        desiredOwner: vip ? String(vip.owner) : null,
+        desiredToken: vip ? Number(vip.fenceToken) : null,
+      };
+    }),
+  };
+}
+
+async function readyz(
+  adminUrl: string,
+  timeoutMs: number,
+): Promise<{ ready: boolean | null; backends: { id: string; healthy: boolean }[] | null }> {
+  if (!adminUrl) return { ready: null, backends: null };
+  try {
+    const res = await fetch(`${adminUrl}/readyz`, { signal: AbortSignal.timeout(timeoutMs) });
+    const body = (await res.json().catch(() => ({}))) as { backends?: { id: string; healthy: boolean }[] };
+    return { ready: res.status === 200, backends: Array.isArray(body.backends) ? body.backends : null };
+  } catch {
+    return { ready: false, backends: null };
+  }
+}
+
+/** Plain-text tables, for a person. */
+export function renderStatus(s: FleetStatus): string {
+  const lines: string[] = [];
+  lines.push(`fleet ${s.fleetId}`);
+  lines.push(
+    s.lease
+      ? `lease: holder ${s.lease.holder ?? "(released)"}, token ${s.lease.token}, leaseMs ${s.lease.leaseMs}`
+      : "lease: never held",
+  );
+  lines.push("");
+  lines.push(
+    table(
+      ["NODE", "ROLE", "HEARTBEAT", "READY", "ADDRESS", "INSTANCE", "CONNS", "FLAGS"],
+      s.nodes.map((n) => [
+        n.nodeId,
+        n.role,
+        `${(n.heartbeatAgeMs / 1000).toFixed(1)}s ago`,
+        n.ready === null ? "-" : n.ready ? "yes" : "no",
+        n.address,
+        n.instanceId ?? "-",
+        String(n.load.connections),
+        [n.drain ? "draining" : "", n.failed ? `failed: ${n.failed}` : ""].filter(Boolean).join(", ") || "-",
+      ]),
+    ),
+  );
+  lines.push("");
+  lines.push(
+    table(
+      ["ELASTIC IP", "ALLOCATION", "ON NODE", "DESIRED (TOKEN)"],
+      s.elasticIps.map((e) => [
+        e.publicIp,
+        e.allocationId,
+        e.node ?? e.instanceId ?? "(none)",
+        e.desiredOwner ? `${e.desiredOwner} (${e.desiredToken})` : "-",
+      ]),
+    ),
+  );
+  const reporter = s.nodes.find((n) => n.backends && n.backends.length > 0);
+  if (reporter?.backends) {
+    lines.push("");
+    lines.push(
+      table(
+        ["BACKEND", `HEALTH (by ${reporter.nodeId})`],
+        reporter.backends.map((b) => [b.id, b.healthy ? "up" : "down"]),
+      ),
+    );
+  }
+  return lines.join("\n");
+}
+
+function table(head: string[], rows: string[][]): string {
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const fmt = (r: string[]) =>
+    r
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join("  ")
+      .trimEnd();
+  return [fmt(head), ...rows.map(fmt)].join("\n");
+}
