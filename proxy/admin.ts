@@ -1,0 +1,116 @@
+/**
+ * The admin endpoint, on its own port so that it never competes with user
+ * traffic for a listener and can be firewalled apart:
+ *
+ * - `GET /healthz`: 200 while the process runs (liveness).
+ * - `GET /readyz`: 200 when a config is in force and the node is not
+ *   draining, else 503; the JSON body also carries the node's `role`.
+ * - `GET /metrics`: Prometheus text.
+ * - `POST /drain`: starts a drain (202); `/readyz` turns 503 at once.
+ *
+ * `role` is the seam for the node agent (lease, heartbeat, Elastic IP), which
+ * lives beside the proxy: it calls `setRole("active" | "standby" | ...)`. The
+ * proxy never decides its own role.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { ListenError } from "./errors";
+
+export interface AdminStatus {
+  /** A config is in force (from the store, a file, or the last good copy on disk). */
+  readonly configLoaded: boolean;
+  readonly configVersion: number;
+  readonly draining: boolean;
+  /** Where the config in force came from: `file`, `store` or `state-file`. */
+  readonly configSource?: string;
+}
+
+export interface AdminServerOptions {
+  /** @default "127.0.0.1" */
+  readonly host?: string;
+  readonly port: number;
+  readonly status: () => AdminStatus;
+  readonly metrics: () => Promise<{ contentType: string; body: string }>;
+  /** Starts a drain; the answer does not wait for it to end. */
+  readonly drain: () => void;
+  /** @default "none" (no agent has set one) */
+  readonly role?: string;
+}
+
+export class AdminServer {
+  private readonly server: Server;
+  private readonly options: AdminServerOptions;
+  role: string;
+
+  private constructor(options: AdminServerOptions) {
+    this.options = options;
+    this.role = options.role ?? "none";
+    this.server = createServer((req, res) => {
+      this.handle(req, res).catch((err: unknown) => {
+        send(res, 500, { error: String(err) });
+      });
+    });
+    this.server.keepAliveTimeout = 5000;
+  }
+
+  static async start(options: AdminServerOptions): Promise<AdminServer> {
+    const admin = new AdminServer(options);
+    const host = options.host ?? "127.0.0.1";
+    await new Promise<void>((resolve, reject) => {
+      admin.server.once("error", (err) =>
+        reject(new ListenError("admin server", `${host}:${options.port}`, err)),
+      );
+      admin.server.listen(options.port, host, () => resolve());
+    });
+    return admin;
+  }
+
+  /** Set by the node agent. */
+  setRole(role: string): void {
+    this.role = role;
+  }
+
+  get port(): number {
+    return (this.server.address() as { port: number }).port;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = (req.url ?? "/").split("?")[0];
+    switch (path) {
+      case "/healthz":
+        return send(res, 200, { alive: true });
+      case "/readyz": {
+        const s = this.options.status();
+        const ready = s.configLoaded && !s.draining;
+        return send(res, ready ? 200 : 503, { ready, role: this.role, ...s });
+      }
+      case "/metrics": {
+        const m = await this.options.metrics();
+        res.writeHead(200, { "content-type": m.contentType });
+        res.end(m.body);
+        return;
+      }
+      case "/drain":
+        if (req.method !== "POST") {
+          res.setHeader("allow", "POST");
+          return send(res, 405, { error: "use POST /drain" });
+        }
+        this.options.drain();
+        return send(res, 202, { draining: true });
+      default:
+        return send(res, 404, { error: `no ${path}; try /healthz, /readyz, /metrics, POST /drain` });
+    }
+  }
+
+  close(): Promise<void> {
+    return new Promise((resolve) => {
+      this.server.closeAllConnections();
+      this.server.close(() => resolve());
+    });
+  }
+}
+
+function send(res: ServerResponse, status: number, body: unknown): void {
+  const text = `${JSON.stringify(body)}\n`;
+  res.writeHead(status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}

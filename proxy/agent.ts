@@ -1,0 +1,289 @@
+/**
+ * The node agent, beside the proxy on every node: registers the node and
+ * heartbeats, takes part in the fleet lease, and in active-passive mode makes
+ * the lease holder the owner of the fleet's Elastic IP.
+ *
+ * Promotion (on acquiring the lease), each step only while still leader:
+ * 1. write `vip#<allocationId>` = {owner: me, instance, token}, fenced: the
+ *    write is refused unless the lease still shows this node with this token;
+ * 2. AssociateAddress with AllowReassociation, then read back with
+ *    DescribeAddresses until it shows this instance;
+ * 3. write an audit event (who, from whom, why, token, how long).
+ * While leader, every heartbeat re-reads the association and repairs it: a
+ * stale ex-leader's AssociateAddress that was in flight when it lost the lease
+ * is undone within one period (cloud APIs cannot check a token).
+ *
+ * Demotion is immediate: on `lost` the role drops to standby before anything
+ * else, and no side effect starts without `lease.isLeader()` being true at that
+ * moment. A node marked failed by the health checker (gray failure), asked to
+ * yield, or draining releases the lease and stops contending.
+ *
+ * Operator commands arrive through the node's own `node#` item (`command`),
+ * so they need no network path to the node: `yield` (hand the lease over for
+ * a while) and `drain` (hand it over, finish in-flight requests, exit).
+ */
+import { type Clock, systemClock } from "../lib/core/clock";
+import type { ElasticIps } from "../lib/core/elastic-ip";
+import { isHafleetError } from "../lib/core/errors";
+import { appendEvent } from "../lib/core/events";
+import { fencedPut } from "../lib/core/fence";
+import { Heartbeater, type NodeRecord, type NodeRole } from "../lib/core/heartbeat";
+import { DynamoLeaseStore, Lease } from "../lib/core/lease";
+import type { StateStore } from "../lib/core/store";
+import { keys } from "../lib/core/tables";
+
+export type AgentLog = (
+  level: "debug" | "info" | "warn" | "error",
+  message: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+/** What the agent needs from the proxy beside it. */
+export interface ProxyHandle {
+  /** True once the proxy has a config and its listeners are open. */
+  ready(): boolean;
+  load(): { connections: number; rps: number };
+  /** Stops accepting and finishes in-flight requests. */
+  drain(): Promise<void>;
+}
+
+export interface NodeAgentOptions {
+  readonly store: StateStore;
+  readonly fleetId: string;
+  readonly nodeId: string;
+  /** EC2 instance id of this node (in local mode, the emulator's). */
+  readonly instanceId: string;
+  /** The address the node's listeners are bound to. */
+  readonly address: string;
+  readonly adminUrl: string;
+  readonly zone?: string;
+  readonly version: string;
+  readonly mode: "active-passive" | "active-active";
+  readonly elasticIps: ElasticIps;
+  /** The fleet's Elastic IP(s) that the active owns; active-passive only. */
+  readonly allocationIds: readonly string[];
+  /** @default 2000 */
+  readonly leaseMs?: number;
+  /** @default 1000 */
+  readonly heartbeatMs?: number;
+  /** After yielding, stay out of the contest this long so another node takes over. @default 2 x leaseMs */
+  readonly yieldMs?: number;
+  readonly proxy: ProxyHandle;
+  /** Told of every change of role (the admin endpoint reports it). */
+  readonly onRole?: (role: NodeRole) => void;
+  readonly log?: AgentLog;
+  readonly clock?: Clock;
+}
+
+export class NodeAgent {
+  readonly lease: Lease;
+  private readonly heartbeater: Heartbeater;
+  private readonly o: NodeAgentOptions;
+  private readonly clock: Clock;
+  private readonly log: AgentLog;
+  private roleNow: NodeRole = "starting";
+  private draining = false;
+  private failedMark = false;
+  private yieldUntilMs = 0;
+  private lastCommand: string | undefined;
+  private promoting: Promise<void> | undefined;
+  private readonly pending = new Set<Promise<unknown>>();
+
+  constructor(options: NodeAgentOptions) {
+    this.o = options;
+    this.clock = options.clock ?? systemClock;
+    this.log = options.log ?? (() => {});
+    const leaseMs = options.leaseMs ?? 2000;
+    this.lease = new Lease(
+      new DynamoLeaseStore(options.store, options.fleetId),
+      { name: "fleet", holderId: options.nodeId, leaseMs },
+      this.clock,
+    );
+    this.heartbeater = new Heartbeater({
+      store: options.store,
+      fleetId: options.fleetId,
+      nodeId: options.nodeId,
+      periodMs: options.heartbeatMs ?? 1000,
+      clock: this.clock,
+      report: () => ({
+        address: options.address,
+        adminUrl: options.adminUrl,
+        role: this.roleNow,
+        drain: this.draining,
+        load: options.proxy.load(),
+        version: options.version,
+        instanceId: options.instanceId,
+        ...(options.zone ? { zone: options.zone } : {}),
+      }),
+      onBeat: (record) => this.track(this.onBeat(record)),
+      onError: (err) => this.log("warn", "heartbeat failed", { error: String(err) }),
+    });
+    this.lease.on("acquired", (e) => {
+      this.log("info", "acquired the fleet lease", { token: e.token, from: e.tookOverFrom });
+      if (this.o.mode === "active-passive")
+        this.promoting = this.track(this.promote(e.token, e.tookOverFrom));
+    });
+    this.lease.on("lost", (e) => {
+      // Demote first: no side effect may start from here on.
+      if (this.o.mode === "active-passive") this.setRole(this.draining ? "draining" : "standby");
+      this.log("warn", "lost the fleet lease", { token: e.token, reason: e.reason });
+    });
+    this.lease.on("released", (e) => this.log("info", "released the fleet lease", { token: e.token }));
+  }
+
+  get role(): NodeRole {
+    return this.roleNow;
+  }
+
+  /** Registers the node, starts heartbeats and (active-passive) the lease contest. */
+  async start(): Promise<void> {
+    this.setRole(this.o.mode === "active-active" ? "serving" : "standby");
+    await this.heartbeater
+      .beat()
+      .catch((err: unknown) => this.log("warn", "first heartbeat failed", { error: String(err) }));
+    this.heartbeater.start();
+    if (this.o.mode === "active-passive") {
+      await this.lease.setEligible(this.eligible());
+      this.lease.start();
+    }
+  }
+
+  /** Drains the proxy and hands the lease over; the node stays up but serves nothing new. */
+  async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    this.setRole("draining");
+    await this.lease.setEligible(false);
+    await this.o.proxy.drain();
+  }
+
+  /** Graceful shutdown: drain, release the lease so the standby takes over at once, last heartbeat. */
+  async stop(): Promise<void> {
+    this.draining = true;
+    this.setRole("draining");
+    await this.lease.stop({ release: true });
+    await this.o.proxy.drain();
+    this.setRole("stopped");
+    await this.heartbeater.stop();
+    await this.heartbeater.beat().catch(() => {});
+    await Promise.allSettled([...this.pending]);
+  }
+
+  private eligible(): boolean {
+    return (
+      this.o.proxy.ready() && !this.draining && !this.failedMark && this.clock.nowMs() >= this.yieldUntilMs
+    );
+  }
+
+  private setRole(role: NodeRole): void {
+    if (role === this.roleNow) return;
+    this.roleNow = role;
+    this.o.onRole?.(role);
+  }
+
+  private track<T>(p: Promise<T>): Promise<T> {
+    this.pending.add(p);
+    p.finally(() => this.pending.delete(p)).catch(() => {});
+    return p;
+  }
+
+  private async onBeat(record: NodeRecord): Promise<void> {
+    const command = record.command;
+    if (command && command.id !== this.lastCommand) {
+      this.lastCommand = command.id;
+      this.log("info", `operator command: ${command.kind}`, { id: command.id });
+      if (command.kind === "yield") {
+        this.yieldUntilMs = this.clock.nowMs() + (this.o.yieldMs ?? 2 * (this.o.leaseMs ?? 2000));
+        await this.lease.setEligible(false);
+      } else if (command.kind === "drain") {
+        await this.drain();
+      }
+    }
+    const failed = !!record.failed;
+    if (failed !== this.failedMark) {
+      this.failedMark = failed;
+      this.log(
+        failed ? "warn" : "info",
+        failed ? "marked failed by the health checker: stepping down" : "failed mark cleared",
+        {
+          reason: record.failed?.reason,
+        },
+      );
+    }
+    if (this.o.mode !== "active-passive") return;
+    await this.lease.setEligible(this.eligible());
+    if (this.lease.isLeader() && !this.promoting) await this.ensureAddresses(this.lease.token!, "repair");
+  }
+
+  /** Steps 1-3 of a promotion; a failed step is retried by the next heartbeat's repair. */
+  private async promote(token: number, from: string | undefined): Promise<void> {
+    const started = this.clock.nowMs();
+    try {
+      await this.ensureAddresses(token, "promote", from);
+      if (this.lease.token === token) {
+        this.setRole("active");
+        this.log("info", "active", { token, ms: Math.round(this.clock.nowMs() - started) });
+      }
+    } finally {
+      this.promoting = undefined;
+    }
+  }
+
+  private async ensureAddresses(token: number, why: "promote" | "repair", from?: string): Promise<void> {
+    for (const allocationId of this.o.allocationIds) {
+      try {
+        if (why === "promote") {
+          await fencedPut(this.o.store, {
+            fleetId: this.o.fleetId,
+            sk: keys.vip(allocationId),
+            token,
+            attrs: {
+              kind: "vip",
+              allocationId,
+              owner: this.o.nodeId,
+              instanceId: this.o.instanceId,
+              at: this.clock.wallMs(),
+            },
+            lease: { name: "fleet", holder: this.o.nodeId },
+          });
+        } else {
+          const now = await this.o.elasticIps.describe(allocationId);
+          if (now.instanceId === this.o.instanceId) continue;
+        }
+        if (this.lease.token !== token) return; // lost meanwhile: no side effect
+        const moved = await this.o.elasticIps.moveTo(allocationId, this.o.instanceId);
+        const reason =
+          why === "promote"
+            ? from
+              ? `took over the lease from ${from}`
+              : "acquired the free fleet lease"
+            : "the Elastic IP was associated elsewhere while this node holds the lease";
+        await appendEvent(this.o.store, this.o.fleetId, {
+          kind: why === "promote" ? "vip-moved" : "vip-repaired",
+          by: this.o.nodeId,
+          token,
+          reason,
+          detail: {
+            allocationId,
+            instanceId: this.o.instanceId,
+            from: from ?? null,
+            moveMs: Math.round(moved.elapsedMs),
+            verifyReads: moved.verifyReads,
+          },
+        });
+        this.log("info", `Elastic IP ${allocationId} now on ${this.o.instanceId}`, {
+          token,
+          reason,
+          ms: Math.round(moved.elapsedMs),
+        });
+      } catch (err) {
+        const fenced = isHafleetError(err, "HAFLEET_FENCED");
+        this.log(fenced ? "warn" : "error", `could not ${why} Elastic IP ${allocationId}`, {
+          token,
+          error: String(err),
+        });
+        if (fenced) return;
+      }
+    }
+  }
+}

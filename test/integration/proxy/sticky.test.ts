@@ -1,0 +1,184 @@
+/**
+ * Sticky sessions over the shared session table on the emulator: a session
+ * created through one proxy instance is honoured by a second instance; a
+ * store that is down or slow falls back to consistent hashing, never to an
+ * error.
+ */
+
+import { randomBytes } from "node:crypto";
+import { createServer, type Socket } from "node:net";
+import type { FleetConfig, ListenerConfig } from "../../../lib/core/config";
+import { SessionTable } from "../../../lib/core/sessions";
+import { StateStore } from "../../../lib/core/store";
+import { ensureTables, type TableNames } from "../../../lib/core/tables";
+import type { ProxyServer } from "../../../proxy/server";
+import { deadPort, get, Harness, startBackend, startProxy, webConfig } from "../../unit/proxy/helpers";
+
+const h = new Harness();
+afterEach(() => h.closeAll());
+
+const suffix = randomBytes(4).toString("hex");
+const tables: TableNames = {
+  state: `proxy-sticky-state-${suffix}`,
+  sessions: `proxy-sticky-sessions-${suffix}`,
+};
+
+beforeAll(async () => {
+  const store = new StateStore({ tables });
+  await ensureTables(store.client, tables);
+  store.destroy();
+});
+
+function stickyConfig(ports: number[]): FleetConfig {
+  return webConfig(
+    ports.map((port, i) => ({ port, id: `b${i}` })),
+    {},
+    { listener: { stickiness: { cookieName: "HAFLEET", ttlS: 600 } } },
+  );
+}
+
+/**
+ * A proxy whose session table is the emulator's (or `endpoint`'s). With a
+ * working store the wait is generous, so that a busy machine never turns a
+ * slow answer into a fallback (tests assert outcomes, not timing).
+ */
+async function proxyWithStore(cfg: FleetConfig, nodeId: string, endpoint?: string): Promise<ProxyServer> {
+  const store = new StateStore({
+    tables,
+    ...(endpoint ? { aws: { endpoint, connectTimeoutMs: 200 } } : {}),
+    // A working store gets retries and time; a failing one must fail fast.
+    ...(endpoint ? { retry: { maxAttempts: 1 } } : { attemptTimeoutMs: 10_000 }),
+  });
+  h.add({ close: () => store.destroy() });
+  return h.add(
+    await startProxy(cfg, {
+      sessions: (l: ListenerConfig) =>
+        new SessionTable({
+          store,
+          fleetId: "sticky-test",
+          listener: l.name,
+          nodeId,
+          ttlS: l.stickiness!.ttlS,
+          deadlineMs: endpoint ? 300 : 20_000,
+        }),
+      sessionWaitMs: endpoint ? 300 : 20_000,
+    }),
+  );
+}
+
+function cookieOf(setCookie: string | string[] | undefined): string {
+  const line = Array.isArray(setCookie) ? setCookie[0] : setCookie;
+  const m = /^HAFLEET=([A-Za-z0-9_-]+);/.exec(line ?? "");
+  if (!m) throw new Error(`no HAFLEET cookie in ${String(line)}`);
+  return m[1]!;
+}
+
+describe("sticky sessions across proxy instances", () => {
+  it("a session created through one instance is honoured by a second sharing the table", async () => {
+    const backends = [
+      h.add(await startBackend("x")),
+      h.add(await startBackend("y")),
+      h.add(await startBackend("z")),
+    ];
+    const cfg = stickyConfig(backends.map((b) => b.port));
+    const one = await proxyWithStore(cfg, "node-one");
+    const two = await proxyWithStore(cfg, "node-two");
+
+    // Six sessions through instance one: round robin spreads them over x, y, z.
+    const sessions: { key: string; backend: string }[] = [];
+    for (let i = 0; i < 6; i++) {
+      const r = await get(one.port("web"));
+      expect(r.status).toBe(200);
+      sessions.push({ key: cookieOf(r.headers["set-cookie"]), backend: r.body });
+    }
+    expect(new Set(sessions.map((s) => s.backend))).toEqual(new Set(["x", "y", "z"]));
+
+    // Each returns through instance two, several times: same backend, no new cookie.
+    for (const s of sessions) {
+      for (let i = 0; i < 3; i++) {
+        const r = await get(two.port("web"), "/", { headers: { cookie: `other=1; HAFLEET=${s.key}` } });
+        expect(r.body).toBe(s.backend);
+        expect(r.headers["set-cookie"]).toBeUndefined();
+      }
+    }
+    expect(one.stickyRouters.get("web:600")!.fallbacks).toBe(0);
+    expect(two.stickyRouters.get("web:600")!.fallbacks).toBe(0);
+  });
+
+  it("moves a session whose backend is down, and another instance reads the move", async () => {
+    const backends = [h.add(await startBackend("x")), h.add(await startBackend("y"))];
+    const cfg = stickyConfig(backends.map((b) => b.port));
+    const one = await proxyWithStore(cfg, "node-one");
+    const two = await proxyWithStore(cfg, "node-two");
+    const first = await get(one.port("web"));
+    const key = cookieOf(first.headers["set-cookie"]);
+    const other = first.body === "x" ? "y" : "x";
+    // The backend goes down on instance one (as its health checks would decide).
+    const pool = one.pools.get("web")!.pool;
+    pool.setHealthy(pool.backends.find((b) => (first.body === "x" ? b.id === "b0" : b.id === "b1"))!, false);
+    const moved = await get(one.port("web"), "/", { headers: { cookie: `HAFLEET=${key}` } });
+    expect(moved.body).toBe(other);
+    // Instance two still sees both backends healthy, and follows the stored move.
+    const reader = new StateStore({ tables });
+    h.add({ close: () => reader.destroy() });
+    const table = new SessionTable({
+      store: reader,
+      fleetId: "sticky-test",
+      listener: "web",
+      nodeId: "reader",
+      ttlS: 600,
+    });
+    const stored = await table.get(key);
+    expect(stored?.backend).toBe(first.body === "x" ? "b1" : "b0");
+    // An instance that has not cached the old mapping reads the move (a cached
+    // one follows within the table's cacheMs).
+    const viaTwo = await get(two.port("web"), "/", { headers: { cookie: `HAFLEET=${key}` } });
+    expect(viaTwo.body).toBe(other);
+  });
+});
+
+describe("sticky sessions when the store fails", () => {
+  // Rows: how the store fails. Either way: every request answered 200, and a
+  // session key always reaches the same backend (consistent hashing).
+  const rows: [string, () => Promise<string>][] = [
+    ["unreachable (connection refused)", async () => `http://127.0.0.1:${await deadPort()}`],
+    [
+      "slow (accepts, never answers)",
+      async () => {
+        const sockets = new Set<Socket>();
+        const srv = createServer((s) => {
+          sockets.add(s);
+          s.on("error", () => {});
+        });
+        await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+        h.add({
+          close: () =>
+            new Promise<void>((r) => {
+              for (const s of sockets) s.destroy();
+              srv.close(() => r());
+            }),
+        });
+        return `http://127.0.0.1:${(srv.address() as { port: number }).port}`;
+      },
+    ],
+  ];
+  it.each(rows)("store %s: falls back to consistent hashing, never an error", async (_name, endpoint) => {
+    const backends = [
+      h.add(await startBackend("x")),
+      h.add(await startBackend("y")),
+      h.add(await startBackend("z")),
+    ];
+    const cfg = stickyConfig(backends.map((b) => b.port));
+    const down = await proxyWithStore(cfg, "node-down", await endpoint());
+    const alsoDown = await proxyWithStore(cfg, "node-down-2", await endpoint());
+    const first = await get(down.port("web"));
+    expect(first.status).toBe(200);
+    const key = cookieOf(first.headers["set-cookie"]);
+    for (const p of [down, alsoDown, down]) {
+      const r = await get(p.port("web"), "/", { headers: { cookie: `HAFLEET=${key}` } });
+      expect(r.status).toBe(200);
+      expect(r.body).toBe(first.body);
+    }
+    expect(down.stickyRouters.get("web:600")!.fallbacks).toBeGreaterThan(0);
+  });
+});

@@ -1,0 +1,223 @@
+import {
+  ChunkScanner,
+  cookieValue,
+  Framing,
+  MALFORMED,
+  NEED_MORE,
+  parseRequestHead,
+  parseResponseHead,
+} from "../../../proxy/http1";
+
+const head = (...lines: string[]) => `${lines.join("\r\n")}\r\n\r\n`;
+
+describe("parseRequestHead", () => {
+  // Each row: a head that two parsers could read differently, or that is malformed.
+  const refused: [string, string, number][] = [
+    [
+      "repeated Content-Length (equal)",
+      head("POST / HTTP/1.1", "Host: a", "Content-Length: 5", "Content-Length: 5"),
+      400,
+    ],
+    [
+      "conflicting Content-Length",
+      head("POST / HTTP/1.1", "Host: a", "Content-Length: 5", "Content-Length: 6"),
+      400,
+    ],
+    ["Content-Length list", head("POST / HTTP/1.1", "Host: a", "Content-Length: 5, 5"), 400],
+    ["signed Content-Length", head("POST / HTTP/1.1", "Host: a", "Content-Length: +5"), 400],
+    [
+      "Transfer-Encoding with Content-Length",
+      head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked", "Content-Length: 5"),
+      400,
+    ],
+    [
+      "Content-Length then Transfer-Encoding",
+      head("POST / HTTP/1.1", "Host: a", "Content-Length: 5", "Transfer-Encoding: chunked"),
+      400,
+    ],
+    ["Transfer-Encoding not chunked", head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: gzip"), 400],
+    [
+      "Transfer-Encoding chunked, identity",
+      head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked, identity"),
+      400,
+    ],
+    ["Transfer-Encoding xchunked", head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: xchunked"), 400],
+    [
+      "repeated Transfer-Encoding",
+      head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked", "Transfer-Encoding: chunked"),
+      400,
+    ],
+    ["Transfer-Encoding in HTTP/1.0", head("POST / HTTP/1.0", "Transfer-Encoding: chunked"), 400],
+    ["obs-fold", head("GET / HTTP/1.1", "Host: a", "X-A: b", " folded"), 400],
+    ["space before colon", head("GET / HTTP/1.1", "Host: a", "Content-Length : 5"), 400],
+    ["tab in name", head("GET / HTTP/1.1", "Host: a", "X\tA: b"), 400],
+    ["NUL in value", head("GET / HTTP/1.1", "Host: a", "X-A: b\u0000c"), 400],
+    ["bare CR in value", head("GET / HTTP/1.1", "Host: a", "X-A: b\rc"), 400],
+    ["bare LF line end", "GET / HTTP/1.1\r\nHost: a\nX-A: b\r\n\r\n", 400],
+    ["missing colon", head("GET / HTTP/1.1", "Host: a", "garbage"), 400],
+    ["missing Host in HTTP/1.1", head("GET / HTTP/1.1"), 400],
+    ["repeated Host", head("GET / HTTP/1.1", "Host: a", "Host: b"), 400],
+    ["space in target", head("GET /a b HTTP/1.1", "Host: a"), 400],
+    ["lower-case version", head("GET / http/1.1", "Host: a"), 400],
+    ["HTTP/2.0 request line", head("GET / HTTP/2.0", "Host: a"), 505],
+    ["no method", head(" / HTTP/1.1", "Host: a"), 400],
+  ];
+  it.each(refused)("refuses %s", (_name, text, status) => {
+    const r = parseRequestHead(text);
+    expect(r.error).toBe(true);
+    if (r.error) expect(r.status).toBe(status);
+  });
+
+  it("keeps end-to-end headers and removes hop-by-hop ones, including those Connection names", () => {
+    const r = parseRequestHead(
+      head(
+        "GET /x?y=1 HTTP/1.1",
+        "Host: example.com",
+        "Connection: keep-alive, X-Secret",
+        "Keep-Alive: timeout=5",
+        "X-Secret: 1",
+        "TE: trailers",
+        "Proxy-Authorization: Basic Zm9v",
+        "Accept: */*",
+        "X-Forwarded-For: 10.0.0.1",
+        "X-Forwarded-Proto: https",
+      ),
+    );
+    if (r.error) throw new Error(r.reason);
+    expect(r.forwardLines).toBe("Host: example.com\r\nAccept: */*\r\n");
+    expect(r.forwardedFor).toBe("10.0.0.1");
+    expect(r.keepAlive).toBe(true);
+    expect(r.host).toBe("example.com");
+  });
+
+  const framing: [string, string, Framing, number, boolean][] = [
+    ["no body", head("GET / HTTP/1.1", "Host: a"), Framing.None, 0, true],
+    ["Content-Length", head("POST / HTTP/1.1", "Host: a", "Content-Length: 12"), Framing.Length, 12, true],
+    ["chunked", head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: Chunked"), Framing.Chunked, 0, true],
+    ["Connection: close", head("GET / HTTP/1.1", "Host: a", "Connection: close"), Framing.None, 0, false],
+    ["HTTP/1.0 default close", head("GET / HTTP/1.0"), Framing.None, 0, false],
+    ["HTTP/1.0 keep-alive", head("GET / HTTP/1.0", "Connection: Keep-Alive"), Framing.None, 0, true],
+  ];
+  it.each(framing)("frames %s", (_name, text, expected, length, keepAlive) => {
+    const r = parseRequestHead(text);
+    if (r.error) throw new Error(r.reason);
+    expect(r.framing).toBe(expected);
+    expect(r.contentLength).toBe(length);
+    expect(r.keepAlive).toBe(keepAlive);
+  });
+
+  it("re-emits chunked framing for the backend and returns the hash header's value", () => {
+    const r = parseRequestHead(
+      head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked", "X-User: u1"),
+      "x-user",
+    );
+    if (r.error) throw new Error(r.reason);
+    expect(r.forwardLines).toBe("Host: a\r\nX-User: u1\r\ntransfer-encoding: chunked\r\n");
+    expect(r.hashValue).toBe("u1");
+  });
+});
+
+describe("parseResponseHead", () => {
+  const rows: [string, string, boolean, Framing, boolean][] = [
+    ["length", head("HTTP/1.1 200 OK", "Content-Length: 3"), false, Framing.Length, true],
+    ["chunked", head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked"), false, Framing.Chunked, true],
+    ["until close", head("HTTP/1.1 200 OK"), false, Framing.UntilClose, false],
+    ["204", head("HTTP/1.1 204 No Content"), false, Framing.None, true],
+    ["304 with length", head("HTTP/1.1 304 Not Modified", "Content-Length: 10"), false, Framing.None, true],
+    ["HEAD answer", head("HTTP/1.1 200 OK", "Content-Length: 10"), true, Framing.None, true],
+    [
+      "close",
+      head("HTTP/1.1 200 OK", "Content-Length: 1", "Connection: close"),
+      false,
+      Framing.Length,
+      false,
+    ],
+    ["1.0 without keep-alive", head("HTTP/1.0 200 OK", "Content-Length: 1"), false, Framing.Length, false],
+    [
+      "1.0 keep-alive",
+      head("HTTP/1.0 200 OK", "Content-Length: 1", "Connection: keep-alive"),
+      false,
+      Framing.Length,
+      true,
+    ],
+  ];
+  it.each(rows)("frames %s", (_n, text, noBody, framing, reusable) => {
+    const r = parseResponseHead(text, noBody);
+    if (r.error) throw new Error(r.reason);
+    expect(r.framing).toBe(framing);
+    expect(r.reusable).toBe(reusable);
+  });
+
+  it("removes hop-by-hop headers from the answer", () => {
+    const r = parseResponseHead(
+      head(
+        "HTTP/1.1 200 OK",
+        "Connection: keep-alive",
+        "Keep-Alive: timeout=5",
+        "Content-Length: 2",
+        "X-A: 1",
+      ),
+      false,
+    );
+    if (r.error) throw new Error(r.reason);
+    expect(r.forwardHead).toBe("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n");
+  });
+
+  it.each([
+    ["bad status line", head("HTTP/1.1 20 OK")],
+    ["conflicting lengths", head("HTTP/1.1 200 OK", "Content-Length: 1", "Content-Length: 2")],
+    ["chunked with length", head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked", "Content-Length: 2")],
+    ["header injection", head("HTTP/1.1 200 OK", "X-A: a\rb")],
+  ])("answers 502 to a backend's %s", (_n, text) => {
+    const r = parseResponseHead(text, false);
+    expect(r.error && r.status).toBe(502);
+  });
+});
+
+describe("ChunkScanner", () => {
+  const feedAll = (text: string, split = 1, max?: number) => {
+    const s = new ChunkScanner(max);
+    const buf = Buffer.from(text, "latin1");
+    for (let i = 0; i < buf.length; i += split) {
+      const end = Math.min(buf.length, i + split);
+      const r = s.feed(buf, i, end);
+      if (r !== NEED_MORE) return { r, error: s.error, bytes: s.bodyBytes };
+    }
+    return { r: NEED_MORE, error: s.error, bytes: s.bodyBytes };
+  };
+
+  it.each([1, 3, 1000])("finds the end of a valid body fed %i bytes at a time", (split) => {
+    const body = "5\r\nhello\r\nA;ext=1\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n";
+    const out = feedAll(`${body}NEXT`, split);
+    expect(out.r).toBe(body.length);
+    expect(out.bytes).toBe(15);
+  });
+
+  const bad: [string, string][] = [
+    ["non-hex size", "g\r\nx\r\n0\r\n\r\n"],
+    ["negative size", "-1\r\nx\r\n0\r\n\r\n"],
+    ["oversized size (overflow)", "fffffffffffffffff\r\n"],
+    ["data longer than size", "1\r\nab\r\n0\r\n\r\n"],
+    ["missing CRLF after data", "1\r\naXY0\r\n\r\n"],
+    ["bare LF after size", "1\na\r\n0\r\n\r\n"],
+    ["empty size line", "\r\n"],
+    ["space before size", " 1\r\na\r\n0\r\n\r\n"],
+  ];
+  it.each(bad)("refuses %s", (_n, text) => {
+    expect(feedAll(text).r).toBe(MALFORMED);
+  });
+
+  it("refuses a body over the limit", () => {
+    const out = feedAll("a\r\n0123456789\r\n0\r\n\r\n", 100, 9);
+    expect(out.r).toBe(MALFORMED);
+    expect(out.error).toBe("too large");
+  });
+});
+
+describe("cookieValue", () => {
+  it("finds a cookie among others", () => {
+    expect(cookieValue("a=1; HAFLEET=abc; b=2", "HAFLEET")).toBe("abc");
+    expect(cookieValue("a=1", "HAFLEET")).toBeUndefined();
+    expect(cookieValue(undefined, "HAFLEET")).toBeUndefined();
+  });
+});
