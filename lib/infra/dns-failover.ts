@@ -1,0 +1,266 @@
+/**
+ * Route 53 in front of a fleet: a weighted record per endpoint (a node's Elastic
+ * IP in active-active, the one Elastic IP in active-passive), each with its own
+ * Route 53 health check, and optionally a PRIMARY/SECONDARY failover pair that
+ * sends clients to a second fleet (another region, a static page) when every
+ * endpoint of this one is unhealthy.
+ *
+ * The health checker moves the weights at run time (a failed node to 0, back up
+ * with a ramp); Route 53's own health checks are the slower second line that still
+ * works when the whole fleet and its control plane are gone.
+ *
+ * Every record has a SetIdentifier unique in the zone, not only per name: the
+ * emulator deletes by SetIdentifier across names (DESIGN.md).
+ */
+import { Duration, Stack, Token, Validations } from "aws-cdk-lib";
+import * as iam from "aws-cdk-lib/aws-iam";
+import * as route53 from "aws-cdk-lib/aws-route53";
+import { Construct } from "constructs";
+import { checkFleetId } from "./state-tables";
+
+/** One address behind the weighted record. */
+export interface DnsEndpoint {
+  /** Short name, unique in the fleet (`node-0`); part of the SetIdentifier. */
+  readonly name: string;
+  /** IPv4 address (an Elastic IP's `.ref`). */
+  readonly address: string;
+}
+
+export interface DnsFailoverProps {
+  /** The fleet's id: the prefix of every SetIdentifier, so that fleets can share a zone. */
+  readonly fleetId: string;
+  /** The zone's domain name (`example.org`); also needed to import a zone by id. */
+  readonly zoneName: string;
+  /**
+   * Id of an existing public hosted zone named `zoneName` to put the records in.
+   * @default a new public hosted zone named `zoneName` (delegate to its name servers yourself)
+   */
+  readonly hostedZoneId?: string;
+  /**
+   * Name of the weighted record set, relative to the zone (`lb` makes `lb.example.org`).
+   * @default the fleet id
+   */
+  readonly recordName?: string;
+  /** The endpoints behind the weighted record: at least one. */
+  readonly endpoints: DnsEndpoint[];
+  /** TCP port that Route 53's health checkers probe on each endpoint: a listener port (the admin port is not public). */
+  readonly healthCheckPort: number;
+  /**
+   * Initial weight of every endpoint (0 to 255); the health checker changes weights at run time.
+   * @default 100
+   */
+  readonly weight?: number;
+  /**
+   * TTL of the weighted records: how long a resolver keeps a weight change from clients.
+   * @default 10 seconds (Route 53 bills queries, $0.40 per million; a longer TTL is cheaper and slower)
+   */
+  readonly ttl?: Duration;
+  /**
+   * Seconds between Route 53 health checks: 30, or 10 (fast, $1 per check per month more).
+   * @default 30
+   */
+  readonly healthCheckIntervalS?: 10 | 30;
+  /**
+   * Failed checks in a row that make an endpoint unhealthy (1 to 10).
+   * @default 3 (Route 53's default)
+   */
+  readonly failureThreshold?: number;
+  /**
+   * Addresses that the SECONDARY record of the failover pair answers with when every endpoint is
+   * unhealthy. Setting it creates the pair at `failoverRecordName`.
+   * @default no failover pair
+   */
+  readonly secondaryAddresses?: string[];
+  /**
+   * Name of the failover pair, relative to the zone; only used with `secondaryAddresses`, and
+   * must differ from `recordName`. PRIMARY is an alias of the weighted set that follows its health.
+   * @default `app`
+   */
+  readonly failoverRecordName?: string;
+}
+
+export class DnsFailover extends Construct {
+  readonly zone: route53.IHostedZone;
+  /** Fully qualified name of the weighted set, without the trailing dot. */
+  readonly recordName: string;
+  /** Fully qualified name of the failover pair, when there is one. */
+  readonly failoverRecordName?: string;
+  readonly weightedRecords: route53.CfnRecordSet[];
+  readonly healthChecks: route53.CfnHealthCheck[];
+  readonly failoverRecords: route53.CfnRecordSet[];
+
+  constructor(scope: Construct, id: string, props: DnsFailoverProps) {
+    super(scope, id);
+    const fleetId = checkFleetId(props.fleetId);
+    const zoneName = props.zoneName.replace(/\.$/, "").toLowerCase();
+    if (
+      Token.isUnresolved(props.zoneName) ||
+      !/^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9-]+$/.test(zoneName)
+    ) {
+      throw new Error(`\`zoneName\` must be a domain name such as example.org (got '${props.zoneName}')`);
+    }
+    if (props.endpoints.length === 0) throw new Error("`endpoints` is empty: the weighted record needs one");
+    const names = new Set<string>();
+    for (const e of props.endpoints) {
+      if (names.has(e.name)) throw new Error(`\`endpoints\` names '${e.name}' twice: names must be unique`);
+      names.add(e.name);
+    }
+    const weight = props.weight ?? 100;
+    if (!Number.isInteger(weight) || weight < 0 || weight > 255) {
+      throw new Error(`\`weight\` must be an integer from 0 to 255 (got ${weight})`);
+    }
+    const failureThreshold = props.failureThreshold ?? 3;
+    if (!Number.isInteger(failureThreshold) || failureThreshold < 1 || failureThreshold > 10) {
+      throw new Error(`\`failureThreshold\` must be an integer from 1 to 10 (got ${failureThreshold})`);
+    }
+    const interval = props.healthCheckIntervalS ?? 30;
+    if (interval !== 10 && interval !== 30) {
+      throw new Error(`\`healthCheckIntervalS\` must be 10 or 30 (got ${interval})`);
+    }
+    const port = props.healthCheckPort;
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new Error(`\`healthCheckPort\` must be a port number from 1 to 65535 (got ${port})`);
+    }
+    const ttl = String((props.ttl ?? Duration.seconds(10)).toSeconds());
+
+    this.zone = props.hostedZoneId
+      ? route53.PublicHostedZone.fromPublicHostedZoneAttributes(this, "Zone", {
+          hostedZoneId: props.hostedZoneId,
+          zoneName,
+        })
+      : new route53.PublicHostedZone(this, "Zone", { zoneName });
+    const fqdn = (relative: string, prop: string) => {
+      const name = relative.replace(/\.$/, "").toLowerCase();
+      if (!/^[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(name)) {
+        throw new Error(`\`${prop}\` must be a name relative to the zone such as 'lb' (got '${relative}')`);
+      }
+      return name.endsWith(`.${zoneName}`) ? name : `${name}.${zoneName}`;
+    };
+    this.recordName = fqdn(props.recordName ?? fleetId, "recordName");
+
+    this.healthChecks = [];
+    this.weightedRecords = props.endpoints.map((endpoint, i) => {
+      const healthCheck = new route53.CfnHealthCheck(this, `HealthCheck${i}`, {
+        healthCheckConfig: {
+          type: "TCP",
+          ipAddress: endpoint.address,
+          port,
+          requestInterval: interval,
+          failureThreshold,
+        },
+        healthCheckTags: [{ key: "Name", value: `hafleet-${fleetId}-${endpoint.name}` }],
+      });
+      this.healthChecks.push(healthCheck);
+      return new route53.CfnRecordSet(this, `Weighted${i}`, {
+        hostedZoneId: this.zone.hostedZoneId,
+        name: `${this.recordName}.`,
+        type: "A",
+        ttl,
+        resourceRecords: [endpoint.address],
+        weight,
+        setIdentifier: `${fleetId}-${endpoint.name}`,
+        // `.ref` is the health check's id on AWS; the emulator has no `Fn::GetAtt HealthCheckId`.
+        healthCheckId: healthCheck.ref,
+      });
+    });
+
+    this.failoverRecords = [];
+    if (props.secondaryAddresses) {
+      if (props.secondaryAddresses.length === 0) {
+        throw new Error(
+          "`secondaryAddresses` is empty: give at least one address, or leave it out for no pair",
+        );
+      }
+      this.failoverRecordName = fqdn(props.failoverRecordName ?? "app", "failoverRecordName");
+      if (this.failoverRecordName === this.recordName) {
+        throw new Error(
+          `\`failoverRecordName\` and \`recordName\` are both '${this.recordName}': the pair needs a name of its own`,
+        );
+      }
+      const primary = new route53.CfnRecordSet(this, "Primary", {
+        hostedZoneId: this.zone.hostedZoneId,
+        name: `${this.failoverRecordName}.`,
+        type: "A",
+        failover: "PRIMARY",
+        setIdentifier: `${fleetId}-primary`,
+        // Healthy while any weighted record is: the per-endpoint health checks decide.
+        aliasTarget: {
+          dnsName: `${this.recordName}.`,
+          hostedZoneId: this.zone.hostedZoneId,
+          evaluateTargetHealth: true,
+        },
+      });
+      // cfn-lint 1.58 only accepts the canonical zone ids of AWS services (ELB, CloudFront, ...) in
+      // an alias target, but an alias to a record in the same zone takes that zone's own id.
+      primary.addMetadata("cfn-lint", { config: { ignore_checks: ["E1041"] } });
+      // The alias target must exist before the alias.
+      for (const r of this.weightedRecords) primary.node.addDependency(r);
+      const secondary = new route53.CfnRecordSet(this, "Secondary", {
+        hostedZoneId: this.zone.hostedZoneId,
+        name: `${this.failoverRecordName}.`,
+        type: "A",
+        failover: "SECONDARY",
+        setIdentifier: `${fleetId}-secondary`,
+        ttl,
+        resourceRecords: props.secondaryAddresses,
+      });
+      this.failoverRecords.push(primary, secondary);
+    }
+  }
+
+  /**
+   * Lets `grantee` (the health checker) change the weights of this fleet's records: UPSERTs of A
+   * records named `recordName` only, in this zone only; plus reading the zone's records and the
+   * state of its own changes, which IAM cannot narrow further.
+   */
+  grantWeightChanges(grantee: iam.IGrantable): iam.Grant {
+    const zoneArn = Stack.of(this).formatArn({
+      service: "route53",
+      region: "",
+      account: "",
+      resource: "hostedzone",
+      resourceName: this.zone.hostedZoneId,
+    });
+    // ForAllValues:StringEquals on the normalized names (lower case, no trailing dot), the record
+    // types and the actions of the change batch: every change in the batch must match.
+    const grant = iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["route53:ChangeResourceRecordSets"],
+      resourceArns: [zoneArn],
+      conditions: {
+        "ForAllValues:StringEquals": {
+          "route53:ChangeResourceRecordSetsNormalizedRecordNames": [this.recordName],
+          "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
+          "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
+        },
+      },
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["route53:ListResourceRecordSets"],
+      resourceArns: [zoneArn],
+    });
+    iam.Grant.addToPrincipal({
+      grantee,
+      actions: ["route53:GetChange"],
+      resourceArns: [
+        Stack.of(this).formatArn({
+          service: "route53",
+          region: "",
+          account: "",
+          resource: "change",
+          resourceName: "*",
+        }),
+      ],
+    });
+    if (grantee instanceof Construct) {
+      Validations.of(grantee).acknowledge({
+        id: "AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:route53:::change/*]",
+        reason:
+          "route53:GetChange reads the status of a change by the id ChangeResourceRecordSets returns; " +
+          "change ids are not known in advance and reveal nothing else.",
+      });
+    }
+    return grant;
+  }
+}

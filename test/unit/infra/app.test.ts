@@ -1,0 +1,197 @@
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { App, RemovalPolicy } from "aws-cdk-lib";
+import { Match, Template } from "aws-cdk-lib/assertions";
+import { PRESET_CONFIG, stackPropsFromContext } from "../../../lib/infra/app";
+import { HafleetStack } from "../../../lib/infra/hafleet-stack";
+import { fleetConfig } from "./support";
+
+const ctx = (values: Record<string, unknown>) => ({ tryGetContext: (key: string) => values[key] });
+const dir = mkdtempSync(join(tmpdir(), "hafleet-app-test-"));
+const file = (name: string, text: string) => {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+};
+
+describe("stackPropsFromContext", () => {
+  test("builds the active-passive preset of fleet 'main' without any context", () => {
+    const { id, props } = stackPropsFromContext(ctx({}));
+    expect(id).toBe("hafleet-main");
+    expect(props.fleetId).toBe("main");
+    expect(props.config.failover.mode).toBe("active-passive");
+    expect(props.config.listeners).toEqual([expect.objectContaining(PRESET_CONFIG.listeners[0])]);
+    expect(props.dns).toBeUndefined();
+    expect(props.env).toBeUndefined();
+  });
+
+  test("mode=active-active sets the config's failover mode", () => {
+    const { props } = stackPropsFromContext(ctx({ mode: "active-active", zoneName: "example.org" }));
+    expect(props.config.failover.mode).toBe("active-active");
+    expect(props.dns).toEqual({ zoneName: "example.org" });
+  });
+
+  test("refuses an unknown mode", () => {
+    expect(() => stackPropsFromContext(ctx({ mode: "hot" }))).toThrow(
+      "context `mode` must be 'active-passive' or 'active-active' (got 'hot')",
+    );
+  });
+
+  test("reads and validates a YAML config file relative to the working directory", () => {
+    file(
+      "fleet.yaml",
+      "listeners:\n  - { name: api, protocol: http, port: 8080, pool: api }\npools:\n  api:\n    backends: [{ host: 10.0.0.5, port: 3000 }]\n",
+    );
+    const { props } = stackPropsFromContext(ctx({ config: "fleet.yaml" }), dir);
+    expect(props.config.listeners[0]).toMatchObject({ name: "api", port: 8080 });
+  });
+
+  test("fails on a bad value in the config file, naming the file and the field", () => {
+    const path = file(
+      "bad.yaml",
+      "listeners:\n  - { name: api, protocol: http, port: 70000, pool: api }\npools:\n  api:\n    backends: [{ host: a, port: 1 }]\n",
+    );
+    expect(() => stackPropsFromContext(ctx({ config: path }))).toThrow(
+      `invalid fleet config in ${path}: listeners[0].port: Too big: expected number to be <=65535`,
+    );
+  });
+
+  test("fails on a config file that cannot be read", () => {
+    const path = join(dir, "missing.yaml");
+    expect(() => stackPropsFromContext(ctx({ config: path }))).toThrow(
+      `context \`config\`: cannot read ${path}: ENOENT: no such file or directory, open '${path}'`,
+    );
+  });
+
+  test("takes the config from the context `fleet` as JSON text", () => {
+    const { props } = stackPropsFromContext(
+      ctx({
+        fleet: JSON.stringify({
+          ...PRESET_CONFIG,
+          listeners: [{ name: "tcp", protocol: "tcp", port: 6379, pool: "web" }],
+        }),
+      }),
+    );
+    expect(props.config.listeners[0]).toMatchObject({ name: "tcp", port: 6379 });
+  });
+
+  test("fails on a bad value in the context `fleet`, naming the field", () => {
+    expect(() => stackPropsFromContext(ctx({ fleet: { ...PRESET_CONFIG, listners: [] } }))).toThrow(
+      'invalid fleet config in context `fleet`: (root): Unrecognized key: "listners"',
+    );
+  });
+
+  test("refuses both `config` and `fleet`", () => {
+    expect(() => stackPropsFromContext(ctx({ config: "a.yaml", fleet: PRESET_CONFIG }))).toThrow(
+      "context `config` (a file) and `fleet` (a document) are both set: give one",
+    );
+  });
+
+  test("refuses a mode that contradicts the config's failover.mode", () => {
+    expect(() =>
+      stackPropsFromContext(
+        ctx({ mode: "active-active", fleet: { ...PRESET_CONFIG, failover: { mode: "active-passive" } } }),
+      ),
+    ).toThrow(
+      "context `mode` is 'active-active' but failover.mode is 'active-passive' in context `fleet`: make them agree",
+    );
+  });
+
+  test("reads numbers and lists from strings, as `cdk -c` passes them", () => {
+    const { props } = stackPropsFromContext(
+      ctx({
+        nodeCount: "3",
+        adminPort: "9000",
+        listenerCidrs: "10.0.0.0/8, 192.168.0.0/16",
+        removalPolicy: "destroy",
+      }),
+    );
+    expect(props).toMatchObject({
+      nodeCount: 3,
+      adminPort: 9000,
+      listenerCidrs: ["10.0.0.0/8", "192.168.0.0/16"],
+    });
+    expect(props.removalPolicy).toBe(RemovalPolicy.DESTROY);
+  });
+
+  test.each([
+    [{ nodeCount: "two" }, "context `nodeCount` must be an integer from 2 to 32 (got 'two')"],
+    [{ adminPort: "70000" }, "context `adminPort` must be an integer from 1 to 65535 (got '70000')"],
+    [{ removalPolicy: "keep" }, "context `removalPolicy` must be 'retain' or 'destroy' (got 'keep')"],
+    [{ hostedZoneId: "Z123" }, "context `hostedZoneId` needs `zoneName` too"],
+    [{ fleetId: { a: 1 } }, 'context `fleetId` must be a string (got {"a":1})'],
+  ])("refuses %j", (values, message) => {
+    expect(() => stackPropsFromContext(ctx(values))).toThrow(message);
+  });
+
+  test("pins the environment only with both account and region", () => {
+    expect(stackPropsFromContext(ctx({ account: "123456789012", region: "eu-west-1" })).props.env).toEqual({
+      account: "123456789012",
+      region: "eu-west-1",
+    });
+    expect(stackPropsFromContext(ctx({ region: "eu-west-1" })).props.env).toBeUndefined();
+  });
+});
+
+describe("HafleetStack", () => {
+  test("refuses active-active without dns", () => {
+    const app = new App({
+      builtinCloudFormationValidation: false,
+      context: { "aws:cdk:bundling-stacks": [] },
+    });
+    expect(() => new HafleetStack(app, "S", { config: fleetConfig("active-active") })).toThrow(
+      "`dns` is required when config failover.mode is 'active-active': weighted Route 53 records are what spread " +
+        "clients over the nodes (set the context `zoneName`, and `hostedZoneId` for an existing zone)",
+    );
+  });
+
+  test("retains tables and logs by default", () => {
+    const app = new App({
+      builtinCloudFormationValidation: false,
+      context: { "aws:cdk:bundling-stacks": [] },
+    });
+    const t = Template.fromStack(new HafleetStack(app, "S", { config: fleetConfig() }));
+    for (const type of ["AWS::DynamoDB::Table", "AWS::Logs::LogGroup"]) {
+      expect(new Set(Object.values(t.findResources(type)).map((r) => r.DeletionPolicy))).toEqual(
+        new Set(["Retain"]),
+      );
+    }
+  });
+
+  test("points one weighted record at the Elastic IP in active-passive with dns", () => {
+    const app = new App({
+      builtinCloudFormationValidation: false,
+      context: { "aws:cdk:bundling-stacks": [] },
+    });
+    const stack = new HafleetStack(app, "S", { config: fleetConfig(), dns: { zoneName: "example.org" } });
+    const t = Template.fromStack(stack);
+    t.resourceCountIs("AWS::Route53::RecordSet", 1);
+    t.hasResourceProperties("AWS::Route53::RecordSet", {
+      ResourceRecords: [stack.resolve(stack.fleet.elasticIps[0]!.ref)],
+      SetIdentifier: "main-active",
+    });
+  });
+
+  test("points a weighted record at each node's Elastic IP in active-active, health-checked on the first listener port", () => {
+    const app = new App({
+      builtinCloudFormationValidation: false,
+      context: { "aws:cdk:bundling-stacks": [] },
+    });
+    const stack = new HafleetStack(app, "S", {
+      config: fleetConfig("active-active"),
+      dns: { zoneName: "example.org" },
+    });
+    const t = Template.fromStack(stack);
+    t.resourceCountIs("AWS::Route53::RecordSet", 3);
+    stack.fleet.nodes.forEach((n) => {
+      t.hasResourceProperties("AWS::Route53::RecordSet", {
+        ResourceRecords: [stack.resolve(n.elasticIp.ref)],
+        SetIdentifier: `main-${n.name}`,
+      });
+    });
+    t.allResourcesProperties("AWS::Route53::HealthCheck", {
+      HealthCheckConfig: Match.objectLike({ Port: 80 }),
+    });
+  });
+});
