@@ -56,8 +56,8 @@ export interface NodeRecord extends NodeReport {
 
 /** Operator commands carried by the node's own item, so they need no network path to the node. */
 export interface NodeCommand {
-  /** `yield`: hand the fleet lease over; `drain` / `undrain`: stop / resume serving new traffic. */
-  readonly kind: "yield" | "drain" | "undrain";
+  /** `yield`: hand the fleet lease over for a while; `drain`: hand it over, finish in-flight requests, exit. */
+  readonly kind: "yield" | "drain";
   readonly id: string;
 }
 

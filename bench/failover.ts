@@ -1,0 +1,148 @@
+/**
+ * Active-passive failover on the local fleet: `--trials` (at least 20) SIGKILLs
+ * of the active node under steady load from sticky clients through the Elastic
+ * IP, default settings. Each trial: the time from the kill to the first
+ * successful request through the Elastic IP, the requests that failed
+ * meanwhile, the sticky sessions that lost their backend; then the killed node
+ * is restarted as a standby. Throughout, every node's role is sampled from its
+ * admin endpoint every 50 ms; a sample with two nodes reporting `active` is a
+ * moment with two actives.
+ *
+ *   npm run bench:failover -- --json [--trials 20]
+ *
+ * The last line:
+ *   {"bench":"failover","mode":"active-passive","trials":N,"failover_ms_p50":..,
+ *    "failover_ms_p99":..,"failed_requests_p50":..,"sessions_lost":0,"double_active":0}
+ */
+import { parseArgs } from "node:util";
+import { listEvents } from "../lib/core/events";
+import { LocalFleet } from "../test/harness/local-fleet";
+import { StickyTraffic } from "../test/harness/traffic";
+import { emit, percentile, round } from "./stats";
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      json: { type: "boolean", default: false },
+      trials: { type: "string", default: "20" },
+      mode: { type: "string", default: "active-passive" },
+    },
+    strict: true,
+  });
+  const trials = Number(values.trials);
+  if (!Number.isInteger(trials) || trials < 1)
+    throw new Error(`--trials must be a whole number of at least 1, got '${values.trials}'`);
+  if (values.mode !== "active-passive")
+    throw new Error(`--mode '${values.mode}' is not measured yet; use active-passive`);
+  const say = (s: string) => {
+    if (!values.json) process.stderr.write(`${s}\n`);
+  };
+
+  const fleet = new LocalFleet({ nodes: 2, log: say });
+  await fleet.up();
+  const traffic = new StickyTraffic({ url: fleet.url, clients: 20, intervalMs: 50 });
+  let sampling = true;
+  let doubleActive = 0;
+  let samples = 0;
+  const sampler = (async () => {
+    while (sampling) {
+      const roles = await Promise.all(
+        fleet.nodes.map(async (n) => {
+          try {
+            const res = await fetch(`http://${n.address}:${n.adminPort}/readyz`, {
+              signal: AbortSignal.timeout(300),
+            });
+            return ((await res.json()) as { role?: string }).role;
+          } catch {
+            return undefined;
+          }
+        }),
+      );
+      samples++;
+      if (roles.filter((r) => r === "active").length > 1) doubleActive++;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  const failover: number[] = [];
+  const failed: number[] = [];
+  let sessionsLost = 0;
+  try {
+    traffic.start();
+    await fleet.waitFor(
+      () => traffic.outcomes.filter((o) => o.ok).length > 100,
+      20_000,
+      "traffic did not flow",
+    );
+    for (let trial = 1; trial <= trials; trial++) {
+      const active = await fleet.activeNode();
+      if (!active) throw new Error(`trial ${trial}: no node holds the Elastic IP`);
+      // A node dies at any moment of its lease's renewal cycle.
+      await new Promise((r) => setTimeout(r, 1000 + Math.random() * 1000));
+      const killAt = Date.now();
+      fleet.signal(active.nodeId, "SIGKILL");
+      await fleet.waitFor(
+        () => !!traffic.firstSuccessAfter(killAt),
+        20_000,
+        `trial ${trial}: traffic did not resume`,
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      const ms = traffic.firstSuccessAfter(killAt)!.doneAt - killAt;
+      const lost = traffic.sessionsKept(killAt);
+      const f = traffic.failuresBetween(killAt, killAt + ms + 1).length;
+      failover.push(ms);
+      failed.push(f);
+      sessionsLost += lost.moved.length;
+      // Where the time went, from the audit trail: the standby's move of the Elastic IP.
+      const moved = (await listEvents(fleet.store, fleet.fleetId, { limit: 5, newestFirst: true })).find(
+        (e) => e.kind === "vip-moved",
+      );
+      emit({
+        bench: "failover",
+        mode: "active-passive",
+        trial,
+        failover_ms: ms,
+        vip_moved_ms: moved ? Date.parse(moved.at) - killAt : null,
+        move_ms: (moved?.detail as { moveMs?: number } | undefined)?.moveMs ?? null,
+        failed_requests: f,
+        sessions_lost: lost.moved.length,
+        from: active.nodeId,
+      });
+      fleet.startNode(active);
+      await fleet.waitFor(
+        () => fleet.allReady(),
+        30_000,
+        `trial ${trial}: ${active.nodeId} did not come back`,
+      );
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  } finally {
+    sampling = false;
+    await sampler;
+    await traffic.stop();
+    await fleet.down();
+  }
+  const summary = {
+    bench: "failover",
+    mode: "active-passive",
+    trials,
+    failover_ms_p50: round(percentile(failover, 50)),
+    failover_ms_p99: round(percentile(failover, 99)),
+    failed_requests_p50: percentile(failed, 50),
+    sessions_lost: sessionsLost,
+    double_active: doubleActive,
+  };
+  say(
+    `failover p50 ${summary.failover_ms_p50} ms, p99 ${summary.failover_ms_p99} ms over ${trials} kills; failed requests p50 ${summary.failed_requests_p50}; ` +
+      `sessions lost ${sessionsLost}; ${samples} role samples, ${doubleActive} with two actives`,
+  );
+  emit(summary);
+  return sessionsLost === 0 && doubleActive === 0 ? 0 : 1;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    process.stderr.write(`bench:failover: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);

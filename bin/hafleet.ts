@@ -1,0 +1,272 @@
+#!/usr/bin/env node
+/**
+ * hafleet, the operator CLI. Entry point only: each command calls into
+ * lib/core (fleet state) or test/harness (the local fleet).
+ *
+ * A fleet is reached through the usual AWS variables and HAFLEET_STATE_TABLE /
+ * HAFLEET_SESSIONS_TABLE, or, when `hafleet local up` runs it here, through
+ * the local fleet's state file. Exit codes: 0 ok, 1 failure, 2 bad usage.
+ */
+import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { loadFleetConfigFile } from "../lib/core/config";
+import { ConfigStore } from "../lib/core/config-store";
+import { ElasticIps } from "../lib/core/elastic-ip";
+import { HafleetError } from "../lib/core/errors";
+import { sendNodeCommand } from "../lib/core/heartbeat";
+import { DynamoLeaseStore } from "../lib/core/lease";
+import { fleetStatus, renderStatus } from "../lib/core/status";
+import { StateStore } from "../lib/core/store";
+import { tableNamesFromEnv } from "../lib/core/tables";
+import { emulatorEnv } from "../test/harness/emulator";
+import { LocalFleet, readLocalState } from "../test/harness/local-fleet";
+import { runTour } from "../test/harness/tour";
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
+
+const fleetIdArg = (value: string): string => {
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(value))
+    throw new InvalidArgumentError("must be 1-63 lowercase letters, digits or '-'");
+  return value;
+};
+const intArg = (min: number, max: number) => (value: string) => {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < min || n > max)
+    throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
+  return n;
+};
+
+/** The store and EC2 client of a fleet: the local one if it runs here, otherwise the AWS environment's. */
+async function connect(fleetId: string) {
+  const local = await readLocalState(fleetId).catch(() => undefined);
+  if (local) Object.assign(process.env, emulatorEnv(local.endpoint));
+  const store = new StateStore({ tables: local?.tables ?? tableNamesFromEnv() });
+  const elasticIps = new ElasticIps();
+  return {
+    store,
+    elasticIps,
+    local,
+    close: () => {
+      store.destroy();
+      elasticIps.destroy();
+    },
+  };
+}
+
+async function signalNode(
+  fleetId: string,
+  nodeId: string,
+  signal: NodeJS.Signals,
+  verb: string,
+): Promise<void> {
+  const state = await readLocalState(fleetId);
+  const node = state.nodes.find((n) => n.nodeId === nodeId);
+  if (!node?.pid)
+    throw new Error(
+      `no node '${nodeId}' in local fleet '${fleetId}' (nodes: ${state.nodes.map((n) => n.nodeId).join(", ")})`,
+    );
+  process.kill(node.pid, signal);
+  process.stdout.write(`${verb} ${nodeId} (pid ${node.pid}, ${signal})\n`);
+}
+
+async function command(fleetId: string, nodeId: string, kind: "drain" | "yield"): Promise<void> {
+  const c = await connect(fleetId);
+  try {
+    const sent = await sendNodeCommand(c.store, fleetId, nodeId, kind);
+    process.stdout.write(`sent '${kind}' to ${nodeId} (${sent.id}); it acts on its next heartbeat\n`);
+  } finally {
+    c.close();
+  }
+}
+
+export function program(): Command {
+  const cli = new Command()
+    .name("hafleet")
+    .description("highly available load-balancer fleets on AWS")
+    .exitOverride();
+  const fleetOpt = ["--fleet <id>", "fleet id", fleetIdArg, "local"] as const;
+
+  const local = cli.command("local").description("the whole system on this machine, on an AWS emulator");
+  local
+    .command("up")
+    .description(
+      "start the local fleet: emulator, tables, nodes, backends, health checker, network fabric; Ctrl-C stops it",
+    )
+    .option(...fleetOpt)
+    .option("--nodes <n>", "nodes in the fleet", intArg(1, 9), 2)
+    .option("--port <port>", "HTTP listener port on the Elastic IP", intArg(1, 65535))
+    .option("--verbose", "print the nodes' log lines")
+    .action(async (o: { fleet: string; nodes: number; port?: number; verbose?: boolean }) => {
+      const fleet = new LocalFleet({
+        fleetId: o.fleet,
+        nodes: o.nodes,
+        ...(o.port ? { port: o.port } : {}),
+        log: (l) => process.stdout.write(`${l}\n`),
+        ...(o.verbose
+          ? { onNodeLog: (id: string, l: string) => process.stdout.write(`[${id}] ${l}\n`) }
+          : {}),
+      });
+      let stopping = false;
+      const stop = () => {
+        if (stopping) return;
+        stopping = true;
+        process.stdout.write("\nstopping the local fleet...\n");
+        fleet.down().then(() => process.exit(0));
+      };
+      process.on("SIGINT", stop);
+      process.on("SIGTERM", stop);
+      try {
+        await fleet.up();
+      } catch (err) {
+        await fleet.down();
+        throw err;
+      }
+      const active = await fleet.activeNode();
+      process.stdout.write(
+        [
+          "",
+          `local fleet '${fleet.fleetId}' is up.`,
+          `  send traffic to:  ${fleet.url}   (the Elastic IP; try: curl -i ${fleet.url}/)`,
+          `  active node:      ${active?.nodeId ?? "(electing)"}`,
+          `  nodes:            ${fleet.nodes.map((n) => `${n.nodeId} ${n.address} admin :${n.adminPort}`).join("; ")}`,
+          `  emulator:         ${fleet.endpoint}`,
+          "  in another terminal: hafleet status | hafleet kill node-1 | hafleet pause node-1 | hafleet failover",
+          "Ctrl-C stops everything.",
+          "",
+        ].join("\n"),
+      );
+      await new Promise(() => {}); // until Ctrl-C
+    });
+
+  cli
+    .command("status")
+    .description("nodes, roles, heartbeat age, lease holder and token, Elastic IP owner, backend health")
+    .option(...fleetOpt)
+    .option("--json", "one JSON document")
+    .action(async (o: { fleet: string; json?: boolean }) => {
+      const c = await connect(o.fleet);
+      try {
+        const s = await fleetStatus(c.store, c.elasticIps, o.fleet);
+        process.stdout.write(o.json ? `${JSON.stringify(s)}\n` : `${renderStatus(s)}\n`);
+      } finally {
+        c.close();
+      }
+    });
+
+  for (const [name, signal, verb, what] of [
+    ["kill", "SIGKILL", "killed", "kill a local node's process at once (SIGKILL)"],
+    ["pause", "SIGSTOP", "paused", "freeze a local node's process (SIGSTOP), as a long GC pause would"],
+    ["resume", "SIGCONT", "resumed", "resume a paused local node (SIGCONT)"],
+  ] as const) {
+    cli
+      .command(`${name} <node>`)
+      .description(what)
+      .option(...fleetOpt)
+      .action((node: string, o: { fleet: string }) => signalNode(o.fleet, node, signal, verb));
+  }
+  cli
+    .command("drain <node>")
+    .description(
+      "gracefully take a node out: it hands its lease over at once, finishes in-flight requests and exits",
+    )
+    .option(...fleetOpt)
+    .action((node: string, o: { fleet: string }) => command(o.fleet, node, "drain"));
+  cli
+    .command("failover")
+    .description("make the active node hand the lease (and the Elastic IP) to a standby now")
+    .option(...fleetOpt)
+    .action(async (o: { fleet: string }) => {
+      const c = await connect(o.fleet);
+      try {
+        const lease = await new DynamoLeaseStore(c.store, o.fleet).get("fleet");
+        if (!lease?.holder) throw new Error(`fleet '${o.fleet}' has no lease holder to fail over from`);
+        await sendNodeCommand(c.store, o.fleet, lease.holder, "yield");
+        process.stdout.write(
+          `asked ${lease.holder} (token ${lease.token}) to hand over; a standby takes over within a poll\n`,
+        );
+      } finally {
+        c.close();
+      }
+    });
+
+  const config = cli.command("config").description("the fleet's configuration in the store");
+  config
+    .command("get")
+    .option(...fleetOpt)
+    .action(async (o: { fleet: string }) => {
+      const c = await connect(o.fleet);
+      try {
+        const stored = await new ConfigStore(c.store, o.fleet).get();
+        if (!stored) throw new Error(`fleet '${o.fleet}' has no config yet: hafleet config put <file>`);
+        process.stdout.write(
+          `${JSON.stringify({ version: stored.version, updatedBy: stored.updatedBy, config: stored.config }, null, 2)}\n`,
+        );
+      } finally {
+        c.close();
+      }
+    });
+  config
+    .command("put <file>")
+    .description(
+      "validate a YAML or JSON file and write it as the next version (nothing is written if it is invalid)",
+    )
+    .option(...fleetOpt)
+    .option(
+      "--expect-version <n>",
+      "fail unless the stored version is this one",
+      intArg(0, Number.MAX_SAFE_INTEGER),
+    )
+    .action(async (file: string, o: { fleet: string; expectVersion?: number }) => {
+      const doc = await loadFleetConfigFile(file);
+      const c = await connect(o.fleet);
+      try {
+        const cs = new ConfigStore(c.store, o.fleet);
+        const expectedVersion = o.expectVersion ?? (await cs.get())?.version ?? 0;
+        const stored = await cs.put(doc, { expectedVersion, by: `hafleet config put ${file}` });
+        process.stdout.write(`fleet '${o.fleet}' config is now version ${stored.version}\n`);
+      } finally {
+        c.close();
+      }
+    });
+
+  cli
+    .command("demo")
+    .description(
+      "a bounded tour: start the local fleet, send sticky traffic, SIGKILL the active, print the summary",
+    )
+    .option("--json", "print the summary as the last line, as JSON")
+    .option("--mode <mode>", "failover mode", "active-passive")
+    .action(async (o: { json?: boolean; mode: string }) => {
+      if (o.mode !== "active-passive")
+        throw new InvalidArgumentError(`--mode '${o.mode}' is not available yet; use active-passive`);
+      const { summary, ok } = await runTour({ say: (l) => process.stdout.write(`${l}\n`) });
+      if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+      process.exitCode = ok ? 0 : 1;
+    });
+  return cli;
+}
+
+async function main(): Promise<void> {
+  try {
+    await program().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    if (err instanceof InvalidArgumentError) {
+      process.stderr.write(`hafleet: ${err.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    const message =
+      err instanceof HafleetError
+        ? `${err.message} [${err.code}]`
+        : err instanceof Error
+          ? err.message
+          : String(err);
+    process.stderr.write(`hafleet: ${message}\n`);
+    process.exitCode = 1;
+  }
+}
+
+if (require.main === module) void main();

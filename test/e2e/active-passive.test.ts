@@ -1,0 +1,182 @@
+/**
+ * Active-passive failover end to end, on the local fleet: nodes are real child
+ * processes (proxy + agent), the Elastic IP is a real listener on its own
+ * loopback address, the emulator holds the instances and the association, and
+ * the health checker runs in-process.
+ */
+import { AssociateAddressCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { awsClientConfig } from "../../lib/core/aws";
+import { listEvents } from "../../lib/core/events";
+import { fencedPut } from "../../lib/core/fence";
+import { DynamoLeaseStore } from "../../lib/core/lease";
+import { keys } from "../../lib/core/tables";
+import { FaultProxy } from "../harness/fault-proxy";
+import { LocalFleet } from "../harness/local-fleet";
+import { StickyTraffic } from "../harness/traffic";
+
+jest.setTimeout(120_000);
+
+let fleet: LocalFleet | undefined;
+let traffic: StickyTraffic | undefined;
+let proxy: FaultProxy | undefined;
+afterEach(async () => {
+  await traffic?.stop();
+  await fleet?.down();
+  await proxy?.close();
+  fleet = undefined;
+  traffic = undefined;
+  proxy = undefined;
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function upWithTraffic(options: ConstructorParameters<typeof LocalFleet>[0] = {}) {
+  fleet = new LocalFleet({ nodes: 2, ...options });
+  await fleet.up();
+  traffic = new StickyTraffic({ url: fleet.url, clients: 10 });
+  traffic.start();
+  await fleet.waitFor(
+    () => traffic!.outcomes.filter((o) => o.ok).length >= 30,
+    20_000,
+    "traffic did not flow",
+  );
+  const active = await fleet.activeNode();
+  expect(active).toBeDefined();
+  return { fleet, traffic, active: active! };
+}
+
+async function leaseHolder(f: LocalFleet) {
+  return new DynamoLeaseStore(f.store, f.fleetId).get("fleet");
+}
+
+test("SIGKILL of the active under load: traffic resumes through the Elastic IP, sticky clients keep their backend, the audit trail says why", async () => {
+  const { fleet: f, traffic: t, active } = await upWithTraffic();
+  const standby = f.nodes.find((n) => n.nodeId !== active.nodeId)!;
+  await sleep(1000);
+  const killAt = Date.now();
+  f.signal(active.nodeId, "SIGKILL");
+  await f.waitFor(() => !!t.firstSuccessAfter(killAt), 20_000, "traffic did not resume");
+  await sleep(2000);
+  await t.stop();
+
+  const sessions = t.sessionsKept(killAt);
+  expect(sessions.total).toBe(10);
+  expect(sessions.moved).toEqual([]);
+  expect((await f.activeNode())?.nodeId).toBe(standby.nodeId);
+  const lease = await leaseHolder(f);
+  expect(lease?.holder).toBe(standby.nodeId);
+  const vip = await f.store.get("state", {
+    pk: keys.fleet(f.fleetId),
+    sk: keys.vip(f.elasticIp.allocationId),
+  });
+  expect(vip).toMatchObject({
+    owner: standby.nodeId,
+    instanceId: standby.instanceId,
+    fenceToken: lease?.token,
+  });
+  const moved = (await listEvents(f.store, f.fleetId)).filter((e) => e.kind === "vip-moved").at(-1);
+  expect(moved).toMatchObject({
+    by: standby.nodeId,
+    token: lease?.token,
+    reason: `took over the lease from ${active.nodeId}`,
+  });
+});
+
+test("SIGSTOP of the active past its lease, then SIGCONT: it does not take the Elastic IP back, and its fenced writes are refused", async () => {
+  const { fleet: f, traffic: t, active } = await upWithTraffic();
+  const before = await leaseHolder(f);
+  f.signal(active.nodeId, "SIGSTOP");
+  const stoppedAt = Date.now();
+  await f.waitFor(async () => (await leaseHolder(f))?.holder !== active.nodeId, 20_000, "nobody took over");
+  await f.waitFor(() => !!t.firstSuccessAfter(Date.now() - 100), 20_000, "traffic did not resume");
+  expect(Date.now() - stoppedAt).toBeGreaterThan(2000);
+  f.signal(active.nodeId, "SIGCONT");
+  await sleep(4000); // the resumed node has every chance to misbehave
+  const after = await leaseHolder(f);
+  expect(after?.holder).not.toBe(active.nodeId);
+  expect(after!.token).toBeGreaterThan(before!.token);
+  expect((await f.activeNode())?.nodeId).toBe(after?.holder);
+  // What the resumed node would write with its old token is refused by the store.
+  await expect(
+    fencedPut(f.store, {
+      fleetId: f.fleetId,
+      sk: keys.vip(f.elasticIp.allocationId),
+      token: before!.token,
+      attrs: { owner: active.nodeId, instanceId: active.instanceId },
+      lease: { name: "fleet", holder: active.nodeId },
+    }),
+  ).rejects.toMatchObject({ code: "HAFLEET_FENCED" });
+  const events = await listEvents(f.store, f.fleetId);
+  expect(
+    events.filter(
+      (e) => e.by === active.nodeId && e.token === before!.token && e.at > new Date(stoppedAt).toISOString(),
+    ),
+  ).toEqual([]);
+  const res = await fetch(`http://${active.address}:${active.adminPort}/readyz`);
+  expect(((await res.json()) as { role: string }).role).toBe("standby");
+});
+
+test("an Elastic IP moved behind the system's back is moved back", async () => {
+  const { fleet: f, active } = await upWithTraffic();
+  const other = f.nodes.find((n) => n.nodeId !== active.nodeId)!;
+  const ec2 = new EC2Client(awsClientConfig());
+  try {
+    await ec2.send(
+      new AssociateAddressCommand({
+        AllocationId: f.elasticIp.allocationId,
+        InstanceId: other.instanceId,
+        AllowReassociation: true,
+      }),
+    );
+  } finally {
+    ec2.destroy();
+  }
+  await f.waitFor(
+    async () => (await f.activeNode())?.nodeId === active.nodeId,
+    20_000,
+    "the Elastic IP was not moved back",
+  );
+  const kinds = (await listEvents(f.store, f.fleetId)).map((e) => e.kind);
+  expect(kinds.some((k) => k === "vip-repaired" || k === "vip-reconciled")).toBe(true);
+});
+
+test("both nodes down, then one back: it becomes active and traffic flows", async () => {
+  const { fleet: f, traffic: t } = await upWithTraffic();
+  for (const n of f.nodes) f.signal(n.nodeId, "SIGKILL");
+  await sleep(1000);
+  const downAt = Date.now();
+  const back = f.nodes[1]!;
+  f.startNode(back);
+  await f.waitFor(
+    async () =>
+      (await f.activeNode())?.nodeId === back.nodeId && (await leaseHolder(f))?.holder === back.nodeId,
+    30_000,
+    "the restarted node did not become active",
+  );
+  await f.waitFor(() => !!t.firstSuccessAfter(Date.now() - 50), 20_000, "traffic did not flow");
+  expect(t.firstSuccessAfter(downAt)).toBeDefined();
+});
+
+test("the store unreachable for a while: the active keeps serving and no failover happens", async () => {
+  proxy = await new FaultProxy(process.env.AWS_ENDPOINT_URL!).start();
+  const { fleet: f, traffic: t, active } = await upWithTraffic({ nodeEndpoint: proxy.endpoint });
+  const before = await leaseHolder(f);
+  const outage = proxy.add({ action: { kind: "reset" } });
+  const cutAt = Date.now();
+  await sleep(6000); // three times the lease
+  outage.remove();
+  const healedAt = Date.now();
+  await sleep(5000);
+  await t.stop();
+  expect(outage.hits()).toBeGreaterThan(10);
+  // Served throughout: no failed request during or after the outage.
+  expect(t.failuresBetween(cutAt)).toEqual([]);
+  expect(t.outcomes.filter((o) => o.ok && o.sentAt > cutAt && o.sentAt < healedAt).length).toBeGreaterThan(
+    50,
+  );
+  // No failover: the same node holds the Elastic IP and, again, the lease.
+  expect((await f.activeNode())?.nodeId).toBe(active.nodeId);
+  const after = await leaseHolder(f);
+  expect(after?.holder).toBe(active.nodeId);
+  expect(after?.holder).toBe(before?.holder);
+});
