@@ -128,7 +128,10 @@ export class NodeAgent {
       if (this.o.mode === "active-passive") this.setRole(this.draining ? "draining" : "standby");
       this.log("warn", "lost the fleet lease", { token: e.token, reason: e.reason });
     });
-    this.lease.on("released", (e) => this.log("info", "released the fleet lease", { token: e.token }));
+    this.lease.on("released", (e) => {
+      if (this.o.mode === "active-passive") this.setRole(this.draining ? "draining" : "standby");
+      this.log("info", "released the fleet lease", { token: e.token });
+    });
   }
 
   get role(): NodeRole {
@@ -157,16 +160,38 @@ export class NodeAgent {
     await this.o.proxy.drain();
   }
 
-  /** Graceful shutdown: drain, release the lease so the standby takes over at once, last heartbeat. */
-  async stop(): Promise<void> {
+  /**
+   * Graceful shutdown: release the lease so the standby takes over at once,
+   * wait (at most `handoverMs`) until the Elastic IP has moved away, so that no
+   * new connection reaches a closed listener, then drain and send a last
+   * heartbeat.
+   */
+  async stop(options: { handoverMs?: number } = {}): Promise<void> {
+    const wasActive = this.o.mode === "active-passive" && this.lease.isLeader();
     this.draining = true;
     this.setRole("draining");
     await this.lease.stop({ release: true });
+    if (wasActive) await this.awaitHandover(options.handoverMs ?? 3000);
     await this.o.proxy.drain();
     this.setRole("stopped");
     await this.heartbeater.stop();
     await this.heartbeater.beat().catch(() => {});
     await Promise.allSettled([...this.pending]);
+  }
+
+  private async awaitHandover(handoverMs: number): Promise<void> {
+    const deadline = this.clock.nowMs() + handoverMs;
+    while (this.clock.nowMs() < deadline) {
+      const states = await Promise.all(
+        this.o.allocationIds.map((id) => this.o.elasticIps.describe(id).catch(() => undefined)),
+      );
+      if (states.every((a) => a && a.instanceId !== this.o.instanceId)) {
+        this.log("info", "the Elastic IP has moved to the new active: draining");
+        return;
+      }
+      await this.clock.sleep(100);
+    }
+    this.log("warn", `the Elastic IP did not move within ${handoverMs} ms: draining anyway`);
   }
 
   private eligible(): boolean {

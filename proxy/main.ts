@@ -250,10 +250,14 @@ export interface ProxyNode {
   load(): { connections: number; rps: number };
 }
 
-/** Runs the before-drain hooks, each bounded, so a hung store cannot hold a drain up. */
+/**
+ * Runs the before-drain hooks, each bounded, so a hung store cannot hold a
+ * drain up. 6 s: the agent's handover (release, then up to 3 s for the Elastic
+ * IP to move) fits with room to spare.
+ */
 async function runHooks(hooks: readonly (() => Promise<void>)[], logger: Logger): Promise<void> {
   for (const hook of hooks) {
-    await Promise.race([hook(), new Promise((r) => setTimeout(r, 3000).unref())]).catch((err: unknown) =>
+    await Promise.race([hook(), new Promise((r) => setTimeout(r, 6000).unref())]).catch((err: unknown) =>
       logger.warn({ err: String(err) }, "before-drain hook failed"),
     );
   }

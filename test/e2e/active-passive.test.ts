@@ -4,12 +4,16 @@
  * loopback address, the emulator holds the instances and the association, and
  * the health checker runs in-process.
  */
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
 import { AssociateAddressCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { awsClientConfig } from "../../lib/core/aws";
 import { listEvents } from "../../lib/core/events";
 import { fencedPut } from "../../lib/core/fence";
 import { DynamoLeaseStore } from "../../lib/core/lease";
+import type { FleetStatus } from "../../lib/core/status";
 import { keys } from "../../lib/core/tables";
+import { bundle } from "../harness/bundle";
 import { FaultProxy } from "../harness/fault-proxy";
 import { LocalFleet } from "../harness/local-fleet";
 import { StickyTraffic } from "../harness/traffic";
@@ -179,4 +183,61 @@ test("the store unreachable for a while: the active keeps serving and no failove
   const after = await leaseHolder(f);
   expect(after?.holder).toBe(active.nodeId);
   expect(after?.holder).toBe(before?.holder);
+});
+
+test("a graceful handover (`hafleet failover`), then SIGTERM of the new active: the Elastic IP moves twice and no request fails", async () => {
+  const { fleet: f, traffic: t, active } = await upWithTraffic();
+  const other = f.nodes.find((n) => n.nodeId !== active.nodeId)!;
+  const cli = await bundle("bin/hafleet.ts");
+  const hafleet = (...args: string[]) =>
+    promisify(execFile)(process.execPath, [cli, ...args, "--fleet", f.fleetId], {
+      env: process.env,
+      timeout: 30_000,
+    });
+  const startedAt = Date.now();
+
+  const out = await hafleet("failover");
+  expect(out.stdout).toContain(`asked ${active.nodeId}`);
+  await f.waitFor(
+    async () => (await f.activeNode())?.nodeId === other.nodeId,
+    20_000,
+    "the Elastic IP did not move on failover",
+  );
+  // Roles in `node#` items are at most one heartbeat old: ask until they settle.
+  let status: FleetStatus | undefined;
+  await f.waitFor(
+    async () => {
+      status = JSON.parse((await hafleet("status", "--json")).stdout) as FleetStatus;
+      return status.nodes.find((n) => n.nodeId === active.nodeId)?.role === "standby";
+    },
+    10_000,
+    "the old active never reported standby",
+  );
+  if (!status) throw new Error("no status");
+  expect(status.lease?.holder).toBe(other.nodeId);
+  expect(status.elasticIps).toEqual([
+    expect.objectContaining({
+      allocationId: f.elasticIp.allocationId,
+      node: other.nodeId,
+      desiredOwner: other.nodeId,
+    }),
+  ]);
+  expect(status.nodes.map((n) => [n.nodeId, n.role]).sort()).toEqual(
+    [
+      [active.nodeId, "standby"],
+      [other.nodeId, "active"],
+    ].sort(),
+  );
+
+  await sleep(5000); // the node that yielded may contend again (2 x leaseMs)
+  f.signal(other.nodeId, "SIGTERM");
+  await f.waitFor(
+    async () => (await f.activeNode())?.nodeId === active.nodeId,
+    20_000,
+    "the Elastic IP did not move on SIGTERM",
+  );
+  await sleep(1500);
+  await t.stop();
+  expect(t.failuresBetween(startedAt)).toEqual([]);
+  expect(t.sessionsKept(startedAt).moved).toEqual([]);
 });

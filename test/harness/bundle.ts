@@ -28,6 +28,8 @@ export function bundle(entry: string): Promise<string> {
       format: "cjs",
       sourcemap: "inline",
       logLevel: "error",
+      // esbuild runs its own binary: entries that reach it (the CLI, through the local fleet) load it from node_modules.
+      external: ["esbuild"],
     }).then(() => outfile);
     built.set(abs, out);
   }
