@@ -93,7 +93,7 @@ export function program(): Command {
     )
     .option(...fleetOpt)
     .option("--nodes <n>", "nodes in the fleet", intArg(1, 9), 2)
-    .option("--port <port>", "HTTP listener port on the Elastic IP", intArg(1, 65535))
+    .option("--port <port>", "HTTP listener port on the Elastic IP and the nodes", intArg(1, 65535), 8080)
     .option("--verbose", "print the nodes' log lines")
     .action(async (o: { fleet: string; nodes: number; port?: number; verbose?: boolean }) => {
       const fleet = new LocalFleet({

@@ -46,8 +46,8 @@ export function judgeNode(s: NodeSignals): Judgement {
     return {
       verdict: "gray-failure",
       reason: s.isLeaseHolder
-        ? "probes fail while its agent still heartbeats and renews the lease"
-        : "probes fail while its agent still heartbeats: it must not be promoted",
+        ? "probes fail while its heartbeat and lease look alive (a gray failure, or a crash the heartbeat has not shown yet)"
+        : "probes fail while its heartbeat looks alive: it must not be promoted",
       mark: "set",
     };
   }

@@ -123,7 +123,9 @@ export class Heartbeater {
           ...(r.zone ? { ":zone": r.zone } : {}),
         },
       },
-      { deadlineMs: this.periodMs },
+      // At least 2 s: on a slow store a late beat still moves `seq`; one cut at the
+      // period's length would make a live node look dead.
+      { deadlineMs: Math.max(this.periodMs, 2000) },
     );
     const record = toNodeRecord(item ?? {});
     this.o.onBeat?.(record);

@@ -97,8 +97,11 @@ async function readyz(
   }
 }
 
-/** Plain-text tables, for a person. */
-export function renderStatus(s: FleetStatus): string {
+/**
+ * Plain-text tables, for a person. A node whose heartbeat is older than
+ * `staleMs` shows as `down (last: <role>)`: its item still says what it last was.
+ */
+export function renderStatus(s: FleetStatus, staleMs = 3000): string {
   const lines: string[] = [];
   lines.push(`fleet ${s.fleetId}`);
   lines.push(
@@ -112,7 +115,7 @@ export function renderStatus(s: FleetStatus): string {
       ["NODE", "ROLE", "HEARTBEAT", "READY", "ADDRESS", "INSTANCE", "CONNS", "FLAGS"],
       s.nodes.map((n) => [
         n.nodeId,
-        n.role,
+        n.heartbeatAgeMs > staleMs ? `down (last: ${n.role})` : n.role,
         `${(n.heartbeatAgeMs / 1000).toFixed(1)}s ago`,
         n.ready === null ? "-" : n.ready ? "yes" : "no",
         n.address,

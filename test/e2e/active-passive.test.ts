@@ -13,6 +13,7 @@ import { fencedPut } from "../../lib/core/fence";
 import { DynamoLeaseStore } from "../../lib/core/lease";
 import type { FleetStatus } from "../../lib/core/status";
 import { keys } from "../../lib/core/tables";
+import { uniqueId } from "../harness/aws";
 import { bundle } from "../harness/bundle";
 import { FaultProxy } from "../harness/fault-proxy";
 import { LocalFleet } from "../harness/local-fleet";
@@ -35,7 +36,8 @@ afterEach(async () => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function upWithTraffic(options: ConstructorParameters<typeof LocalFleet>[0] = {}) {
-  fleet = new LocalFleet({ nodes: 2, ...options });
+  // A fleet id of its own: the emulator outlives each test, and Elastic IPs are found by their fleet tag.
+  fleet = new LocalFleet({ nodes: 2, fleetId: uniqueId("e2e"), ...options });
   await fleet.up();
   traffic = new StickyTraffic({ url: fleet.url, clients: 10 });
   traffic.start();

@@ -138,6 +138,23 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
   });
 }
 
+/** Runs argv[1:] as a child; ends it on SIGTERM or when stdin reaches end of file. */
+const WATCHDOG = `
+import signal, subprocess, sys, threading
+child = subprocess.Popen(sys.argv[1:])
+def stop(*_):
+    if child.poll() is None:
+        child.terminate()
+        try:
+            child.wait(5)
+        except subprocess.TimeoutExpired:
+            child.kill()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+threading.Thread(target=lambda: (sys.stdin.read(), stop()), daemon=True).start()
+sys.exit(child.wait())
+`;
+
 export interface Emulator {
   /** `http://127.0.0.1:PORT` (or `http://localhost:PORT` when asked for). */
   readonly endpoint: string;
@@ -168,10 +185,16 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
     const logFile = options.logFile ?? join(WORK_DIR, "logs", `moto-${port}.log`);
     await mkdir(join(logFile, ".."), { recursive: true });
     const out = createWriteStream(logFile, { flags: "a" });
-    const child = spawn(join(bin, "moto_server"), ["-H", "127.0.0.1", "-p", String(port)], {
-      env: { ...process.env, MOTO_ACCOUNT_ID: EMULATOR_ACCOUNT_ID, PYTHONUNBUFFERED: "1" },
-      stdio: ["ignore", "pipe", "pipe"],
-    });
+    // moto runs under a watchdog that ends it when this process's end of the stdin
+    // pipe closes: a parent killed with SIGKILL leaves no emulator behind.
+    const child = spawn(
+      join(bin, "python"),
+      ["-c", WATCHDOG, join(bin, "moto_server"), "-H", "127.0.0.1", "-p", String(port)],
+      {
+        env: { ...process.env, MOTO_ACCOUNT_ID: EMULATOR_ACCOUNT_ID, PYTHONUNBUFFERED: "1" },
+        stdio: ["pipe", "pipe", "pipe"],
+      },
+    );
     child.stdout?.pipe(out);
     child.stderr?.pipe(out);
     const base = `http://127.0.0.1:${port}`;

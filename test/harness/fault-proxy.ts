@@ -56,6 +56,8 @@ export class FaultProxy {
   private target: URL;
   endpoint = "";
   requests = 0;
+  /** Requests seen, by operation (`DynamoDB.GetItem`, `EC2.DescribeAddresses`, ...). */
+  readonly byOperation = new Map<string, number>();
 
   constructor(targetEndpoint: string) {
     this.target = new URL(targetEndpoint);
@@ -68,6 +70,8 @@ export class FaultProxy {
       req.on("end", () => {
         this.requests++;
         const body = Buffer.concat(chunks);
+        const op = operationOf(req.headers, body);
+        this.byOperation.set(op, (this.byOperation.get(op) ?? 0) + 1);
         const fr: FaultRequest = {
           method: req.method ?? "GET",
           url: req.url ?? "/",
@@ -168,4 +172,14 @@ export class FaultProxy {
     this.agent.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
+}
+
+/** `DynamoDB.GetItem` from the JSON protocol's target header; `EC2.DescribeAddresses` from a query body. */
+export function operationOf(headers: IncomingHttpHeaders, body: Buffer): string {
+  const target = String(headers["x-amz-target"] ?? "");
+  if (target)
+    return `${target.startsWith("DynamoDB") ? "DynamoDB" : target.split("_")[0]}.${target.split(".").pop()}`;
+  const action = /(?:^|&)Action=([A-Za-z]+)/.exec(body.toString("latin1"));
+  if (action) return `${/Version=2016-11-15/.test(body.toString("latin1")) ? "EC2" : "Query"}.${action[1]}`;
+  return "other";
 }

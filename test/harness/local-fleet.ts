@@ -52,6 +52,8 @@ export interface LocalFleetOptions {
    * emulator, to cut them off. @default the emulator's
    */
   readonly nodeEndpoint?: string;
+  /** The endpoint the in-process health checker uses. @default the emulator's */
+  readonly checkerEndpoint?: string;
   /** Run the health checker in-process. @default true */
   readonly checker?: boolean;
   /** Node log lines go here (prefixed with the node id). @default dropped */
@@ -114,6 +116,8 @@ export class LocalFleet {
   private fabric: ElasticIpFabric | undefined;
   private checker: HealthChecker | undefined;
   private checkerRun: Promise<unknown> | undefined;
+  private checkerStore: StateStore | undefined;
+  private checkerIps: ElasticIps | undefined;
   private readonly checkerStop = new AbortController();
   private script = "";
   private readonly o: LocalFleetOptions;
@@ -233,11 +237,14 @@ export class LocalFleet {
     });
     await this.fabric.start();
     if (this.o.checker ?? true) {
+      const endpoint = this.o.checkerEndpoint;
+      this.checkerStore = endpoint ? new StateStore({ tables: this.tables, aws: { endpoint } }) : undefined;
+      this.checkerIps = endpoint ? new ElasticIps({ aws: { endpoint } }) : undefined;
       this.checker = new HealthChecker({
-        store: this.store,
+        store: this.checkerStore ?? this.store,
         fleetId: this.fleetId,
         checkerId: "local-checker",
-        elasticIps: this.elasticIps,
+        elasticIps: this.checkerIps ?? this.elasticIps,
       });
       this.checkerRun = this.checker.runFor(24 * 3600_000, 1000, this.checkerStop.signal);
     }
@@ -382,6 +389,8 @@ export class LocalFleet {
     }
     this.store?.destroy();
     this.ec2?.destroy();
+    this.checkerStore?.destroy();
+    this.checkerIps?.destroy();
     await rm(stateFile(this.fleetId), { force: true });
     await this.emulator?.stop();
   }
