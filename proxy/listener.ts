@@ -54,6 +54,8 @@ export interface ListenerOptions {
   readonly accessLog: boolean;
   /** Port to bind instead of the configured one (tests bind 0). */
   readonly port?: number;
+  /** Client sockets get reusable read buffers (see `installReadBuffers`). @default true */
+  readonly readBuffers?: boolean;
 }
 
 export abstract class Listener<C extends ClientConnection> {
@@ -67,6 +69,7 @@ export abstract class Listener<C extends ClientConnection> {
   protected readonly server: Server;
   private sweepTimer: NodeJS.Timeout | undefined;
   private readonly port: number;
+  private readonly readBuffers: boolean;
   private drained: (() => void) | undefined;
 
   constructor(options: ListenerOptions) {
@@ -76,6 +79,7 @@ export abstract class Listener<C extends ClientConnection> {
     this.logger = options.logger;
     this.accessLog = options.accessLog;
     this.port = options.port ?? options.settings.listener.port;
+    this.readBuffers = options.readBuffers ?? true;
     this.server = createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
   }
 
@@ -96,7 +100,7 @@ export abstract class Listener<C extends ClientConnection> {
       });
     });
     this.server.on("error", (err) => this.logger.error({ err, listener: this.name }, "listener error"));
-    this.installReadBuffers();
+    if (this.readBuffers) this.installReadBuffers();
     this.restartSweep();
   }
 
@@ -113,7 +117,6 @@ export abstract class Listener<C extends ClientConnection> {
     const handle = (this.server as unknown as { _handle?: { onconnection?: unknown } })._handle;
     if (!handle || typeof handle.onconnection !== "function") return;
     const original = handle.onconnection as (err: number, clientHandle: unknown) => void;
-    const noDelay = true;
     handle.onconnection = (err: number, clientHandle: unknown) => {
       if (err || !clientHandle) return original.call(handle, err, clientHandle);
       const reader = new ReadBuffer();
@@ -121,12 +124,13 @@ export abstract class Listener<C extends ClientConnection> {
         handle: clientHandle,
         readable: true,
         writable: true,
-        noDelay,
         onread: {
           buffer: (() => reader.next()) as () => Uint8Array,
           callback: (n: number, buf: Uint8Array) => reader.deliver(n, buf),
         },
       } as unknown as ConstructorParameters<typeof Socket>[0]);
+      // As net.Server does for `noDelay` (its constructor option only records it).
+      socket.setNoDelay(true);
       reader.socket = socket;
       this.accept(socket, reader);
     };

@@ -42,6 +42,8 @@ export interface ProxyServerOptions {
   readonly portOverrides?: Readonly<Record<string, number>>;
   /** This process's share of `limits.maxConnections` (a cluster worker's is 1/workers). @default 1 */
   readonly connectionShare?: number;
+  /** Client sockets read into reusable buffers (faster; see `listener.ts`). @default true */
+  readonly readBuffers?: boolean;
 }
 
 type AnyListener = Listener<never> & (HttpListener | TcpListener);
@@ -224,6 +226,7 @@ export class ProxyServer {
       logger: this.logger,
       accessLog: this.options.accessLog ?? false,
       port: this.options.portOverrides?.[lc.name],
+      readBuffers: this.options.readBuffers,
     };
     return (lc.protocol === "http" ? new HttpListener(options) : new TcpListener(options)) as AnyListener;
   }

@@ -149,7 +149,12 @@ export interface Reply {
 export function get(
   port: number,
   path = "/",
-  options: { method?: string; headers?: Record<string, string>; body?: string; agent?: Agent | false } = {},
+  options: {
+    method?: string;
+    headers?: Record<string, string>;
+    body?: string | Buffer;
+    agent?: Agent | false;
+  } = {},
 ): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request(

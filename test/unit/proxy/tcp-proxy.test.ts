@@ -51,6 +51,9 @@ describe("tcp proxy", () => {
       s.on("error", () => {});
       const hash = createHash("sha256");
       let got = 0;
+      // Not reading for a while: the proxy's writes to this backend back up.
+      s.pause();
+      setTimeout(() => s.resume(), 300);
       s.on("data", (d: Buffer) => {
         hash.update(d);
         got += d.length;
@@ -77,6 +80,12 @@ describe("tcp proxy", () => {
     expect(answer.length).toBe(big.length + 64);
     expect(sha(answer.subarray(0, big.length))).toBe(sha(big));
     expect(answer.subarray(big.length).toString()).toBe(sha(big));
+  });
+
+  it("pipes with node's own 'data' path too (client read buffers off)", async () => {
+    const a = h.add(await startEchoBackend("a"));
+    const proxy = h.add(await startProxy(tcpConfig([a]), { readBuffers: false }));
+    expect(await ask(proxy.port("raw"), "plain")).toBe("a:plain");
   });
 
   it("retries a connect failure on another backend", async () => {
