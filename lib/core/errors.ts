@@ -102,12 +102,12 @@ export class LeaseLostError extends HafleetError {
   }
 }
 
-/** Errors from the state store (DynamoDB), translated from the AWS SDK. */
-export class StoreError extends HafleetError {
-  override readonly name: string = "StoreError";
+/** An AWS call failed; translated from the SDK's error, which is kept as `cause`. */
+export class AwsCallError extends HafleetError {
+  override readonly name: string = "AwsCallError";
   /** True when the same request may succeed if sent again (throttling, 5xx, timeouts). */
   readonly retryable: boolean;
-  /** The DynamoDB operation that failed, e.g. `UpdateItem`. */
+  /** The API operation that failed, e.g. `UpdateItem` or `AssociateAddress`. */
   readonly operation: string;
 
   constructor(
@@ -121,27 +121,18 @@ export class StoreError extends HafleetError {
     this.retryable = retryable;
     this.operation = operation;
   }
+}
+
+/** Errors from the state store (DynamoDB). */
+export class StoreError extends AwsCallError {
+  override readonly name: string = "StoreError";
+}
+
+/** Errors from EC2 (Elastic IPs). */
+export class Ec2Error extends AwsCallError {
+  override readonly name: string = "Ec2Error";
 }
 
 export function isHafleetError(err: unknown, code?: HafleetErrorCode): err is HafleetError {
   return err instanceof HafleetError && (code === undefined || err.code === code);
-}
-
-/** An EC2 call (Elastic IPs) failed; `retryable` as for `StoreError`. */
-export class Ec2Error extends HafleetError {
-  override readonly name = "Ec2Error";
-  readonly retryable: boolean;
-  readonly operation: string;
-
-  constructor(
-    code: HafleetErrorCode,
-    operation: string,
-    message: string,
-    retryable: boolean,
-    cause?: unknown,
-  ) {
-    super(code, `${operation}: ${message}`, { cause });
-    this.retryable = retryable;
-    this.operation = operation;
-  }
 }

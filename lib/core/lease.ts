@@ -28,12 +28,12 @@
  * 1. Free (no item): put with `attribute_not_exists(sk)`, token 1.
  * 2. Released (item without `holder`): update with `rvn = :seen`, token + 1.
  * 3. Held: wait until the same rvn has been seen for the item's `leaseMs` on
- *    the local monotonic clock, then update with `rvn = :seen`, token + 1. A
- *    failed read restarts the wait (time in which nothing was seen does not
- *    count). The exception: a contender whose own holding ran out unconfirmed
- *    (the store was unreachable) and that finds the item still recording it
- *    with that token takes it back at once; nobody acquired in between, and a
- *    store outage alone then never moves the leader.
+ *    the local monotonic clock, then update with `rvn = :seen`, token + 1.
+ *    After reads failed for half a lease or more (an outage), the wait starts
+ *    afresh; and a contender whose own holding ran out unconfirmed (the store
+ *    was unreachable) and that finds the item still recording it with that
+ *    token takes it back at once: nobody acquired in between. So a store
+ *    outage alone never moves the leader.
  * 4. Renew every `renewMs` with `holder = :me AND token = :mine`, new rvn.
  * 5. A write whose answer was lost (timeout, reset) may have landed: every
  *    write sets a fresh rvn, so re-reading tells whether it did.
@@ -174,6 +174,8 @@ export class Lease extends EventEmitter<LeaseEvents> {
   /** The rvn a follower sees and since when (monotonic, at the end of the read). */
   private seen: { rvn: string; sinceMs: number; holder: string | undefined; token: number } | undefined;
   private pending: PendingWrite | undefined;
+  /** Since when this contender's reads have been failing (undefined while they succeed). */
+  private failingSinceMs: number | undefined;
   /** The token this contender held until its validity ran out unconfirmed (not released, not taken). */
   private lostByTimeout: number | undefined;
   private eligible = true;
@@ -245,12 +247,19 @@ export class Lease extends EventEmitter<LeaseEvents> {
     try {
       record = await this.store.get(s.name, s.pollMs * 2);
     } catch {
-      // The store is unreachable: nobody can acquire. Time in which this waiter
-      // saw nothing cannot count towards the holder's expiry: wait afresh.
-      this.seen = undefined;
+      // The store is unreachable: nobody can acquire now.
+      this.failingSinceMs ??= this.clock.nowMs();
       return s.pollMs;
     }
     const readDoneMs = this.clock.nowMs();
+    // Safety does not need it (an rvn seen unchanged for leaseMs was not renewed,
+    // whatever reads failed between), but after an outage of half a lease or more
+    // the waiter waits afresh: the holder that lost its lease to the outage alone
+    // takes it back first (2b), so a store outage never moves the leader. A
+    // single slow read restarts nothing.
+    if (this.failingSinceMs !== undefined && readDoneMs - this.failingSinceMs >= s.leaseMs / 2)
+      this.seen = undefined;
+    this.failingSinceMs = undefined;
 
     // 5. An earlier write of ours whose answer was lost: did it land?
     const pending = this.pending;

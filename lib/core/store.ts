@@ -107,8 +107,8 @@ export class StateStore {
 
   /** Writes an item; false when `condition` failed. */
   async put(table: TableRef, item: Item, expr: Expression = {}, options: CallOptions = {}): Promise<boolean> {
-    try {
-      await this.call("PutItem", table, options, (signal) =>
+    return this.conditional(() =>
+      this.call("PutItem", table, options, (signal) =>
         this.doc.send(
           new PutCommand({
             TableName: this.tables[table],
@@ -119,12 +119,8 @@ export class StateStore {
           }),
           { abortSignal: signal },
         ),
-      );
-      return true;
-    } catch (err) {
-      if (isConditionFailed(err)) return false;
-      throw err;
-    }
+      ),
+    );
   }
 
   /** Updates an item and returns it as it is after the update; undefined when `condition` failed. */
@@ -164,8 +160,8 @@ export class StateStore {
     expr: Expression = {},
     options: CallOptions = {},
   ): Promise<boolean> {
-    try {
-      await this.call("DeleteItem", table, options, (signal) =>
+    return this.conditional(() =>
+      this.call("DeleteItem", table, options, (signal) =>
         this.doc.send(
           new DeleteCommand({
             TableName: this.tables[table],
@@ -176,7 +172,14 @@ export class StateStore {
           }),
           { abortSignal: signal },
         ),
-      );
+      ),
+    );
+  }
+
+  /** Runs a conditional write: true when written, false when its condition failed. */
+  private async conditional(write: () => Promise<unknown>): Promise<boolean> {
+    try {
+      await write();
       return true;
     } catch (err) {
       if (isConditionFailed(err)) return false;

@@ -54,10 +54,16 @@ test("five contenders under kills, pauses, releases and dropped renewals never s
   const disruptions: DisruptionRecord[] = [];
   let dropHits = 0;
   const started = Date.now();
+  let since = 0;
   for (const kind of SCHEDULE) {
     await sleep(DISRUPT_EVERY_MS);
+    // Disrupt a holder that acquired after the last disruption: on a busy machine a
+    // takeover may take longer than the pace, and a dead holder cannot be disrupted.
+    const current = await fleet.nextAcquisition(since, undefined, 20_000);
+    if (!current) throw new Error(`no acquisition after ${since}: ${fleet.stderr.join("").slice(0, 2000)}`);
     const victim = fleet.holder()!;
     disruptions.push({ kind, at: Date.now(), victim });
+    if (kind !== "drop") since = Date.now(); // a dropped answer leaves the holder in place
     if (kind === "kill") {
       fleet.signal(victim, "SIGKILL");
       await fleet.add();

@@ -259,7 +259,7 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
       },
     },
     {
-      name: "a waiter whose reads failed waits a whole leaseMs of successful reads before taking over",
+      name: "a waiter cut off from the store for half a lease or more waits a whole leaseMs afresh",
       test: async () => {
         const w = world(["a"]);
         await w.run(20);
@@ -268,8 +268,9 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
         const b = new Lease(view, { name: "fleet", holderId: "b" }, w.clock);
         await b.tick(); // first sight
         view.down = true;
-        w.clock.advance(3000);
-        await b.tick(); // a failed read: the 3 s seen before it do not count
+        await b.tick(); // reads fail from here...
+        w.clock.advance(1500);
+        await b.tick(); // ...for 1.5 s: an outage
         view.down = false;
         await b.tick(); // sees the same rvn again: the wait starts now
         w.clock.advance(1900);
@@ -277,6 +278,26 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
         expect(b.isLeader()).toBe(false);
         w.clock.advance(200);
         await b.tick();
+        expect(b.isLeader()).toBe(true);
+      },
+    },
+    {
+      name: "a single failed read does not restart a waiter's wait",
+      test: async () => {
+        const w = world(["a"]);
+        await w.run(20);
+        w.views.a!.down = true;
+        const view = new View(w.store);
+        const b = new Lease(view, { name: "fleet", holderId: "b" }, w.clock);
+        await b.tick(); // first sight
+        w.clock.advance(1000);
+        view.down = true;
+        await b.tick(); // one failed read
+        view.down = false;
+        w.clock.advance(100);
+        await b.tick();
+        w.clock.advance(950);
+        await b.tick(); // 2050 ms since first sight
         expect(b.isLeader()).toBe(true);
       },
     },
