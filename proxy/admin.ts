@@ -22,6 +22,16 @@ export interface AdminStatus {
   readonly draining: boolean;
   /** Where the config in force came from: `file`, `store` or `state-file`. */
   readonly configSource?: string;
+  /** Each backend's health as this process sees it (absent in a cluster primary). */
+  readonly backends?: readonly BackendHealth[];
+}
+
+export interface BackendHealth {
+  readonly pool: string;
+  readonly id: string;
+  /** Passes active checks and is not ejected. */
+  readonly healthy: boolean;
+  readonly ejected: boolean;
 }
 
 export interface AdminServerOptions {

@@ -307,6 +307,7 @@ async function runSingle(o: MainOptions, logger: Logger): Promise<ProxyNode> {
       configVersion: proxy.version,
       draining: proxy.draining,
       configSource: o.config ? "file" : rt.initial.from,
+      backends: proxy.backendHealth(),
     }),
     metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
     drain,

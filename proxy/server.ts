@@ -10,8 +10,10 @@
  * drains; when a new address cannot be bound, nothing of the new config is
  * applied and the error says which listener.
  */
+
 import pino, { type Logger } from "pino";
 import type { FleetConfig, ListenerConfig } from "../lib/core/config";
+import type { BackendHealth } from "./admin";
 import { HealthChecker } from "./health";
 import { HttpListener } from "./http-listener";
 import { ConnectionGate, type Listener, type ListenerSettings } from "./listener";
@@ -256,6 +258,17 @@ export class ProxyServer {
    * (answers carry `connection: close`), close idle keep-alive connections;
    * after `timeouts.drainMs` whatever is left is closed.
    */
+  /** Each backend's health, for `/readyz` and `hafleet status`. */
+  backendHealth(): BackendHealth[] {
+    const out: BackendHealth[] = [];
+    for (const [pool, entry] of this.pools) {
+      for (const b of entry.pool.backends) {
+        if (!b.removed) out.push({ pool, id: b.id, healthy: b.healthy && !b.ejected, ejected: b.ejected });
+      }
+    }
+    return out;
+  }
+
   async drain(): Promise<void> {
     this.draining = true;
     const ms = this.config.timeouts.drainMs;

@@ -25,7 +25,9 @@ export interface FleetStatus {
     readonly load: NodeRecord["load"];
     /** What the node's `/readyz` says, or why it could not be asked. */
     readonly ready: boolean | null;
-    readonly backends: readonly { readonly id: string; readonly healthy: boolean }[] | null;
+    readonly backends:
+      | readonly { readonly pool: string; readonly id: string; readonly healthy: boolean }[]
+      | null;
   }[];
   readonly elasticIps: {
     readonly allocationId: string;
@@ -83,14 +85,16 @@ export async function fleetStatus(
   };
 }
 
+type BackendLine = { pool: string; id: string; healthy: boolean };
+
 async function readyz(
   adminUrl: string,
   timeoutMs: number,
-): Promise<{ ready: boolean | null; backends: { id: string; healthy: boolean }[] | null }> {
+): Promise<{ ready: boolean | null; backends: BackendLine[] | null }> {
   if (!adminUrl) return { ready: null, backends: null };
   try {
     const res = await fetch(`${adminUrl}/readyz`, { signal: AbortSignal.timeout(timeoutMs) });
-    const body = (await res.json().catch(() => ({}))) as { backends?: { id: string; healthy: boolean }[] };
+    const body = (await res.json().catch(() => ({}))) as { backends?: BackendLine[] };
     return { ready: res.status === 200, backends: Array.isArray(body.backends) ? body.backends : null };
   } catch {
     return { ready: false, backends: null };
@@ -142,8 +146,8 @@ export function renderStatus(s: FleetStatus, staleMs = 3000): string {
     lines.push("");
     lines.push(
       table(
-        ["BACKEND", `HEALTH (by ${reporter.nodeId})`],
-        reporter.backends.map((b) => [b.id, b.healthy ? "up" : "down"]),
+        ["POOL", "BACKEND", `HEALTH (as ${reporter.nodeId} sees it)`],
+        reporter.backends.map((b) => [b.pool, b.id, b.healthy ? "up" : "down"]),
       ),
     );
   }

@@ -217,6 +217,9 @@ test("a graceful handover (`hafleet failover`), then SIGTERM of the new active: 
   );
   if (!status) throw new Error("no status");
   expect(status.lease?.holder).toBe(other.nodeId);
+  expect(status.nodes.find((n) => n.nodeId === other.nodeId)?.backends).toEqual(
+    ["backend-1", "backend-2", "backend-3"].map((id) => ({ pool: "app", id, healthy: true, ejected: false })),
+  );
   expect(status.elasticIps).toEqual([
     expect.objectContaining({
       allocationId: f.elasticIp.allocationId,
