@@ -42,3 +42,35 @@ export function awsClientConfig(options: AwsClientOptions = {}) {
     }),
   };
 }
+
+/** What an AWS SDK (or network) error says, in the terms callers decide on. */
+export interface AwsFailure {
+  readonly name: string;
+  readonly status: number | undefined;
+  /** `Name: message`, for error messages. */
+  readonly detail: string;
+  /** Throttling, 5xx, timeouts and connection failures: the same call may succeed later. */
+  readonly retryable: boolean;
+}
+
+const THROTTLING = new Set([
+  "Throttling",
+  "ThrottlingException",
+  "RequestLimitExceeded",
+  "TooManyRequestsException",
+  "PriorRequestNotComplete",
+]);
+
+export function describeAwsFailure(err: unknown): AwsFailure {
+  const e = err as Error & { $metadata?: { httpStatusCode?: number }; $fault?: string };
+  const name = e?.name ?? "Error";
+  const status = e?.$metadata?.httpStatusCode;
+  const retryable =
+    THROTTLING.has(name) ||
+    name === "TimeoutError" ||
+    name === "AbortError" ||
+    e?.$fault === "server" ||
+    (status !== undefined && status >= 500) ||
+    (status === undefined && /ECONN|socket hang up|EPIPE|ETIMEDOUT/.test(e?.message ?? ""));
+  return { name, status, detail: `${name}: ${e?.message ?? String(err)}`, retryable };
+}

@@ -12,7 +12,7 @@ import {
   DescribeAddressesCommand,
   EC2Client,
 } from "@aws-sdk/client-ec2";
-import { type AwsClientOptions, awsClientConfig } from "./aws";
+import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "./aws";
 import { type Clock, systemClock } from "./clock";
 import { Ec2Error } from "./errors";
 
@@ -148,19 +148,8 @@ function toState(a: Address): AddressState {
 
 export function translateEc2Error(err: unknown, operation: string): Ec2Error {
   if (err instanceof Ec2Error) return err;
-  const e = err as Error & { $metadata?: { httpStatusCode?: number }; $fault?: string; Code?: string };
-  const name = e?.name ?? "Error";
-  const status = e?.$metadata?.httpStatusCode;
-  const detail = `${name}: ${e?.message ?? String(err)}`;
-  if (/NotFound|Malformed/.test(name))
-    return new Ec2Error("HAFLEET_EC2_NOT_FOUND", operation, detail, false, err);
-  const retryable =
-    name === "RequestLimitExceeded" ||
-    name === "Throttling" ||
-    name === "TimeoutError" ||
-    name === "AbortError" ||
-    e?.$fault === "server" ||
-    (status !== undefined && status >= 500) ||
-    (status === undefined && /ECONN|socket hang up|EPIPE|ETIMEDOUT/.test(e?.message ?? ""));
-  return new Ec2Error("HAFLEET_EC2", operation, detail, retryable, err);
+  const f = describeAwsFailure(err);
+  if (/NotFound|Malformed/.test(f.name))
+    return new Ec2Error("HAFLEET_EC2_NOT_FOUND", operation, f.detail, false, err);
+  return new Ec2Error("HAFLEET_EC2", operation, f.detail, f.retryable, err);
 }

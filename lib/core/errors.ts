@@ -23,6 +23,8 @@ export type HafleetErrorCode =
   | "HAFLEET_EC2_UNVERIFIED"
   | "HAFLEET_EVENT_INVALID"
   | "HAFLEET_NODE_UNKNOWN"
+  | "HAFLEET_ROUTE53"
+  | "HAFLEET_ROUTE53_UNVERIFIED"
   | "HAFLEET_PROXY_LISTEN"
   | "HAFLEET_PROXY_USAGE";
 
@@ -126,6 +128,11 @@ export class AwsCallError extends HafleetError {
 /** Errors from the state store (DynamoDB). */
 export class StoreError extends AwsCallError {
   override readonly name: string = "StoreError";
+}
+
+/** Errors from Route 53 (weighted records). */
+export class Route53Error extends AwsCallError {
+  override readonly name: string = "Route53Error";
 }
 
 /** Errors from EC2 (Elastic IPs). */

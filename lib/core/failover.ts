@@ -144,3 +144,56 @@ export class ProbeTracker {
     for (const id of this.runs.keys()) if (!keep.has(id)) this.runs.delete(id);
   }
 }
+
+export interface WeightTarget {
+  readonly nodeId: string;
+  /** The node's capacity weight from config; what it gets when fully healthy. */
+  readonly configured: number;
+  /** Its weight in DNS now. */
+  readonly current: number;
+  readonly verdict: Verdict;
+  /** Consecutive checker runs that found it healthy (after its rise damping). */
+  readonly healthyRuns: number;
+}
+
+export interface PlannedWeight {
+  readonly nodeId: string;
+  readonly weight: number;
+  readonly reason: string;
+}
+
+/**
+ * Route 53 weights for active-active (DESIGN.md, failover). A failed node's
+ * weight drops to 0 at once. A recovered node ramps back over `rampRuns`
+ * checker runs (slow start in DNS), so a node that just came back is not
+ * handed a full share of new clients at once. Never every weight at 0: when
+ * every node looks failed, the checker's own view is the likelier fault, and
+ * Route 53 itself treats all-unhealthy as all-healthy; the weights then stay as
+ * they are (or, if all are 0 already, go back to configured).
+ */
+export function planWeights(targets: readonly WeightTarget[], rampRuns = 4): PlannedWeight[] {
+  const planned = targets.map((t): PlannedWeight => {
+    if (t.verdict === "failed" || t.verdict === "gray-failure") {
+      return { nodeId: t.nodeId, weight: 0, reason: `out of DNS: judged ${t.verdict}` };
+    }
+    if (t.verdict === "suspect")
+      return { nodeId: t.nodeId, weight: t.current, reason: "suspect: weight kept" };
+    if (t.current >= t.configured) return { nodeId: t.nodeId, weight: t.configured, reason: "healthy" };
+    const step = Math.ceil((t.configured * Math.min(rampRuns, Math.max(1, t.healthyRuns))) / rampRuns);
+    const weight = Math.min(t.configured, Math.max(t.current, step));
+    return {
+      nodeId: t.nodeId,
+      weight,
+      reason: weight < t.configured ? `ramping up: ${weight} of ${t.configured}` : "healthy again",
+    };
+  });
+  if (planned.length > 0 && planned.every((p) => p.weight === 0)) {
+    const allZeroNow = targets.every((t) => t.current === 0);
+    return targets.map((t) => ({
+      nodeId: t.nodeId,
+      weight: allZeroNow ? t.configured : t.current,
+      reason: "every node looks failed: fail open (never all weights 0)",
+    }));
+  }
+  return planned;
+}

@@ -1,0 +1,160 @@
+/**
+ * Weighted Route 53 records for active-active: one record per node under one
+ * name, each with its own SetIdentifier. Changes go out in one
+ * ChangeResourceRecordSets batch, are followed with GetChange until INSYNC,
+ * and read back, since the desired weights live fenced in the store (`dns#`)
+ * and the cloud is made to match them.
+ *
+ * SetIdentifiers are `<record name>#<node id>`: unique per record name, because
+ * some emulators (moto 5.2) delete by SetIdentifier across every name in a zone.
+ */
+import {
+  type Change,
+  ChangeResourceRecordSetsCommand,
+  GetChangeCommand,
+  ListResourceRecordSetsCommand,
+  Route53Client,
+} from "@aws-sdk/client-route-53";
+import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "./aws";
+import { type Clock, systemClock } from "./clock";
+import { Route53Error } from "./errors";
+
+export interface WeightedRecord {
+  readonly nodeId: string;
+  readonly address: string;
+  readonly weight: number;
+}
+
+export interface WeightedSet {
+  readonly zoneId: string;
+  /** Fully qualified, e.g. `app.example.org.` (a missing final dot is added). */
+  readonly name: string;
+  readonly ttlS: number;
+}
+
+export function setIdentifierFor(name: string, nodeId: string): string {
+  return `${fqdn(name).slice(0, -1)}#${nodeId}`;
+}
+
+function fqdn(name: string): string {
+  return name.endsWith(".") ? name : `${name}.`;
+}
+
+export class WeightedRecords {
+  readonly route53: Route53Client;
+  private readonly clock: Clock;
+  private readonly ownsClient: boolean;
+
+  constructor(options: { route53?: Route53Client; aws?: AwsClientOptions; clock?: Clock } = {}) {
+    this.ownsClient = !options.route53;
+    this.route53 =
+      options.route53 ?? new Route53Client(awsClientConfig({ requestTimeoutMs: 3000, ...options.aws }));
+    this.clock = options.clock ?? systemClock;
+  }
+
+  /** The weighted A records at the set's name, by node id (records hafleet did not make are left out). */
+  async read(set: WeightedSet): Promise<Map<string, WeightedRecord>> {
+    const name = fqdn(set.name);
+    const out = new Map<string, WeightedRecord>();
+    let start: { name?: string; type?: string; id?: string } = { name, type: "A" };
+    for (;;) {
+      const page = await this.call("ListResourceRecordSets", () =>
+        this.route53.send(
+          new ListResourceRecordSetsCommand({
+            HostedZoneId: set.zoneId,
+            StartRecordName: start.name,
+            StartRecordType: start.type as "A",
+            StartRecordIdentifier: start.id,
+          }),
+        ),
+      );
+      for (const r of page.ResourceRecordSets ?? []) {
+        if (r.Name !== name || r.Type !== "A" || r.Weight === undefined || !r.SetIdentifier) continue;
+        const prefix = `${name.slice(0, -1)}#`;
+        if (!r.SetIdentifier.startsWith(prefix)) continue;
+        out.set(r.SetIdentifier.slice(prefix.length), {
+          nodeId: r.SetIdentifier.slice(prefix.length),
+          address: r.ResourceRecords?.[0]?.Value ?? "",
+          weight: r.Weight,
+        });
+      }
+      if (!page.IsTruncated || page.NextRecordName !== name) break;
+      start = { name: page.NextRecordName, type: page.NextRecordType, id: page.NextRecordIdentifier };
+    }
+    return out;
+  }
+
+  /**
+   * Upserts every record in one batch, waits for INSYNC (up to `syncMs`), and
+   * reads back; throws `HAFLEET_ROUTE53_UNVERIFIED` if the read-back differs.
+   */
+  async apply(
+    set: WeightedSet,
+    records: readonly WeightedRecord[],
+    options: { syncMs?: number } = {},
+  ): Promise<void> {
+    if (records.length === 0) return;
+    const name = fqdn(set.name);
+    const changes: Change[] = records.map((r) => ({
+      Action: "UPSERT",
+      ResourceRecordSet: {
+        Name: name,
+        Type: "A",
+        SetIdentifier: setIdentifierFor(name, r.nodeId),
+        Weight: r.weight,
+        TTL: set.ttlS,
+        ResourceRecords: [{ Value: r.address }],
+      },
+    }));
+    const sent = await this.call("ChangeResourceRecordSets", () =>
+      this.route53.send(
+        new ChangeResourceRecordSetsCommand({ HostedZoneId: set.zoneId, ChangeBatch: { Changes: changes } }),
+      ),
+    );
+    const deadline = this.clock.nowMs() + (options.syncMs ?? 60_000);
+    let status = sent.ChangeInfo?.Status;
+    let delay = 250;
+    while (status !== "INSYNC" && sent.ChangeInfo?.Id) {
+      if (this.clock.nowMs() + delay > deadline) {
+        throw new Route53Error(
+          "HAFLEET_ROUTE53_UNVERIFIED",
+          "GetChange",
+          `change ${sent.ChangeInfo.Id} not INSYNC within ${options.syncMs ?? 60_000} ms`,
+          true,
+        );
+      }
+      await this.clock.sleep(delay);
+      delay = Math.min(delay * 2, 2000);
+      const got = await this.call("GetChange", () =>
+        this.route53.send(new GetChangeCommand({ Id: sent.ChangeInfo!.Id! })),
+      );
+      status = got.ChangeInfo?.Status;
+    }
+    const now = await this.read(set);
+    const wrong = records.filter(
+      (r) => now.get(r.nodeId)?.weight !== r.weight || now.get(r.nodeId)?.address !== r.address,
+    );
+    if (wrong.length > 0) {
+      throw new Route53Error(
+        "HAFLEET_ROUTE53_UNVERIFIED",
+        "ChangeResourceRecordSets",
+        `read-back differs for ${wrong.map((w) => `${w.nodeId} (want weight ${w.weight}, see ${now.get(w.nodeId)?.weight ?? "none"})`).join(", ")}`,
+        true,
+      );
+    }
+  }
+
+  destroy(): void {
+    if (this.ownsClient) this.route53.destroy();
+  }
+
+  private async call<T>(operation: string, send: () => Promise<T>): Promise<T> {
+    try {
+      return await send();
+    } catch (err) {
+      if (err instanceof Route53Error) throw err;
+      const f = describeAwsFailure(err);
+      throw new Route53Error("HAFLEET_ROUTE53", operation, f.detail, f.retryable, err);
+    }
+  }
+}
