@@ -90,8 +90,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   private reqChunks: ChunkScanner | undefined;
   private reqDone = false;
   private startMs = 0;
-  private attempts = 0;
-  private isRetry = false;
+  private readonly retry = { attempts: 0, isRetry: false };
   private hashKey = 0;
   private backend: Backend | undefined;
   private upstream: UpstreamConnection | undefined;
@@ -259,8 +258,8 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     this.startMs = performance.now();
     this.deadlineKind = D_REQUEST;
     this.deadlineMs = this.startMs + settings.timeouts.requestMs;
-    this.attempts = 0;
-    this.isRetry = false;
+    this.retry.attempts = 0;
+    this.retry.isRetry = false;
     this.staleRetried = false;
     this.reqDone = req.framing === Framing.None;
     this.reqRemaining = req.contentLength;
@@ -579,10 +578,10 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     if (this.countedInFlight) {
       const pool = this.pool;
       pool.inFlight--;
-      if (this.isRetry) pool.retriesInFlight--;
+      if (this.retry.isRetry) pool.retriesInFlight--;
       this.countedInFlight = false;
     }
-    this.isRetry = false;
+    this.retry.isRetry = false;
     const stats = this.listener.stats;
     if (status > 0) {
       stats.countStatus(status);
@@ -650,15 +649,8 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
       this.listener.logger.debug({ backend: b.id, err: error?.message }, "connect failed");
       if (
         IDEMPOTENT.has(req.method) &&
-        this.attempts < settings.retries.attempts &&
-        (this.isRetry || pool.retryAllowed(settings.retries.budgetPercent))
+        pool.beginRetry(this.retry, settings.retries.attempts, settings.retries.budgetPercent)
       ) {
-        this.attempts++;
-        if (!this.isRetry) {
-          this.isRetry = true;
-          pool.retriesInFlight++;
-        }
-        pool.retriesTotal++;
         this.state = ROUTING;
         const next = pool.pick(this.hashKey, b);
         if (next) this.connectTo(next);

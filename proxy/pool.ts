@@ -285,6 +285,26 @@ export class Pool {
     return this.retriesInFlight < Math.max(1, Math.floor((this.inFlight * budgetPercent) / 100));
   }
 
+  /**
+   * Takes one more attempt for an exchange, if `maxAttempts` and the retry
+   * budget allow; counts it. The first retry of an exchange puts it among the
+   * retries in flight (the exchange takes it out when it ends).
+   */
+  beginRetry(
+    state: { attempts: number; isRetry: boolean },
+    maxAttempts: number,
+    budgetPercent: number,
+  ): boolean {
+    if (state.attempts >= maxAttempts || !(state.isRetry || this.retryAllowed(budgetPercent))) return false;
+    state.attempts++;
+    if (!state.isRetry) {
+      state.isRetry = true;
+      this.retriesInFlight++;
+    }
+    this.retriesTotal++;
+    return true;
+  }
+
   /** Backends not ejected and healthy, for /metrics. */
   backendUp(b: Backend): boolean {
     return b.healthy && b.ejectedUntilMs === 0;

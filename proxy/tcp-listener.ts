@@ -55,8 +55,7 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
   /** Bytes moved since the last sweep (a flag, cheaper than reading the clock per chunk). */
   private active = true;
   private idleMsSeen = 0;
-  private attempts = 0;
-  private isRetry = false;
+  private readonly retry = { attempts: 0, isRetry: false };
   private readonly startMs = performance.now();
   /** The pool this connection was routed in (a reload may give the listener another). */
   private readonly pool: Pool;
@@ -142,16 +141,7 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
     if (!connected) {
       pool.reportFailure(conn.backend);
       this.releaseBackend();
-      if (
-        this.attempts < settings.retries.attempts &&
-        (this.isRetry || pool.retryAllowed(settings.retries.budgetPercent))
-      ) {
-        this.attempts++;
-        if (!this.isRetry) {
-          this.isRetry = true;
-          pool.retriesInFlight++;
-        }
-        pool.retriesTotal++;
+      if (pool.beginRetry(this.retry, settings.retries.attempts, settings.retries.budgetPercent)) {
         this.connectTo(pool.pick(hash32(this.ip), conn.backend));
         return;
       }
@@ -173,9 +163,9 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
   }
 
   private doneRetrying(): void {
-    if (this.isRetry) {
+    if (this.retry.isRetry) {
       this.pool.retriesInFlight--;
-      this.isRetry = false;
+      this.retry.isRetry = false;
     }
   }
 
