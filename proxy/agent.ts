@@ -87,6 +87,7 @@ export class NodeAgent {
   private yieldUntilMs = 0;
   private lastCommand: string | undefined;
   private promoting: Promise<void> | undefined;
+  private yieldTimer: NodeJS.Timeout | undefined;
   private readonly pending = new Set<Promise<unknown>>();
 
   constructor(options: NodeAgentOptions) {
@@ -168,6 +169,7 @@ export class NodeAgent {
    */
   async stop(options: { handoverMs?: number } = {}): Promise<void> {
     const wasActive = this.o.mode === "active-passive" && this.lease.isLeader();
+    if (this.yieldTimer) clearTimeout(this.yieldTimer);
     this.draining = true;
     this.setRole("draining");
     await this.lease.stop({ release: true });
@@ -218,8 +220,17 @@ export class NodeAgent {
       this.lastCommand = command.id;
       this.log("info", `operator command: ${command.kind}`, { id: command.id });
       if (command.kind === "yield") {
-        this.yieldUntilMs = this.clock.nowMs() + (this.o.yieldMs ?? 2 * (this.o.leaseMs ?? 2000));
+        const yieldMs = this.o.yieldMs ?? 2 * (this.o.leaseMs ?? 2000);
+        this.yieldUntilMs = this.clock.nowMs() + yieldMs;
         await this.lease.setEligible(false);
+        // Contend again the moment the window ends, not at the next heartbeat: a
+        // graceful handover by another node may be waiting for this one.
+        if (this.yieldTimer) clearTimeout(this.yieldTimer);
+        this.yieldTimer = setTimeout(() => {
+          this.yieldTimer = undefined;
+          if (this.o.mode === "active-passive") this.track(this.lease.setEligible(this.eligible()));
+        }, yieldMs + 1);
+        this.yieldTimer.unref?.();
       } else if (command.kind === "drain") {
         await this.drain();
       }

@@ -234,7 +234,7 @@ test("a graceful handover (`hafleet failover`), then SIGTERM of the new active: 
     ].sort(),
   );
 
-  await sleep(5000); // the node that yielded may contend again (2 x leaseMs)
+  await sleep(6000); // the node that yielded contends again after 2 x leaseMs (4 s from the command)
   f.signal(other.nodeId, "SIGTERM");
   await f.waitFor(
     async () => (await f.activeNode())?.nodeId === active.nodeId,
