@@ -163,17 +163,22 @@ export class NodeAgent {
 
   /**
    * Graceful shutdown: release the lease so the standby takes over at once,
-   * wait (at most `handoverMs`) until the Elastic IP has moved away, so that no
-   * new connection reaches a closed listener, then drain and send a last
-   * heartbeat.
+   * wait (at most `handoverMs`) until the Elastic IP has moved away and then
+   * `propagationMs` more, so that no new connection reaches a closed listener,
+   * then drain and send a last heartbeat.
    */
-  async stop(options: { handoverMs?: number } = {}): Promise<void> {
+  async stop(options: { handoverMs?: number; propagationMs?: number } = {}): Promise<void> {
     const wasActive = this.o.mode === "active-passive" && this.lease.isLeader();
     if (this.yieldTimer) clearTimeout(this.yieldTimer);
     this.draining = true;
     this.setRole("draining");
     await this.lease.stop({ release: true });
-    if (wasActive) await this.awaitHandover(options.handoverMs ?? 3000);
+    if (wasActive && (await this.awaitHandover(options.handoverMs ?? 3000))) {
+      // The network applies a re-association a little after EC2 reports it:
+      // keep accepting for a moment (as ELB's deregistration delay does), so
+      // connections still on their way here are served, not reset.
+      await this.clock.sleep(options.propagationMs ?? 1000);
+    }
     await this.o.proxy.drain();
     this.setRole("stopped");
     await this.heartbeater.stop();
@@ -181,19 +186,21 @@ export class NodeAgent {
     await Promise.allSettled([...this.pending]);
   }
 
-  private async awaitHandover(handoverMs: number): Promise<void> {
+  /** True once every Elastic IP shows another instance; false after `handoverMs`. */
+  private async awaitHandover(handoverMs: number): Promise<boolean> {
     const deadline = this.clock.nowMs() + handoverMs;
     while (this.clock.nowMs() < deadline) {
       const states = await Promise.all(
         this.o.allocationIds.map((id) => this.o.elasticIps.describe(id).catch(() => undefined)),
       );
       if (states.every((a) => a && a.instanceId !== this.o.instanceId)) {
-        this.log("info", "the Elastic IP has moved to the new active: draining");
-        return;
+        this.log("info", "the Elastic IP has moved to the new active: draining after the propagation delay");
+        return true;
       }
       await this.clock.sleep(100);
     }
     this.log("warn", `the Elastic IP did not move within ${handoverMs} ms: draining anyway`);
+    return false;
   }
 
   private eligible(): boolean {

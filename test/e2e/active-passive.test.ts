@@ -210,10 +210,11 @@ test("a graceful handover (`hafleet failover`), then SIGTERM of the new active: 
   await f.waitFor(
     async () => {
       status = JSON.parse((await hafleet("status", "--json")).stdout) as FleetStatus;
-      return status.nodes.find((n) => n.nodeId === active.nodeId)?.role === "standby";
+      const role = (id: string) => status?.nodes.find((n) => n.nodeId === id)?.role;
+      return role(active.nodeId) === "standby" && role(other.nodeId) === "active";
     },
     10_000,
-    "the old active never reported standby",
+    "the nodes never reported their new roles",
   );
   if (!status) throw new Error("no status");
   expect(status.lease?.holder).toBe(other.nodeId);

@@ -276,7 +276,7 @@ export class LocalFleet {
       "--allocation-id",
       this.elasticIp.allocationId,
       "--state-file",
-      join(WORK_DIR, "local", `${this.fleetId}-${node.nodeId}.config.json`),
+      this.nodeStateFile(node),
       "--poll-ms",
       "1000",
       "--no-access-log",
@@ -295,6 +295,11 @@ export class LocalFleet {
     for (const stream of [child.stdout!, child.stderr!]) {
       createInterface({ input: stream }).on("line", (line) => this.o.onNodeLog?.(node.nodeId, line));
     }
+  }
+
+  /** The node's last good config (its `--state-file`). */
+  private nodeStateFile(node: LocalNode): string {
+    return join(WORK_DIR, "local", `${this.fleetId}-${node.nodeId}.config.json`);
   }
 
   node(nodeId: string): LocalNode {
@@ -392,6 +397,7 @@ export class LocalFleet {
     this.checkerStore?.destroy();
     this.checkerIps?.destroy();
     await rm(stateFile(this.fleetId), { force: true });
+    for (const n of this.nodes) await rm(this.nodeStateFile(n), { force: true });
     await this.emulator?.stop();
   }
 }
