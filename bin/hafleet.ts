@@ -8,6 +8,7 @@
  * the local fleet's state file. Exit codes: 0 ok, 1 failure, 2 bad usage.
  */
 import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { fleetIdFlag, intFlag } from "../lib/core/cli";
 import { loadFleetConfigFile } from "../lib/core/config";
 import { ConfigStore } from "../lib/core/config-store";
 import { ElasticIps } from "../lib/core/elastic-ip";
@@ -22,18 +23,6 @@ import { LocalFleet, readLocalState } from "../test/harness/local-fleet";
 import { runTour } from "../test/harness/tour";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
-
-const fleetIdArg = (value: string): string => {
-  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(value))
-    throw new InvalidArgumentError("must be 1-63 lowercase letters, digits or '-'");
-  return value;
-};
-const intArg = (min: number, max: number) => (value: string) => {
-  const n = Number(value);
-  if (!/^\d+$/.test(value) || n < min || n > max)
-    throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
-  return n;
-};
 
 /** The store and EC2 client of a fleet: the local one if it runs here, otherwise the AWS environment's. */
 async function connect(fleetId: string) {
@@ -83,7 +72,7 @@ export function program(): Command {
     .name("hafleet")
     .description("highly available load-balancer fleets on AWS")
     .exitOverride();
-  const fleetOpt = ["--fleet <id>", "fleet id", fleetIdArg, "local"] as const;
+  const fleetOpt = ["--fleet <id>", "fleet id", fleetIdFlag, "local"] as const;
 
   const local = cli.command("local").description("the whole system on this machine, on an AWS emulator");
   local
@@ -92,8 +81,8 @@ export function program(): Command {
       "start the local fleet: emulator, tables, nodes, backends, health checker, network fabric; Ctrl-C stops it",
     )
     .option(...fleetOpt)
-    .option("--nodes <n>", "nodes in the fleet", intArg(1, 9), 2)
-    .option("--port <port>", "HTTP listener port on the Elastic IP and the nodes", intArg(1, 65535), 8080)
+    .option("--nodes <n>", "nodes in the fleet", intFlag(1, 9), 2)
+    .option("--port <port>", "HTTP listener port on the Elastic IP and the nodes", intFlag(1, 65535), 8080)
     .option("--verbose", "print the nodes' log lines")
     .action(async (o: { fleet: string; nodes: number; port?: number; verbose?: boolean }) => {
       const fleet = new LocalFleet({
@@ -213,7 +202,7 @@ export function program(): Command {
     .option(
       "--expect-version <n>",
       "fail unless the stored version is this one",
-      intArg(0, Number.MAX_SAFE_INTEGER),
+      intFlag(0, Number.MAX_SAFE_INTEGER),
     )
     .action(async (file: string, o: { fleet: string; expectVersion?: number }) => {
       const doc = await loadFleetConfigFile(file);

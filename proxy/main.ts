@@ -18,10 +18,11 @@
  */
 import cluster, { type Worker } from "node:cluster";
 import { availableParallelism, hostname } from "node:os";
-import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { Command, CommanderError } from "commander";
 import pino, { type Logger } from "pino";
 import { AggregatorRegistry } from "prom-client";
-import { type FleetConfig, type ListenerConfig, loadFleetConfigFile } from "../lib/core/config";
+import { intFlag } from "../lib/core/cli";
+import { type FleetConfig, type ListenerConfig, loadFleetConfigFile, NAME_PATTERN } from "../lib/core/config";
 import { ConfigStore } from "../lib/core/config-store";
 import { ElasticIps } from "../lib/core/elastic-ip";
 import { ConfigInvalidError, HafleetError } from "../lib/core/errors";
@@ -55,16 +56,6 @@ export interface MainOptions {
   readonly allocationId?: string[];
   readonly address?: string;
   readonly zone?: string;
-}
-
-function intFlag(min: number, max: number) {
-  return (value: string): number => {
-    const n = Number(value);
-    if (!/^\d+$/.test(value) || n < min || n > max) {
-      throw new InvalidArgumentError(`must be a whole number from ${min} to ${max}`);
-    }
-    return n;
-  };
 }
 
 function workersFlag(value: string): number {
@@ -139,7 +130,7 @@ export function parseFlags(argv: readonly string[]): MainOptions {
   }
   const o = cmd.opts<MainOptions>();
   if (!o.config && !o.fleet) throw new UsageError("give --config <file> or --fleet <id>");
-  if (o.fleet !== undefined && !/^[a-z0-9][a-z0-9-]{0,62}$/.test(o.fleet)) {
+  if (o.fleet !== undefined && !NAME_PATTERN.test(o.fleet)) {
     throw new UsageError(`--fleet '${o.fleet}' must be 1-63 lowercase letters, digits or '-'`);
   }
   if (!["trace", "debug", "info", "warn", "error", "fatal", "silent"].includes(o.logLevel)) {

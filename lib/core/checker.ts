@@ -18,6 +18,7 @@
  */
 import { z } from "zod";
 import { type Clock, systemClock } from "./clock";
+import { NAME_PATTERN, NAME_RULE } from "./config";
 import { ConfigStore } from "./config-store";
 import type { ElasticIps } from "./elastic-ip";
 import { HafleetError } from "./errors";
@@ -301,10 +302,7 @@ export interface CheckerInvocation {
 }
 
 const DirectEvent = z.strictObject({
-  fleetId: z
-    .string()
-    .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be 1-63 lowercase letters, digits or '-'")
-    .optional(),
+  fleetId: z.string().regex(NAME_PATTERN, NAME_RULE).optional(),
   runForMs: z.int().min(0).max(900_000).optional(),
   intervalMs: z.int().min(200).max(60_000).optional(),
 });

@@ -14,7 +14,10 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { ConfigInvalidError, type FieldIssue } from "./errors";
 
-const name = z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/, "must be 1-63 lowercase letters, digits or '-'");
+/** Fleet, listener and pool names: also DNS labels and DynamoDB key parts. */
+export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
+export const NAME_RULE = "must be 1-63 lowercase letters, digits or '-'";
+const name = z.string().regex(NAME_PATTERN, NAME_RULE);
 const port = z.int().min(1).max(65535);
 const ms = (min: number, max: number) => z.int().min(min).max(max);
 

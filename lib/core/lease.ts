@@ -363,7 +363,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     const s = this.settings;
     const now = this.clock.nowMs();
     if (now >= leader.validUntilMs) {
-      this.lose(leader.token, `no renewal confirmed within ${s.leaseMs - s.safetyMs} ms`, true);
+      this.loseByTimeout(leader.token);
       return 1;
     }
     if (now < leader.nextRenewAtMs) return this.nextDelay();
@@ -426,6 +426,15 @@ export class Lease extends EventEmitter<LeaseEvents> {
     this.emit("renewed", { token: leader.token, latencyMs: this.clock.nowMs() - startedAtMs });
   }
 
+  /** The holder's own clock says its validity ran out with no renewal confirmed. */
+  private loseByTimeout(token: number): void {
+    this.lose(
+      token,
+      `no renewal confirmed within ${this.settings.leaseMs - this.settings.safetyMs} ms`,
+      true,
+    );
+  }
+
   private lose(token: number, reason: string, byTimeout = false): void {
     this.lostByTimeout = byTimeout ? token : undefined;
     this.state = { kind: "follower" };
@@ -452,11 +461,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     this.watchdog = setTimeout(
       () => {
         if (this.state === leader && this.clock.nowMs() >= leader.validUntilMs) {
-          this.lose(
-            leader.token,
-            `no renewal confirmed within ${this.settings.leaseMs - this.settings.safetyMs} ms`,
-            true,
-          );
+          this.loseByTimeout(leader.token);
         }
       },
       Math.max(0, leader.validUntilMs - this.clock.nowMs()) + 1,

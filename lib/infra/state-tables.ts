@@ -4,11 +4,13 @@
  * (pk `fleet#<fleetId>#<listener>`, sk). Several fleets may share the tables;
  * the `grant*` methods give a principal one fleet's partitions only.
  */
+
 import { RemovalPolicy, Token } from "aws-cdk-lib";
 import * as dynamodb from "aws-cdk-lib/aws-dynamodb";
 import * as iam from "aws-cdk-lib/aws-iam";
 import type * as kms from "aws-cdk-lib/aws-kms";
 import { Construct } from "constructs";
+import { NAME_PATTERN } from "../core/config";
 import { keys, type TableNames, TTL_ATTRIBUTE } from "../core/tables";
 
 export interface StateTablesProps {
@@ -53,7 +55,7 @@ const WRITE_ACTIONS = [
 ];
 
 /** Fleet ids end up in IAM conditions: no wildcard characters (`*`, `?`) and no `#`, by construction. */
-const FLEET_ID = /^[a-z0-9][a-z0-9-]{0,62}$/;
+const FLEET_ID = NAME_PATTERN;
 
 export class StateTables extends Construct {
   /** `State`: config, leases, nodes, desired Elastic IP and DNS state, audit events. */
