@@ -19,6 +19,8 @@ export const REPO_ROOT = resolve(__dirname, "..", "..");
 export const WORK_DIR = join(REPO_ROOT, ".hafleet");
 export const VENV_DIR = join(WORK_DIR, "venv");
 const REQUIREMENTS = join(__dirname, "requirements.txt");
+/** moto server handling one request at a time, as DynamoDB applies conditional writes atomically. */
+const SERVE = join(__dirname, "moto-serve.py");
 
 /** The account moto reports; LocalStack's default, so both behave alike. */
 export const EMULATOR_ACCOUNT_ID = "000000000000";
@@ -189,7 +191,7 @@ export async function startEmulator(options: StartEmulatorOptions = {}): Promise
     // pipe closes: a parent killed with SIGKILL leaves no emulator behind.
     const child = spawn(
       join(bin, "python"),
-      ["-c", WATCHDOG, join(bin, "moto_server"), "-H", "127.0.0.1", "-p", String(port)],
+      ["-c", WATCHDOG, join(bin, "python"), SERVE, "-H", "127.0.0.1", "-p", String(port)],
       {
         env: { ...process.env, MOTO_ACCOUNT_ID: EMULATOR_ACCOUNT_ID, PYTHONUNBUFFERED: "1" },
         stdio: ["pipe", "pipe", "pipe"],
