@@ -13,10 +13,21 @@
  * The last line:
  *   {"bench":"failover","mode":"active-passive","trials":N,"failover_ms_p50":..,
  *    "failover_ms_p99":..,"failed_requests_p50":..,"sessions_lost":0,"double_active":0}
+ *
+ * Active-active (`--mode active-active`): three nodes behind the weighted set,
+ * default settings (checker every 2 s, TTL 10 s), sticky clients that resolve
+ * the name and honour the TTL. Each trial SIGKILLs the node serving the most
+ * clients and measures the time from the kill to its weight 0 in Route 53,
+ * the requests that failed until every client it served was answered again,
+ * and the sessions that lost their backend; then restarts it and waits until
+ * its weight has ramped back. The last line:
+ *   {"bench":"failover","mode":"active-active","trials":N,"weight_zero_ms_p50":..,
+ *    "weight_zero_ms_p99":..,"failed_requests_p50":..,"sessions_lost":0}
  */
 import { parseArgs } from "node:util";
 import { listEvents } from "../lib/core/events";
 import { LocalFleet } from "../test/harness/local-fleet";
+import { awaitRecovery, clientsOn } from "../test/harness/tour";
 import { StickyTraffic } from "../test/harness/traffic";
 import { emit, percentile, round } from "./stats";
 
@@ -32,11 +43,12 @@ async function main(): Promise<number> {
   const trials = Number(values.trials);
   if (!Number.isInteger(trials) || trials < 1)
     throw new Error(`--trials must be a whole number of at least 1, got '${values.trials}'`);
-  if (values.mode !== "active-passive")
-    throw new Error(`--mode '${values.mode}' is not measured yet; use active-passive`);
+  if (values.mode !== "active-passive" && values.mode !== "active-active")
+    throw new Error(`--mode '${values.mode}' must be active-passive or active-active`);
   const say = (s: string) => {
     if (!values.json) process.stderr.write(`${s}\n`);
   };
+  if (values.mode === "active-active") return activeActive(trials, say);
 
   const fleet = new LocalFleet({ nodes: 2, log: say });
   await fleet.up();
@@ -137,6 +149,91 @@ async function main(): Promise<number> {
   );
   emit(summary);
   return sessionsLost === 0 && doubleActive === 0 ? 0 : 1;
+}
+
+async function activeActive(trials: number, say: (s: string) => void): Promise<number> {
+  const fleet = new LocalFleet({ nodes: 3, mode: "active-active", log: say });
+  await fleet.up();
+  const clients = 30;
+  const traffic = new StickyTraffic({
+    url: `http://${fleet.dnsName}:${fleet.port}`,
+    clients,
+    dns: { resolver: fleet.resolver!, name: fleet.dnsName },
+  });
+  const zero: number[] = [];
+  const failed: number[] = [];
+  let sessionsLost = 0;
+  try {
+    traffic.start();
+    await fleet.waitFor(
+      () => traffic.outcomes.filter((o) => o.ok).length > 100,
+      20_000,
+      "traffic did not flow",
+    );
+    for (let trial = 1; trial <= trials; trial++) {
+      // A node dies at any moment of the checker's cycle.
+      await new Promise((r) => setTimeout(r, 1000 + Math.random() * 2000));
+      const now = Date.now();
+      const victim = [...fleet.nodes].sort(
+        (a, b) =>
+          clientsOn(traffic, b.own!.publicIp, now).length - clientsOn(traffic, a.own!.publicIp, now).length,
+      )[0]!;
+      const killAt = Date.now();
+      fleet.signal(victim.nodeId, "SIGKILL");
+      const {
+        zeroAt,
+        backAt: back,
+        hit,
+      } = await awaitRecovery(fleet, traffic, victim.nodeId, killAt, 60_000);
+      if (zeroAt === undefined || back === undefined)
+        throw new Error(
+          `trial ${trial}: ${victim.nodeId}'s weight did not drop or its clients were not served again`,
+        );
+      await new Promise((r) => setTimeout(r, 1000));
+      const f = traffic.failuresBetween(killAt, back + 1).length;
+      const lost = traffic.sessionsKept(killAt).moved.length;
+      zero.push(zeroAt - killAt);
+      failed.push(f);
+      sessionsLost += lost;
+      emit({
+        bench: "failover",
+        mode: "active-active",
+        trial,
+        weight_zero_ms: zeroAt - killAt,
+        clients_back_ms: back - killAt,
+        clients_hit: hit.length,
+        failed_requests: f,
+        sessions_lost: lost,
+        node: victim.nodeId,
+      });
+      fleet.startNode(victim);
+      await fleet.waitFor(
+        async () => (await fleet.weights())[victim.nodeId] === 100,
+        90_000,
+        `trial ${trial}: ${victim.nodeId}'s weight did not ramp back`,
+      );
+      // Let the clients' cached answers spread over the nodes again.
+      await new Promise((r) => setTimeout(r, fleet.ttlS * 1000));
+    }
+  } finally {
+    await traffic.stop();
+    await fleet.down();
+  }
+  const summary = {
+    bench: "failover",
+    mode: "active-active",
+    trials,
+    weight_zero_ms_p50: round(percentile(zero, 50)),
+    weight_zero_ms_p99: round(percentile(zero, 99)),
+    failed_requests_p50: percentile(failed, 50),
+    sessions_lost: sessionsLost,
+  };
+  say(
+    `weight 0 p50 ${summary.weight_zero_ms_p50} ms, p99 ${summary.weight_zero_ms_p99} ms over ${trials} kills; ` +
+      `failed requests p50 ${summary.failed_requests_p50}; sessions lost ${sessionsLost}`,
+  );
+  emit(summary);
+  return sessionsLost === 0 ? 0 : 1;
 }
 
 main().then(

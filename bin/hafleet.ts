@@ -7,7 +7,7 @@
  * HAFLEET_SESSIONS_TABLE, or, when `hafleet local up` runs it here, through
  * the local fleet's state file. Exit codes: 0 ok, 1 failure, 2 bad usage.
  */
-import { Command, CommanderError, InvalidArgumentError } from "commander";
+import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { fleetIdFlag, intFlag } from "../lib/core/cli";
 import { loadFleetConfigFile } from "../lib/core/config";
 import { ConfigStore } from "../lib/core/config-store";
@@ -20,7 +20,7 @@ import { StateStore } from "../lib/core/store";
 import { tableNamesFromEnv } from "../lib/core/tables";
 import { emulatorEnv } from "../test/harness/emulator";
 import { LocalFleet, readLocalState } from "../test/harness/local-fleet";
-import { runTour } from "../test/harness/tour";
+import { runActiveActiveTour, runTour } from "../test/harness/tour";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 
@@ -73,6 +73,10 @@ export function program(): Command {
     .description("highly available load-balancer fleets on AWS")
     .exitOverride();
   const fleetOpt = ["--fleet <id>", "fleet id", fleetIdFlag, "local"] as const;
+  const modeOpt = () =>
+    new Option("--mode <mode>", "failover mode")
+      .choices(["active-passive", "active-active"])
+      .default("active-passive");
 
   const local = cli.command("local").description("the whole system on this machine, on an AWS emulator");
   local
@@ -81,13 +85,15 @@ export function program(): Command {
       "start the local fleet: emulator, tables, nodes, backends, health checker, network fabric; Ctrl-C stops it",
     )
     .option(...fleetOpt)
-    .option("--nodes <n>", "nodes in the fleet", intFlag(1, 9), 2)
+    .option("--nodes <n>", "nodes in the fleet (default: 2, or 3 in active-active)", intFlag(1, 9))
     .option("--port <port>", "HTTP listener port on the Elastic IP and the nodes", intFlag(1, 65535), 8080)
+    .addOption(modeOpt())
     .option("--verbose", "print the nodes' log lines")
-    .action(async (o: { fleet: string; nodes: number; port?: number; verbose?: boolean }) => {
+    .action(async (o: { fleet: string; nodes?: number; port?: number; mode: Mode; verbose?: boolean }) => {
       const fleet = new LocalFleet({
         fleetId: o.fleet,
-        nodes: o.nodes,
+        nodes: o.nodes ?? (o.mode === "active-active" ? 3 : 2),
+        mode: o.mode,
         ...(o.port ? { port: o.port } : {}),
         log: (l) => process.stdout.write(`${l}\n`),
         ...(o.verbose
@@ -110,13 +116,20 @@ export function program(): Command {
         throw err;
       }
       const active = await fleet.activeNode();
+      const own = (n: (typeof fleet.nodes)[number]) => (n.own ? ` public ${n.own.publicIp}` : "");
+      const weights = fleet.zone ? JSON.stringify(await fleet.weights()) : "";
       process.stdout.write(
         [
           "",
-          `local fleet '${fleet.fleetId}' is up.`,
-          `  send traffic to:  ${fleet.url}   (the Elastic IP; try: curl -i ${fleet.url}/)`,
-          `  active node:      ${active?.nodeId ?? "(electing)"}`,
-          `  nodes:            ${fleet.nodes.map((n) => `${n.nodeId} ${n.address} admin :${n.adminPort}`).join("; ")}`,
+          `local fleet '${fleet.fleetId}' (${fleet.mode}) is up.`,
+          `  send traffic to:  ${fleet.url}   (the shared Elastic IP; try: curl -i ${fleet.url}/)`,
+          ...(fleet.zone
+            ? [
+                `  weighted set:     ${fleet.dnsName} (zone ${fleet.zone.zoneId}, TTL ${fleet.ttlS} s) ${weights}`,
+              ]
+            : []),
+          `  lease holder:     ${active?.nodeId ?? "(electing)"}`,
+          `  nodes:            ${fleet.nodes.map((n) => `${n.nodeId} ${n.address}${own(n)} admin :${n.adminPort}`).join("; ")}`,
           `  emulator:         ${fleet.endpoint}`,
           "  in another terminal: hafleet status | hafleet kill node-1 | hafleet pause node-1 | hafleet failover",
           "Ctrl-C stops everything.",
@@ -220,19 +233,21 @@ export function program(): Command {
   cli
     .command("demo")
     .description(
-      "a bounded tour: start the local fleet, send sticky traffic, SIGKILL the active, print the summary",
+      "a bounded tour: start the local fleet, send sticky traffic, SIGKILL a node, print the summary",
     )
     .option("--json", "print the summary as the last line, as JSON")
-    .option("--mode <mode>", "failover mode", "active-passive")
-    .action(async (o: { json?: boolean; mode: string }) => {
-      if (o.mode !== "active-passive")
-        throw new InvalidArgumentError(`--mode '${o.mode}' is not available yet; use active-passive`);
-      const { summary, ok } = await runTour({ say: (l) => process.stdout.write(`${l}\n`) });
+    .addOption(modeOpt())
+    .action(async (o: { json?: boolean; mode: Mode }) => {
+      const say = (l: string) => process.stdout.write(`${l}\n`);
+      const { summary, ok } =
+        o.mode === "active-active" ? await runActiveActiveTour({ say }) : await runTour({ say });
       if (o.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
       process.exitCode = ok ? 0 : 1;
     });
   return cli;
 }
+
+type Mode = "active-passive" | "active-active";
 
 async function main(): Promise<void> {
   try {

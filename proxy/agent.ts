@@ -1,7 +1,13 @@
 /**
  * The node agent, beside the proxy on every node: registers the node and
- * heartbeats, takes part in the fleet lease, and in active-passive mode makes
- * the lease holder the owner of the fleet's Elastic IP.
+ * heartbeats, holds its own Elastic IP (active-active), and, when the fleet has
+ * a shared Elastic IP (active-passive), takes part in the fleet lease and makes
+ * the lease holder the owner of that address.
+ *
+ * The agent does not follow `failover.mode`: every node serves on its own
+ * address and the holder on the shared one in both modes, and the health
+ * checker moves DNS between them. So a switch of mode is one config change
+ * and no node stops serving for it.
  *
  * Promotion (on acquiring the lease), each step only while still leader:
  * 1. write `vip#<allocationId>` = {owner: me, instance, token}, fenced: the
@@ -58,10 +64,11 @@ export interface NodeAgentOptions {
   readonly adminUrl: string;
   readonly zone?: string;
   readonly version: string;
-  readonly mode: "active-passive" | "active-active";
   readonly elasticIps: ElasticIps;
-  /** The fleet's Elastic IP(s) that the active owns; active-passive only. */
+  /** The fleet's shared Elastic IP(s), owned by the lease holder; none: no lease contest. */
   readonly allocationIds: readonly string[];
+  /** This node's own Elastic IP (active-active's weighted record points at it). */
+  readonly ownAllocationId?: string;
   /** @default 2000 */
   readonly leaseMs?: number;
   /** @default 1000 */
@@ -89,11 +96,18 @@ export class NodeAgent {
   private promoting: Promise<void> | undefined;
   private yieldTimer: NodeJS.Timeout | undefined;
   private readonly pending = new Set<Promise<unknown>>();
+  /** True when the fleet has a shared address: the lease decides who holds it. */
+  private readonly shared: boolean;
+  /** The public address of this node's own Elastic IP, once read. */
+  private publicIp: string | undefined;
+  /** When the own address was last seen on this instance: re-read every 10 s, not every beat. */
+  private ownSeenAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(options: NodeAgentOptions) {
     this.o = options;
     this.clock = options.clock ?? systemClock;
     this.log = options.log ?? (() => {});
+    this.shared = options.allocationIds.length > 0;
     const leaseMs = options.leaseMs ?? 2000;
     this.lease = new Lease(
       new DynamoLeaseStore(options.store, options.fleetId),
@@ -115,22 +129,22 @@ export class NodeAgent {
         version: options.version,
         instanceId: options.instanceId,
         ...(options.zone ? { zone: options.zone } : {}),
+        ...(this.publicIp ? { publicIp: this.publicIp } : {}),
       }),
       onBeat: (record) => this.track(this.onBeat(record)),
       onError: (err) => this.log("warn", "heartbeat failed", { error: String(err) }),
     });
     this.lease.on("acquired", (e) => {
       this.log("info", "acquired the fleet lease", { token: e.token, from: e.tookOverFrom });
-      if (this.o.mode === "active-passive")
-        this.promoting = this.track(this.promote(e.token, e.tookOverFrom));
+      this.promoting = this.track(this.promote(e.token, e.tookOverFrom));
     });
     this.lease.on("lost", (e) => {
       // Demote first: no side effect may start from here on.
-      if (this.o.mode === "active-passive") this.setRole(this.draining ? "draining" : "standby");
+      this.setRole(this.draining ? "draining" : "standby");
       this.log("warn", "lost the fleet lease", { token: e.token, reason: e.reason });
     });
     this.lease.on("released", (e) => {
-      if (this.o.mode === "active-passive") this.setRole(this.draining ? "draining" : "standby");
+      this.setRole(this.draining ? "draining" : "standby");
       this.log("info", "released the fleet lease", { token: e.token });
     });
   }
@@ -139,14 +153,15 @@ export class NodeAgent {
     return this.roleNow;
   }
 
-  /** Registers the node, starts heartbeats and (active-passive) the lease contest. */
+  /** Takes its own address, registers the node, starts heartbeats and (shared address) the lease contest. */
   async start(): Promise<void> {
-    this.setRole(this.o.mode === "active-active" ? "serving" : "standby");
+    this.setRole(this.shared ? "standby" : "serving");
+    await this.ensureOwnAddress();
     await this.heartbeater
       .beat()
       .catch((err: unknown) => this.log("warn", "first heartbeat failed", { error: String(err) }));
     this.heartbeater.start();
-    if (this.o.mode === "active-passive") {
+    if (this.shared) {
       await this.lease.setEligible(this.eligible());
       this.lease.start();
     }
@@ -168,7 +183,7 @@ export class NodeAgent {
    * then drain and send a last heartbeat.
    */
   async stop(options: { handoverMs?: number; propagationMs?: number } = {}): Promise<void> {
-    const wasActive = this.o.mode === "active-passive" && this.lease.isLeader();
+    const wasActive = this.shared && this.lease.isLeader();
     if (this.yieldTimer) clearTimeout(this.yieldTimer);
     this.draining = true;
     this.setRole("draining");
@@ -235,7 +250,7 @@ export class NodeAgent {
         if (this.yieldTimer) clearTimeout(this.yieldTimer);
         this.yieldTimer = setTimeout(() => {
           this.yieldTimer = undefined;
-          if (this.o.mode === "active-passive") this.track(this.lease.setEligible(this.eligible()));
+          if (this.shared) this.track(this.lease.setEligible(this.eligible()));
         }, yieldMs + 1);
         this.yieldTimer.unref?.();
       } else if (command.kind === "drain") {
@@ -253,9 +268,35 @@ export class NodeAgent {
         },
       );
     }
-    if (this.o.mode !== "active-passive") return;
+    await this.ensureOwnAddress();
+    if (!this.shared) return;
     await this.lease.setEligible(this.eligible());
     if (this.lease.isLeader() && !this.promoting) await this.ensureAddresses(this.lease.token!, "repair");
+  }
+
+  /**
+   * Associates this node's own Elastic IP with its instance when it is not
+   * (at start, then at every heartbeat). Only this node ever takes it, so no
+   * lease is needed; it is a no-op without `ownAllocationId`.
+   */
+  private async ensureOwnAddress(): Promise<void> {
+    const id = this.o.ownAllocationId;
+    if (!id || this.clock.nowMs() - this.ownSeenAtMs < 10_000) return;
+    try {
+      const now = await this.o.elasticIps.describe(id);
+      this.publicIp = now.publicIp || this.publicIp;
+      if (now.instanceId === this.o.instanceId) {
+        this.ownSeenAtMs = this.clock.nowMs();
+        return;
+      }
+      const moved = await this.o.elasticIps.moveTo(id, this.o.instanceId);
+      this.ownSeenAtMs = this.clock.nowMs();
+      this.log("info", `own Elastic IP ${id} (${this.publicIp}) now on ${this.o.instanceId}`, {
+        ms: Math.round(moved.elapsedMs),
+      });
+    } catch (err) {
+      this.log("error", `could not take own Elastic IP ${id}`, { error: String(err) });
+    }
   }
 
   /** Steps 1-3 of a promotion; a failed step is retried by the next heartbeat's repair. */

@@ -54,6 +54,7 @@ export interface MainOptions {
   readonly agent: boolean;
   readonly instanceId?: string;
   readonly allocationId?: string[];
+  readonly ownAllocationId?: string;
   readonly address?: string;
   readonly zone?: string;
 }
@@ -107,6 +108,10 @@ export function buildCommand(): Command {
       "the fleet's Elastic IP allocation id(s) (default: the addresses tagged hafleet:fleet=<fleet>)",
     )
     .option(
+      "--own-allocation-id <id>",
+      "this node's own Elastic IP allocation id (active-active: its weighted record points at it)",
+    )
+    .option(
       "--address <address>",
       "the address other parts reach this node on (default: --bind-address or the host's)",
     )
@@ -145,6 +150,13 @@ export function parseFlags(argv: readonly string[]): MainOptions {
     if (!/^eipalloc-[0-9a-f]{1,32}$/.test(id))
       throw new UsageError(`--allocation-id '${id}' is not an Elastic IP allocation id (eipalloc-...)`);
   }
+  const own = o.ownAllocationId;
+  if (own !== undefined && !/^eipalloc-[0-9a-f]{1,32}$/.test(own))
+    throw new UsageError(`--own-allocation-id '${own}' is not an Elastic IP allocation id (eipalloc-...)`);
+  if (own !== undefined && o.allocationId?.includes(own))
+    throw new UsageError(
+      `--own-allocation-id '${own}' is also given as --allocation-id: a node's own address is not shared`,
+    );
   return o;
 }
 
@@ -511,14 +523,17 @@ export async function main(argv: readonly string[]): Promise<ProxyNode | undefin
 }
 
 /**
- * The node agent beside the proxy: heartbeats, the fleet lease and, in
- * active-passive mode, the Elastic IP. It hands the lease over before a drain.
+ * The node agent beside the proxy: heartbeats, its own Elastic IP, and the
+ * fleet lease with the shared Elastic IP. It hands the lease over before a drain.
  */
 async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Promise<NodeAgent> {
   const store = new StateStore();
   const elasticIps = new ElasticIps();
   const instanceId = o.instanceId ?? (await instanceIdFromMetadata());
-  const allocationIds = o.allocationId ?? (await elasticIps.listByFleet(o.fleet!)).map((a) => a.allocationId);
+  // The shared address(es): as given; else, for a node without an own address, the fleet-tagged ones.
+  const allocationIds =
+    o.allocationId ??
+    (o.ownAllocationId ? [] : (await elasticIps.listByFleet(o.fleet!)).map((a) => a.allocationId));
   const stored = await new ConfigStore(store, o.fleet!).get({ deadlineMs: 5000 }).catch(() => undefined);
   const failover = stored?.config.failover;
   const address = o.address ?? o.bindAddress ?? "127.0.0.1";
@@ -531,9 +546,9 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
     adminUrl: `http://${o.adminHost === "0.0.0.0" ? address : o.adminHost}:${node.admin.port}`,
     ...(o.zone ? { zone: o.zone } : {}),
     version: PROXY_VERSION,
-    mode: failover?.mode ?? "active-passive",
     elasticIps,
     allocationIds,
+    ...(o.ownAllocationId ? { ownAllocationId: o.ownAllocationId } : {}),
     leaseMs: failover?.leaseMs,
     heartbeatMs: failover?.heartbeatMs,
     proxy: { ready: () => node.ready(), load: () => node.load(), drain: async () => node.drain() },
@@ -542,7 +557,10 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
   });
   node.beforeDrain(() => agent.stop());
   await agent.start();
-  logger.info({ instanceId, allocationIds, mode: failover?.mode ?? "active-passive" }, "node agent started");
+  logger.info(
+    { instanceId, allocationIds, ownAllocationId: o.ownAllocationId, mode: failover?.mode },
+    "node agent started",
+  );
   return agent;
 }
 

@@ -12,19 +12,38 @@
  * 4. Reconciles each Elastic IP with the `vip#` written by the current holder
  *    of the fleet lease: re-associates it when EC2 says otherwise. The checker
  *    never holds the fleet lease and never picks an owner itself.
+ * 5. With a weighted set in Route 53 (`dns`): plans its weights from the mode
+ *    and the verdicts (`planDns`), records them fenced in `dns#<name>` with the
+ *    checker lease's token, and only then sends the changed records in one
+ *    ChangeResourceRecordSets batch, verified with GetChange and a read-back.
+ *    A checker that lost its lease has its `dns#` write refused and changes
+ *    nothing in Route 53; whatever a paused one still sends is undone by the
+ *    holder's next run, which plans from Route 53's actual records.
  *
  * `runFor` loops runs every `intervalMs` until its time is up: sub-minute
  * checking from a once-a-minute schedule.
  */
 import { z } from "zod";
 import { type Clock, systemClock } from "./clock";
-import { NAME_PATTERN, NAME_RULE } from "./config";
+import { type FleetConfig, NAME_PATTERN, NAME_RULE } from "./config";
 import { ConfigStore } from "./config-store";
+import type { WeightedRecord, WeightedRecords } from "./dns";
 import type { ElasticIps } from "./elastic-ip";
-import { HafleetError } from "./errors";
+import { FencedError, HafleetError } from "./errors";
 import { appendEvent } from "./events";
-import { judgeNode, type LeaseView, ProbeTracker, planVip, type Verdict, type VipDesired } from "./failover";
-import { HeartbeatMonitor, listNodes, setNodeFailed } from "./heartbeat";
+import {
+  type DnsNodeView,
+  judgeNode,
+  type LeaseView,
+  type PlannedRecord,
+  ProbeTracker,
+  planDns,
+  planVip,
+  type Verdict,
+  type VipDesired,
+} from "./failover";
+import { fencedPut } from "./fence";
+import { HeartbeatMonitor, listNodes, type NodeRecord, setNodeFailed } from "./heartbeat";
 import { DynamoLeaseStore, Lease } from "./lease";
 import type { StateStore } from "./store";
 import { keys } from "./tables";
@@ -48,8 +67,31 @@ export interface HealthCheckerOptions {
   readonly fall?: number;
   /** The checker lease's length; must exceed a run's duration. @default 6000 */
   readonly checkerLeaseMs?: number;
+  /** The fleet's weighted set in Route 53; without it the checker leaves DNS alone. */
+  readonly dns?: CheckerDns;
   readonly clock?: Clock;
   readonly log?: LogFn;
+}
+
+export interface CheckerDns {
+  readonly records: WeightedRecords;
+  readonly zoneId: string;
+  /** The weighted set's name, e.g. `lb.example.org`. */
+  readonly name: string;
+  /**
+   * The fleet's shared Elastic IP (the lease holder's), whose record serves in
+   * active-passive; a function, as it may need a lookup. @default none
+   */
+  readonly sharedAddress?: () => Promise<string | undefined>;
+}
+
+export interface DnsReportLine {
+  readonly nodeId: string;
+  readonly address: string;
+  readonly weight: number;
+  /** The weight in Route 53 before this run (undefined: no record yet). */
+  readonly from: number | undefined;
+  readonly reason: string;
 }
 
 export interface NodeReportLine {
@@ -77,6 +119,10 @@ export interface CheckReport {
   readonly marked: string[];
   readonly cleared: string[];
   readonly reassociated: string[];
+  /** The weighted set as planned by this run (empty without `dns`). */
+  readonly dns: DnsReportLine[];
+  /** Records whose weight or address this run changed in Route 53. */
+  readonly weightChanges: number;
   readonly errors: string[];
   readonly durationMs: number;
 }
@@ -90,6 +136,8 @@ export class HealthChecker {
   private readonly probes: ProbeTracker;
   private monitor: HeartbeatMonitor | undefined;
   private fleetLeaseSeen: { rvn: string; sinceMs: number } | undefined;
+  /** Consecutive runs that found each node healthy: the ramp of its weight. */
+  private readonly healthyRuns = new Map<string, number>();
   private readonly log: LogFn;
 
   constructor(options: HealthCheckerOptions) {
@@ -140,7 +188,16 @@ export class HealthChecker {
 
   async runOnce(): Promise<CheckReport> {
     const started = this.clock.nowMs();
-    const empty = { nodes: [], vips: [], marked: [], cleared: [], reassociated: [], errors: [] };
+    const empty = {
+      nodes: [],
+      vips: [],
+      marked: [],
+      cleared: [],
+      reassociated: [],
+      dns: [],
+      weightChanges: 0,
+      errors: [],
+    };
     const token = this.lease.token;
     if (token === undefined) {
       const other = this.lease.observed?.holder;
@@ -266,6 +323,26 @@ export class HealthChecker {
         });
       }
     }
+    for (const line of lines) {
+      const healthy = line.verdict === "healthy" || line.verdict === "recovered";
+      this.healthyRuns.set(line.nodeId, healthy ? (this.healthyRuns.get(line.nodeId) ?? 0) + 1 : 0);
+    }
+    for (const id of this.healthyRuns.keys())
+      if (!lines.some((l) => l.nodeId === id)) this.healthyRuns.delete(id);
+
+    let dns: DnsReportLine[] = [];
+    let weightChanges = 0;
+    if (this.o.dns && stored) {
+      try {
+        const done = await this.reconcileDns(this.o.dns, stored.config, nodes, lines, token);
+        dns = done.lines;
+        weightChanges = done.changed;
+        if (done.error) errors.push(`dns ${this.o.dns.name}: ${done.error}`);
+      } catch (err) {
+        errors.push(`dns ${this.o.dns.name}: ${String(err)}`);
+      }
+    }
+
     for (const e of errors) this.log("error", e);
     return {
       ran: true,
@@ -275,9 +352,105 @@ export class HealthChecker {
       marked,
       cleared,
       reassociated,
+      dns,
+      weightChanges,
       errors,
       durationMs: this.clock.nowMs() - started,
     };
+  }
+
+  /** Step 5: plan the weighted set, record it fenced, then make Route 53 match. */
+  private async reconcileDns(
+    dns: CheckerDns,
+    config: FleetConfig,
+    nodes: readonly NodeRecord[],
+    lines: readonly NodeReportLine[],
+    token: number,
+  ): Promise<{ lines: DnsReportLine[]; changed: number; error?: string }> {
+    const set = { zoneId: dns.zoneId, name: dns.name, ttlS: config.dns.ttlS };
+    const [current, shared] = await Promise.all([dns.records.read(set), dns.sharedAddress?.()]);
+    const views: DnsNodeView[] = nodes.map((n) => ({
+      nodeId: n.nodeId,
+      address: n.publicIp,
+      verdict: lines.find((l) => l.nodeId === n.nodeId)?.verdict ?? "suspect",
+      healthyRuns: this.healthyRuns.get(n.nodeId) ?? 0,
+      leaving: n.drain || n.role === "draining" || n.role === "stopped",
+    }));
+    const planned = planDns(config.failover.mode, views, current, shared, config.dns);
+    const report = planned.map((p) => ({ ...p, from: current.get(p.nodeId)?.weight }));
+    const changes: WeightedRecord[] = planned
+      .filter((p) => {
+        const now = current.get(p.nodeId);
+        return !now || now.weight !== p.weight || now.address !== p.address || now.ttlS !== set.ttlS;
+      })
+      .map((p) => {
+        const healthCheckId = current.get(p.nodeId)?.healthCheckId;
+        return {
+          nodeId: p.nodeId,
+          address: p.address,
+          weight: p.weight,
+          ...(healthCheckId ? { healthCheckId } : {}),
+        };
+      });
+    if (changes.length === 0) return { lines: report, changed: 0 };
+    try {
+      await this.applyDns(dns, set, config, planned, changes, token);
+    } catch (err) {
+      return { lines: report, changed: 0, error: String(err) };
+    }
+    const moved = report.filter((r) => changes.some((c) => c.nodeId === r.nodeId));
+    const summary = moved.map((r) => `${r.nodeId} ${r.from ?? "new"} -> ${r.weight}`).join(", ");
+    this.log(moved.some((r) => r.weight === 0) ? "warn" : "info", `weights of ${set.name}: ${summary}`, {
+      token,
+    });
+    await appendEvent(this.o.store, this.o.fleetId, {
+      kind: "weights-changed",
+      by: this.o.checkerId,
+      token,
+      reason: moved.map((r) => `${r.nodeId}: ${r.reason}`).join("; "),
+      detail: {
+        name: set.name,
+        mode: config.failover.mode,
+        changes: moved.map((r) => ({
+          nodeId: r.nodeId,
+          from: r.from ?? null,
+          to: r.weight,
+          address: r.address,
+        })),
+      },
+    });
+    return { lines: report, changed: changes.length };
+  }
+
+  /** Records the planned set fenced in `dns#` (refused once the lease moved on), then sends the changes. */
+  private async applyDns(
+    dns: CheckerDns,
+    set: { zoneId: string; name: string; ttlS: number },
+    config: FleetConfig,
+    planned: readonly PlannedRecord[],
+    changes: readonly WeightedRecord[],
+    token: number,
+  ): Promise<void> {
+    if (!this.lease.isLeader())
+      throw new FencedError(keys.dns(set.name), token, "the checker lease ran out during the run");
+    // The desired weights, fenced: refused unless this checker still holds the lease with this token.
+    await fencedPut(this.o.store, {
+      fleetId: this.o.fleetId,
+      sk: keys.dns(set.name),
+      token,
+      attrs: {
+        kind: "dns",
+        zoneId: set.zoneId,
+        name: set.name,
+        ttlS: set.ttlS,
+        mode: config.failover.mode,
+        weights: Object.fromEntries(planned.map((p) => [p.nodeId, { address: p.address, weight: p.weight }])),
+        by: this.o.checkerId,
+        at: this.clock.wallMs(),
+      },
+      lease: { name: "checker", holder: this.o.checkerId },
+    });
+    await dns.records.apply(set, changes);
   }
 
   private async probe(adminUrl: string): Promise<boolean> {

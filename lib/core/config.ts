@@ -145,6 +145,21 @@ export const FailoverSchema = z.strictObject({
   heartbeatMs: ms(100, 60_000).default(1000),
 });
 
+/**
+ * Route 53 weights in active-active (the zone and record name are deployment
+ * facts, given to the health checker by the stack or the local fleet).
+ */
+export const DnsSchema = z.strictObject({
+  /** TTL of the records: how long a client keeps an answer, so how long a weight change takes to reach it. */
+  ttlS: z.int().min(1).max(86_400).default(10),
+  /** A healthy node's weight (its capacity share), 0-255 as in Route 53. */
+  weight: z.int().min(0).max(255).default(100),
+  /** Per-node weights by node id, for nodes of other sizes. */
+  nodeWeights: z.record(z.string().min(1).max(256), z.int().min(0).max(255)).default({}),
+  /** A recovered node's weight ramps back over this many checker runs (slow start in DNS). */
+  rampRuns: z.int().min(1).max(100).default(4),
+});
+
 export const FleetConfigSchema = z
   .strictObject({
     listeners: z.array(ListenerSchema).min(1).max(64),
@@ -153,6 +168,7 @@ export const FleetConfigSchema = z
     limits: LimitsSchema.prefault({}),
     retries: RetriesSchema.prefault({}),
     failover: FailoverSchema.prefault({}),
+    dns: DnsSchema.prefault({}),
   })
   .superRefine((doc, ctx) => {
     // Cross-field rules, each reported at the path of the field to change.
@@ -251,6 +267,7 @@ export type FleetConfig = z.output<typeof FleetConfigSchema>;
 export type PoolConfig = FleetConfig["pools"][string];
 export type BackendConfig = PoolConfig["backends"][number];
 export type ListenerConfig = FleetConfig["listeners"][number];
+export type DnsConfig = FleetConfig["dns"];
 
 /** The id of a backend: its `id`, or `host:port`. */
 export function backendId(b: { id?: string | undefined; host: string; port: number }): string {

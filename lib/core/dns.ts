@@ -20,9 +20,17 @@ import { type Clock, systemClock } from "./clock";
 import { Route53Error } from "./errors";
 
 export interface WeightedRecord {
+  /** The node id, or `active` for the fleet's shared address (`SHARED_ENDPOINT`). */
   readonly nodeId: string;
   readonly address: string;
   readonly weight: number;
+  /**
+   * The Route 53 health check the record carries. An UPSERT replaces the whole
+   * record, so a change of weight must carry the check on, or it is dropped.
+   */
+  readonly healthCheckId?: string;
+  /** As read back; on writes the set's `ttlS` applies. */
+  readonly ttlS?: number;
 }
 
 export interface WeightedSet {
@@ -76,6 +84,8 @@ export class WeightedRecords {
           nodeId: r.SetIdentifier.slice(prefix.length),
           address: r.ResourceRecords?.[0]?.Value ?? "",
           weight: r.Weight,
+          ...(r.TTL !== undefined ? { ttlS: r.TTL } : {}),
+          ...(r.HealthCheckId ? { healthCheckId: r.HealthCheckId } : {}),
         });
       }
       if (!page.IsTruncated || page.NextRecordName !== name) break;
@@ -104,6 +114,7 @@ export class WeightedRecords {
         Weight: r.weight,
         TTL: set.ttlS,
         ResourceRecords: [{ Value: r.address }],
+        ...(r.healthCheckId ? { HealthCheckId: r.healthCheckId } : {}),
       },
     }));
     const sent = await this.call("ChangeResourceRecordSets", () =>

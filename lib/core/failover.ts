@@ -197,3 +197,91 @@ export function planWeights(targets: readonly WeightTarget[], rampRuns = 4): Pla
   }
   return planned;
 }
+
+/** The endpoint id of the fleet's shared Elastic IP (active-passive) in the weighted set. */
+export const SHARED_ENDPOINT = "active";
+
+/** A node as the DNS planner sees it. */
+export interface DnsNodeView {
+  readonly nodeId: string;
+  /** The node's own public address (its Elastic IP); a node without one gets no record. */
+  readonly address: string | undefined;
+  readonly verdict: Verdict;
+  readonly healthyRuns: number;
+  /** Draining or stopped: it takes no new clients, whatever its health. */
+  readonly leaving: boolean;
+}
+
+export interface DnsRecordView {
+  readonly address: string;
+  readonly weight: number;
+}
+
+export interface PlannedRecord extends PlannedWeight {
+  readonly address: string;
+}
+
+/**
+ * The weighted set of a fleet's name, by mode (DESIGN.md, failover):
+ * - active-active: each node's own address at its weight (`planWeights`: 0
+ *   when failed, a ramp back, never all 0); the shared address at 0, so a
+ *   client that resolved it earlier is still served but no new one gets it.
+ * - active-passive: the shared address at the configured weight; each node's
+ *   own record at 0 (the records stay, so a switch back needs no new ones).
+ * Either switch leaves every address served: nodes serve on their own address
+ * and the lease holder on the shared one in both modes; only DNS moves.
+ */
+export function planDns(
+  mode: "active-passive" | "active-active",
+  nodes: readonly DnsNodeView[],
+  current: ReadonlyMap<string, DnsRecordView>,
+  shared: string | undefined,
+  dns: {
+    readonly weight: number;
+    readonly nodeWeights: Readonly<Record<string, number>>;
+    readonly rampRuns: number;
+  },
+): PlannedRecord[] {
+  const out: PlannedRecord[] = [];
+  const withAddress = nodes.filter((n): n is DnsNodeView & { address: string } => !!n.address);
+  if (mode === "active-active") {
+    const planned = planWeights(
+      withAddress.map((n) => ({
+        nodeId: n.nodeId,
+        configured: dns.nodeWeights[n.nodeId] ?? dns.weight,
+        current: current.get(n.nodeId)?.weight ?? 0,
+        verdict: n.leaving ? "failed" : n.verdict,
+        healthyRuns: n.healthyRuns,
+      })),
+      dns.rampRuns,
+    );
+    for (const [i, p] of planned.entries()) {
+      const n = withAddress[i]!;
+      const reason = n.leaving && p.weight === 0 ? "out of DNS: draining or stopped" : p.reason;
+      out.push({ ...p, reason, address: n.address });
+    }
+    if (shared)
+      out.push({
+        nodeId: SHARED_ENDPOINT,
+        address: shared,
+        weight: 0,
+        reason: "active-active: nodes' own addresses serve",
+      });
+    return out;
+  }
+  if (!shared) return out; // nowhere to point: leave the set as it is
+  out.push({
+    nodeId: SHARED_ENDPOINT,
+    address: shared,
+    weight: dns.weight,
+    reason: "active-passive: the lease holder's address",
+  });
+  for (const n of withAddress)
+    out.push({
+      nodeId: n.nodeId,
+      address: n.address,
+      weight: 0,
+      reason: "active-passive: the shared address serves",
+    });
+  return out;
+}

@@ -36,6 +36,8 @@ export interface NodeReport {
   /** EC2 instance id, when on EC2 or in local mode's emulator. */
   readonly instanceId?: string;
   readonly zone?: string;
+  /** The node's own Elastic IP (active-active): the address its weighted record points at. */
+  readonly publicIp?: string;
 }
 
 export interface NodeRecord extends NodeReport {
@@ -104,7 +106,8 @@ export class Heartbeater {
         "drain = :drain, #load = :load, version = :version, heartbeatAt = :now, expiresAt = :exp, " +
         "startedAt = if_not_exists(startedAt, :now)" +
         (r.instanceId ? ", instanceId = :instance" : "") +
-        (r.zone ? ", #zone = :zone" : ""),
+        (r.zone ? ", #zone = :zone" : "") +
+        (r.publicIp ? ", publicIp = :publicIp" : ""),
       {
         names: { "#role": "role", "#load": "load", ...(r.zone ? { "#zone": "zone" } : {}) },
         values: {
@@ -121,6 +124,7 @@ export class Heartbeater {
           ":exp": Math.floor(now / 1000) + NODE_TTL_S,
           ...(r.instanceId ? { ":instance": r.instanceId } : {}),
           ...(r.zone ? { ":zone": r.zone } : {}),
+          ...(r.publicIp ? { ":publicIp": r.publicIp } : {}),
         },
       },
       // At least 2 s: on a slow store a late beat still moves `seq`; one cut at the
@@ -235,6 +239,7 @@ export function toNodeRecord(item: Item): NodeRecord {
     heartbeatAtMs: Number(item.heartbeatAt ?? 0),
     ...(item.instanceId ? { instanceId: String(item.instanceId) } : {}),
     ...(item.zone ? { zone: String(item.zone) } : {}),
+    ...(item.publicIp ? { publicIp: String(item.publicIp) } : {}),
     ...(item.failed ? { failed: item.failed } : {}),
     ...(item.command ? { command: item.command as NodeCommand } : {}),
   };

@@ -2,7 +2,9 @@
  * A fleet's status as an operator reads it: nodes with their role, heartbeat
  * age, drain and failed marks; the fleet lease's holder and token; each
  * Elastic IP's owner by EC2 and by the holder's `vip#`; and backend health as
- * the nodes' admin endpoints report it. `renderStatus` prints it as tables.
+ * the nodes' admin endpoints report it; the weights the health checker last
+ * recorded for the fleet's weighted DNS set (`dns#`). `renderStatus` prints
+ * it as tables.
  */
 import type { ElasticIps } from "./elastic-ip";
 import { listNodes, type NodeRecord } from "./heartbeat";
@@ -39,6 +41,13 @@ export interface FleetStatus {
     readonly desiredOwner: string | null;
     readonly desiredToken: number | null;
   }[];
+  /** The weighted sets as the checker last recorded them (`dns#`), with its token. */
+  readonly dns: {
+    readonly name: string;
+    readonly mode: string;
+    readonly token: number;
+    readonly weights: { readonly id: string; readonly address: string; readonly weight: number }[];
+  }[];
 }
 
 export async function fleetStatus(
@@ -47,11 +56,12 @@ export async function fleetStatus(
   fleetId: string,
   options: { probeTimeoutMs?: number } = {},
 ): Promise<FleetStatus> {
-  const [nodes, lease, vips, addresses] = await Promise.all([
+  const [nodes, lease, vips, addresses, sets] = await Promise.all([
     listNodes(store, fleetId),
     new DynamoLeaseStore(store, fleetId).get("fleet"),
     store.query("state", keys.fleet(fleetId), { prefix: "vip#" }),
     elasticIps.listByFleet(fleetId),
+    store.query("state", keys.fleet(fleetId), { prefix: "dns#" }),
   ]);
   const now = store.clock.wallMs();
   const readiness = await Promise.all(nodes.map((n) => readyz(n.adminUrl, options.probeTimeoutMs ?? 500)));
@@ -82,6 +92,14 @@ export async function fleetStatus(
         desiredToken: vip ? Number(vip.fenceToken) : null,
       };
     }),
+    dns: sets.map((d) => ({
+      name: String(d.name),
+      mode: String(d.mode),
+      token: Number(d.fenceToken),
+      weights: Object.entries((d.weights ?? {}) as Record<string, { address: string; weight: number }>).map(
+        ([id, w]) => ({ id, address: String(w.address), weight: Number(w.weight) }),
+      ),
+    })),
   };
 }
 
@@ -141,6 +159,16 @@ export function renderStatus(s: FleetStatus, staleMs = 3000): string {
       ]),
     ),
   );
+  for (const d of s.dns) {
+    lines.push("");
+    lines.push(`dns ${d.name} (${d.mode}), weights recorded by the checker with token ${d.token}:`);
+    lines.push(
+      table(
+        ["RECORD", "ADDRESS", "WEIGHT"],
+        d.weights.map((w) => [w.id, w.address, String(w.weight)]),
+      ),
+    );
+  }
   const reporter = s.nodes.find((n) => n.backends && n.backends.length > 0);
   if (reporter?.backends) {
     lines.push("");

@@ -9,6 +9,9 @@
  * alarm counts `NodesMarkedFailed` and `ElasticIpsReassociated`, the error alarm
  * `CheckerErrors` (a run that failed inside a healthy invocation) together with
  * Lambda's own `Errors`. `HAFLEET_NOTICE_TOPIC_ARN` is where failover notices go.
+ * With `dns`, the checker also manages the weights of the fleet's weighted set
+ * (`HAFLEET_HOSTED_ZONE_ID`, `HAFLEET_RECORD_NAME`), which in active-passive
+ * points at the shared Elastic IP, `HAFLEET_SHARED_ALLOCATION_ID`.
  */
 
 import { existsSync } from "node:fs";
@@ -201,6 +204,12 @@ export class ControlPlane extends Construct {
     if (dns) {
       environment.HAFLEET_HOSTED_ZONE_ID = dns.zone.hostedZoneId;
       environment.HAFLEET_RECORD_NAME = dns.recordName;
+    }
+    // The shared address, whose weighted record (`active`) serves in active-passive: the checker
+    // reads its public IP with ec2:DescribeAddresses (granted with AssociateAddress below). In
+    // active-active every address is a node's own and there is none.
+    if (fleet.mode === "active-passive") {
+      environment.HAFLEET_SHARED_ALLOCATION_ID = fleet.elasticIps[0]!.attrAllocationId;
     }
     this.checker = new nodejs.NodejsFunction(this, "HealthChecker", {
       entry,

@@ -9,25 +9,45 @@
  * with a ramp); Route 53's own health checks are the slower second line that still
  * works when the whole fleet and its control plane are gone.
  *
- * Every record has a SetIdentifier unique in the zone, not only per name: the
- * emulator deletes by SetIdentifier across names (DESIGN.md).
+ * SetIdentifiers are the ones the health checker finds records by
+ * (`setIdentifierFor` in lib/core/dns.ts): `<record name>#<endpoint id>` for a
+ * weighted record, where the endpoint id is the runtime node id (the instance
+ * id on EC2) or `active` (`SHARED_ENDPOINT`) for the shared address; a record
+ * made under any other identifier would stand beside the checker's as a
+ * duplicate. The failover pair's are `<pair name>#primary` and
+ * `<pair name>#secondary`. Each holds its record's name, so each is unique in the
+ * zone and not only per name: the emulator deletes by SetIdentifier across names
+ * (DESIGN.md).
  */
 import { Duration, Stack, Token, Validations } from "aws-cdk-lib";
 import * as iam from "aws-cdk-lib/aws-iam";
 import * as route53 from "aws-cdk-lib/aws-route53";
 import { Construct } from "constructs";
+import { setIdentifierFor } from "../core/dns";
 import { checkFleetId } from "./state-tables";
+
+/** Route 53's limit on a SetIdentifier's length. */
+const MAX_SET_IDENTIFIER_LENGTH = 128;
 
 /** One address behind the weighted record. */
 export interface DnsEndpoint {
-  /** Short name, unique in the fleet (`node-0`); part of the SetIdentifier. */
+  /**
+   * The id the health checker knows the endpoint by, unique among the endpoints: the node id (on EC2
+   * the instance id, `instance.ref`) for a node's own address, `active` (`SHARED_ENDPOINT`) for the
+   * fleet's shared one. The record's SetIdentifier is `<record name>#<id>`.
+   */
+  readonly id: string;
+  /** Short name, unique among the endpoints (`node-0`): the health check's Name tag. */
   readonly name: string;
   /** IPv4 address (an Elastic IP's `.ref`). */
   readonly address: string;
 }
 
 export interface DnsFailoverProps {
-  /** The fleet's id: the prefix of every SetIdentifier, so that fleets can share a zone. */
+  /**
+   * The fleet's id, in the health checks' Name tags. Fleets that share a zone need a `recordName`
+   * each: the SetIdentifiers hold the record names, not the fleet ids.
+   */
   readonly fleetId: string;
   /** The zone's domain name (`example.org`); also needed to import a zone by id. */
   readonly zoneName: string;
@@ -46,12 +66,14 @@ export interface DnsFailoverProps {
   /** TCP port that Route 53's health checkers probe on each endpoint: a listener port (the admin port is not public). */
   readonly healthCheckPort: number;
   /**
-   * Initial weight of every endpoint (0 to 255); the health checker changes weights at run time.
+   * Initial weight of every endpoint (0 to 255); the health checker changes weights at run time,
+   * from the fleet config's `dns` section.
    * @default 100
    */
   readonly weight?: number;
   /**
-   * TTL of the weighted records: how long a resolver keeps a weight change from clients.
+   * TTL of the records: how long a resolver keeps a weight change from clients. The health checker
+   * rewrites a weighted record whose TTL differs from the fleet config's `dns.ttlS`.
    * @default 10 seconds (Route 53 bills queries, $0.40 per million; a longer TTL is cheaper and slower)
    */
   readonly ttl?: Duration;
@@ -101,9 +123,14 @@ export class DnsFailover extends Construct {
     }
     if (props.endpoints.length === 0) throw new Error("`endpoints` is empty: the weighted record needs one");
     const names = new Set<string>();
+    const ids = new Set<string>();
     for (const e of props.endpoints) {
       if (names.has(e.name)) throw new Error(`\`endpoints\` names '${e.name}' twice: names must be unique`);
       names.add(e.name);
+      if (e.id === "") throw new Error(`\`endpoints\` '${e.name}' has an empty \`id\``);
+      // Tokens compare by their placeholder: the same instance's `.ref` twice is caught too.
+      if (ids.has(e.id)) throw new Error(`\`endpoints\` '${e.name}' repeats an \`id\`: ids must be unique`);
+      ids.add(e.id);
     }
     const weight = props.weight ?? 100;
     if (!Number.isInteger(weight) || weight < 0 || weight > 255) {
@@ -137,6 +164,18 @@ export class DnsFailover extends Construct {
       return name.endsWith(`.${zoneName}`) ? name : `${name}.${zoneName}`;
     };
     this.recordName = fqdn(props.recordName ?? fleetId, "recordName");
+    // `setIdentifierFor` concatenates: with an unresolved id (an instance's Ref) CDK turns the result
+    // into an `Fn::Join`, whose length is only known at deploy.
+    const setIdentifier = (name: string, id: string, prop: string) => {
+      const value = setIdentifierFor(name, id);
+      if (!Token.isUnresolved(value) && value.length > MAX_SET_IDENTIFIER_LENGTH) {
+        throw new Error(
+          `SetIdentifier '${value}' is longer than Route 53's ${MAX_SET_IDENTIFIER_LENGTH} characters: ` +
+            `shorten \`${prop}\``,
+        );
+      }
+      return value;
+    };
 
     this.healthChecks = [];
     this.weightedRecords = props.endpoints.map((endpoint, i) => {
@@ -158,7 +197,7 @@ export class DnsFailover extends Construct {
         ttl,
         resourceRecords: [endpoint.address],
         weight,
-        setIdentifier: `${fleetId}-${endpoint.name}`,
+        setIdentifier: setIdentifier(this.recordName, endpoint.id, "recordName"),
         // `.ref` is the health check's id on AWS; the emulator has no `Fn::GetAtt HealthCheckId`.
         healthCheckId: healthCheck.ref,
       });
@@ -182,7 +221,7 @@ export class DnsFailover extends Construct {
         name: `${this.failoverRecordName}.`,
         type: "A",
         failover: "PRIMARY",
-        setIdentifier: `${fleetId}-primary`,
+        setIdentifier: setIdentifier(this.failoverRecordName, "primary", "failoverRecordName"),
         // Healthy while any weighted record is: the per-endpoint health checks decide.
         aliasTarget: {
           dnsName: `${this.recordName}.`,
@@ -200,7 +239,7 @@ export class DnsFailover extends Construct {
         name: `${this.failoverRecordName}.`,
         type: "A",
         failover: "SECONDARY",
-        setIdentifier: `${fleetId}-secondary`,
+        setIdentifier: setIdentifier(this.failoverRecordName, "secondary", "failoverRecordName"),
         ttl,
         resourceRecords: props.secondaryAddresses,
       });

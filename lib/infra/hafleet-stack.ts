@@ -3,16 +3,20 @@
  * control plane, wired together. `bin/app.ts` builds it from CDK context
  * (`lib/infra/app.ts`); tests and other apps can build it directly.
  */
-import { CfnOutput, RemovalPolicy, Stack, type StackProps } from "aws-cdk-lib";
+import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from "aws-cdk-lib";
 import type * as ec2 from "aws-cdk-lib/aws-ec2";
 import type { Construct } from "constructs";
 import type { FleetConfig } from "../core/config";
+import { SHARED_ENDPOINT } from "../core/failover";
 import { ControlPlane } from "./control-plane";
 import { DnsFailover } from "./dns-failover";
 import { ProxyFleet } from "./proxy-fleet";
 import { StateTables } from "./state-tables";
 
-/** Route 53 settings of a fleet; see `DnsFailoverProps` for each. */
+/**
+ * Route 53 settings of a fleet; see `DnsFailoverProps` for each. The records' TTL and initial weight
+ * come from the fleet config's `dns` section, which the health checker also writes them with.
+ */
 export interface HafleetDnsProps {
   readonly zoneName: string;
   readonly hostedZoneId?: string;
@@ -27,7 +31,10 @@ export interface HafleetStackProps extends StackProps {
    * @default "main"
    */
   readonly fleetId?: string;
-  /** The validated fleet config; `failover.mode` chooses active-passive or active-active. */
+  /**
+   * The validated fleet config; `failover.mode` chooses active-passive or active-active, and `dns` the
+   * TTL and initial weight of the weighted records.
+   */
   readonly config: FleetConfig;
   /**
    * Route 53 records and health checks for the fleet's addresses. Required in active-active, where
@@ -101,15 +108,21 @@ export class HafleetStack extends Stack {
       ]),
     });
     if (props.dns) {
+      // The endpoint ids the health checker keys the weighted set on: a node's id is its instance id
+      // (its user data passes `--node-id $INSTANCE_ID`), the shared address is SHARED_ENDPOINT.
       const endpoints =
         mode === "active-active"
-          ? this.fleet.nodes.map((n) => ({ name: n.name, address: n.elasticIp.ref }))
-          : [{ name: "active", address: this.fleet.elasticIps[0]!.ref }];
+          ? this.fleet.nodes.map((n) => ({ id: n.instance.ref, name: n.name, address: n.elasticIp.ref }))
+          : [{ id: SHARED_ENDPOINT, name: "active", address: this.fleet.elasticIps[0]!.ref }];
+      // TTL and weight from config `dns`, as the checker writes them. `nodeWeights` are by node id,
+      // an instance id that is only known at deploy: the checker applies them at run time.
       this.dns = new DnsFailover(this, "Dns", {
         fleetId,
         ...props.dns,
         endpoints,
         healthCheckPort: props.config.listeners[0]!.port,
+        weight: props.config.dns.weight,
+        ttl: Duration.seconds(props.config.dns.ttlS),
       });
     }
     this.controlPlane = new ControlPlane(this, "ControlPlane", {

@@ -137,7 +137,10 @@ export interface ProxyFleetProps {
 
 /** One node: its instance and the Elastic IP that is its own (active-active) or shared (active-passive). */
 export interface ProxyNode {
-  /** `node-<index>`: the node's name in tags and in DNS set identifiers. */
+  /**
+   * `node-<index>`: the node's name in tags and in its Route 53 health check's Name tag. Its runtime
+   * id (`--node-id`, and its weighted record's SetIdentifier) is the instance id, `instance.ref`.
+   */
   readonly name: string;
   readonly instance: ec2.CfnInstance;
   readonly elasticIp: ec2.CfnEIP;
@@ -454,6 +457,13 @@ export class ProxyFleet extends Construct {
   ): void {
     const region = Stack.of(this).region;
     const stopTimeoutS = Math.ceil(JSON.parse(configJson).timeouts.drainMs / 1000) + 10;
+    // The address of the instance's allocation tag: its own in active-active, the shared one in
+    // active-passive (see ExecStart below).
+    const allocationFlag =
+      this.mode === "active-active"
+        ? "--own-allocation-id $ALLOCATION_ID"
+        : // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, not a template
+          "${ALLOCATION_ID:+--allocation-id $ALLOCATION_ID}";
     userData.addCommands(
       "set -euo pipefail",
       // 1. Node.js from the distribution (22, else 20), the CloudWatch agent, an unprivileged user.
@@ -513,12 +523,15 @@ export class ProxyFleet extends Construct {
       "EnvironmentFile=/etc/hafleet/env",
       // The admin endpoint listens on every address: the health checker probes it from the
       // VPC, and the security group lets only the checker in.
-      // --agent: heartbeats, the fleet lease and the Elastic IP (the instance's own when tagged,
-      // else the fleet's, found by its hafleet:fleet tag).
+      // --node-id is the instance id: the health checker finds the node's weighted record by it.
+      // --agent: heartbeats, and the Elastic IP of the instance's allocation tag. In active-active
+      // that address is the node's own (--own-allocation-id: it holds it and contends for no shared
+      // one); in active-passive it is the fleet's shared address, which the lease holder takes. The
+      // own flag has no `:+` guard: a node given neither flag would contend for every fleet-tagged
+      // address, the other nodes' own ones included (the script stops above if the tag is missing).
       `ExecStart=$NODE_BIN /opt/hafleet/proxy.js --fleet ${this.fleetId} --state-file ${STATE_FILE} ` +
         `--admin-port ${this.adminPort} --admin-host 0.0.0.0 --node-id $INSTANCE_ID --workers auto ` +
-        // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion in the user data, not a template
-        "--agent --instance-id $INSTANCE_ID --address $LOCAL_IP --zone $ZONE ${ALLOCATION_ID:+--allocation-id $ALLOCATION_ID}",
+        `--agent --instance-id $INSTANCE_ID --address $LOCAL_IP --zone $ZONE ${allocationFlag}`,
       "Restart=always",
       "RestartSec=1",
       "KillSignal=SIGTERM",

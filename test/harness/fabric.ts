@@ -79,6 +79,35 @@ export class ElasticIpFabric {
     this.timer = setTimeout(loop, this.o.pollMs ?? 100);
   }
 
+  /** True when `ip` is one of this fabric's addresses. */
+  serves(ip: string): boolean {
+    return this.o.addresses.some((a) => a.publicIp === ip);
+  }
+
+  /**
+   * Whether a TCP handshake with `ip:port` would complete: the address's
+   * instance is known and its node accepts on the port. What a Route 53 TCP
+   * health check sees (the fabric's own listener accepts every connection,
+   * so connecting to it proves nothing).
+   */
+  async check(ip: string, port: number, timeoutMs: number): Promise<boolean> {
+    const address = this.o.addresses.find((a) => a.publicIp === ip);
+    const instance = address && this.owner.get(address.allocationId);
+    const target = instance ? this.instanceAddress.get(instance) : undefined;
+    if (!target) return false;
+    return new Promise<boolean>((resolve) => {
+      const socket = connect({ host: target, port });
+      const done = (ok: boolean) => {
+        clearTimeout(timer);
+        socket.destroy();
+        resolve(ok);
+      };
+      const timer = setTimeout(() => done(false), timeoutMs);
+      socket.once("connect", () => done(true));
+      socket.once("error", () => done(false));
+    });
+  }
+
   /** The instance an address is associated with, as last read. */
   ownerOf(allocationId: string): string | undefined {
     return this.owner.get(allocationId) || undefined;

@@ -10,8 +10,11 @@
  *    loopback address, as instances have their own private addresses.
  * 5. The health checker's handler logic in-process on a timer (Lambda code
  *    does not run inside the emulator).
- * 6. The network fabric: a listener on the Elastic IP that forwards to the
+ * 6. The network fabric: a listener on each Elastic IP that forwards to the
  *    node the emulator says owns it.
+ * 7. With DNS (active-active): each node's own Elastic IP, the fleet's
+ *    weighted set in a Route 53 zone with a health check per record (as the
+ *    CDK stack makes them), and a resolver that answers as Route 53 would.
  *
  * A state file (`.hafleet/local/<fleet>.json`) tells other commands
  * (`hafleet status`, `kill`, `pause`, ...) where the fleet runs.
@@ -24,17 +27,75 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { EC2Client } from "@aws-sdk/client-ec2";
+import {
+  ChangeResourceRecordSetsCommand,
+  CreateHealthCheckCommand,
+  CreateHostedZoneCommand,
+  Route53Client,
+} from "@aws-sdk/client-route-53";
 import { awsClientConfig } from "../../lib/core/aws";
 import { HealthChecker } from "../../lib/core/checker";
 import type { FleetConfigInput } from "../../lib/core/config";
 import { ConfigStore } from "../../lib/core/config-store";
+import { WeightedRecords } from "../../lib/core/dns";
 import { ElasticIps } from "../../lib/core/elastic-ip";
+import { SHARED_ENDPOINT } from "../../lib/core/failover";
 import { StateStore } from "../../lib/core/store";
 import { ensureTables, type TableNames } from "../../lib/core/tables";
 import { bundle } from "./bundle";
 import { allocateElasticIp, runInstances } from "./ec2";
 import { type Emulator, emulatorEnv, freePort, startEmulator, WORK_DIR } from "./emulator";
 import { ElasticIpFabric } from "./fabric";
+import { Route53Resolver } from "./route53-resolver";
+
+/** A Route 53 hosted zone in the emulator; two local fleets may share one. */
+export interface LocalZone {
+  readonly zoneId: string;
+  /** e.g. `hafleet.test` (no final dot). */
+  readonly zoneName: string;
+}
+
+/**
+ * A PRIMARY/SECONDARY failover pair at `name`: aliases of two weighted sets in
+ * the zone, each following its target's health (EvaluateTargetHealth), as the
+ * CDK stack's `DnsFailover` makes it. Route 53 answers with the primary's set
+ * while any of its records is healthy, else with the secondary's.
+ */
+export async function createFailoverPair(
+  route53: Route53Client,
+  zone: LocalZone,
+  name: string,
+  primary: string,
+  secondary: string,
+): Promise<void> {
+  const alias = (role: "PRIMARY" | "SECONDARY", target: string) => ({
+    Action: "UPSERT" as const,
+    ResourceRecordSet: {
+      Name: `${name}.`,
+      Type: "A" as const,
+      SetIdentifier: `${name}#${role.toLowerCase()}`,
+      Failover: role,
+      AliasTarget: { HostedZoneId: zone.zoneId, DNSName: `${target}.`, EvaluateTargetHealth: true },
+    },
+  });
+  await route53.send(
+    new ChangeResourceRecordSetsCommand({
+      HostedZoneId: zone.zoneId,
+      ChangeBatch: { Changes: [alias("PRIMARY", primary), alias("SECONDARY", secondary)] },
+    }),
+  );
+}
+
+/** Creates a hosted zone in the emulator. */
+export async function createZone(route53: Route53Client, zoneName: string): Promise<LocalZone> {
+  const out = await route53.send(
+    new CreateHostedZoneCommand({
+      Name: zoneName,
+      CallerReference: `${zoneName}-${Date.now().toString(36)}`,
+    }),
+  );
+  return { zoneId: out.HostedZone!.Id!.split("/").pop()!, zoneName };
+}
 
 export interface LocalFleetOptions {
   /** @default "local" */
@@ -56,6 +117,26 @@ export interface LocalFleetOptions {
   readonly checkerEndpoint?: string;
   /** Run the health checker in-process. @default true */
   readonly checker?: boolean;
+  /** The config's `failover.mode` at start. @default "active-passive" */
+  readonly mode?: "active-passive" | "active-active";
+  /**
+   * Each node's own Elastic IP, the weighted set in Route 53 with health checks,
+   * the checker managing its weights, and a resolver. @default true in active-active
+   */
+  readonly dns?: boolean;
+  /** The config's `dns.ttlS`. @default the config's default */
+  readonly ttlS?: number;
+  /** The zone for the records. @default a new zone `hafleet.test` */
+  readonly zone?: LocalZone;
+  /** Third octet of the nodes' loopback addresses, 127.0.<block>.<n>; two fleets need two. @default 10 */
+  readonly addressBlock?: number;
+  /** Interval of the in-process health checker. @default 1000; 2000 (the Lambda's default) with DNS */
+  readonly checkerIntervalMs?: number;
+  /**
+   * Interval of the resolver's health checks. Route 53's fastest is 10 s; a
+   * test of DNS failover between fleets may ask for less. @default 10000
+   */
+  readonly healthCheckIntervalMs?: number;
   /** Node log lines go here (prefixed with the node id). @default dropped */
   readonly onNodeLog?: (nodeId: string, line: string) => void;
   readonly log?: (line: string) => void;
@@ -67,6 +148,8 @@ export interface LocalNode {
   /** The node's own loopback address: its listeners bind here. */
   readonly address: string;
   readonly adminPort: number;
+  /** The node's own Elastic IP (with DNS). */
+  readonly own: { readonly allocationId: string; readonly publicIp: string } | undefined;
   child: ChildProcess | undefined;
 }
 
@@ -77,12 +160,15 @@ export interface LocalFleetState {
   readonly tables: TableNames;
   readonly elasticIp: { readonly allocationId: string; readonly publicIp: string };
   readonly port: number;
+  /** The weighted set, with DNS. */
+  readonly dns?: { readonly zoneId: string; readonly name: string };
   readonly nodes: {
     readonly nodeId: string;
     readonly pid: number | undefined;
     readonly instanceId: string;
     readonly address: string;
     readonly adminPort: number;
+    readonly publicIp?: string;
   }[];
   readonly ownerPid: number;
 }
@@ -110,6 +196,14 @@ export class LocalFleet {
   elasticIp = { allocationId: "", publicIp: "" };
   store!: StateStore;
   elasticIps!: ElasticIps;
+  route53!: Route53Client;
+  /** The zone and the weighted set's name (with DNS). */
+  zone: LocalZone | undefined;
+  dnsName = "";
+  /** Answers for the weighted set as Route 53 would (with DNS). */
+  resolver: Route53Resolver | undefined;
+  readonly mode: "active-passive" | "active-active";
+  readonly dns: boolean;
   private emulator: Emulator | undefined;
   private ec2!: EC2Client;
   private readonly backends: Server[] = [];
@@ -127,6 +221,8 @@ export class LocalFleet {
     this.o = options;
     this.fleetId = options.fleetId ?? "local";
     this.log = options.log ?? (() => {});
+    this.mode = options.mode ?? "active-passive";
+    this.dns = options.dns ?? this.mode === "active-active";
   }
 
   /** The URL clients use: the Elastic IP and the listener port. */
@@ -197,7 +293,8 @@ export class LocalFleet {
           healthCheck: { type: "http", path: "/healthz", intervalMs: 1000, timeoutMs: 500 },
         },
       },
-      failover: { mode: "active-passive" },
+      failover: { mode: this.mode },
+      ...(this.o.ttlS ? { dns: { ttlS: this.o.ttlS } } : {}),
     };
     await new ConfigStore(this.store, this.fleetId).put(config, {
       expectedVersion: 0,
@@ -212,6 +309,7 @@ export class LocalFleet {
     this.log(
       `emulator ${this.endpoint}; Elastic IP ${this.elasticIp.publicIp} (${this.elasticIp.allocationId})`,
     );
+    this.route53 = new Route53Client(awsClientConfig());
 
     // 4. Nodes.
     this.script = await bundle("proxy/main.ts");
@@ -219,11 +317,14 @@ export class LocalFleet {
       this.nodes.push({
         nodeId,
         instanceId: instances[i]!,
-        address: `127.0.10.${i + 1}`,
+        address: `127.0.${this.o.addressBlock ?? 10}.${i + 1}`,
         adminPort: await freePort(),
+        own: this.dns ? await allocateElasticIp(this.ec2, this.fleetId) : undefined,
         child: undefined,
       });
     }
+    // 7. The weighted set, as the stack makes it: a record and a health check per address.
+    if (this.dns) await this.createRecords();
     for (const node of this.nodes) this.startNode(node);
     await this.waitFor(() => this.allReady(), 60_000, "nodes did not become ready");
 
@@ -232,28 +333,122 @@ export class LocalFleet {
       elasticIps: this.elasticIps,
       store: this.store,
       fleetId: this.fleetId,
-      addresses: [this.elasticIp],
+      addresses: [this.elasticIp, ...this.nodes.flatMap((n) => (n.own ? [n.own] : []))],
       ports: [this.port],
     });
     await this.fabric.start();
+    if (this.zone) {
+      const fabric = this.fabric;
+      this.resolver = new Route53Resolver({
+        route53: this.route53,
+        zoneId: this.zone.zoneId,
+        tcpCheck: (ip, port, timeoutMs) => fabric.check(ip, port, timeoutMs),
+        healthCheckIntervalMs: this.o.healthCheckIntervalMs ?? 10_000,
+      });
+      await this.resolver.start();
+    }
     if (this.o.checker ?? true) {
       const endpoint = this.o.checkerEndpoint;
       this.checkerStore = endpoint ? new StateStore({ tables: this.tables, aws: { endpoint } }) : undefined;
       this.checkerIps = endpoint ? new ElasticIps({ aws: { endpoint } }) : undefined;
-      this.checker = new HealthChecker({
-        store: this.checkerStore ?? this.store,
-        fleetId: this.fleetId,
-        checkerId: "local-checker",
-        elasticIps: this.checkerIps ?? this.elasticIps,
-      });
-      this.checkerRun = this.checker.runFor(24 * 3600_000, 1000, this.checkerStop.signal);
+      this.checker = this.newChecker("local-checker");
+      this.checkerRun = this.checker.runFor(
+        24 * 3600_000,
+        this.o.checkerIntervalMs ?? (this.dns ? 2000 : 1000),
+        this.checkerStop.signal,
+      );
     }
     await this.waitFor(
       async () => !!this.fabric?.ownerOf(this.elasticIp.allocationId),
       30_000,
       "no node took the Elastic IP",
     );
+    await this.waitFor(
+      async () => this.nodes.every((n) => !n.own || !!this.fabric?.ownerOf(n.own.allocationId)),
+      30_000,
+      "not every node took its own Elastic IP",
+    );
     await this.writeState();
+  }
+
+  /** True when `ip` is one of this fleet's Elastic IPs. */
+  serves(ip: string): boolean {
+    return !!this.fabric?.serves(ip);
+  }
+
+  /** What a Route 53 TCP health check of `ip:port` would see (see `ElasticIpFabric.check`). */
+  check(ip: string, port: number, timeoutMs: number): Promise<boolean> {
+    return this.fabric ? this.fabric.check(ip, port, timeoutMs) : Promise.resolve(false);
+  }
+
+  /** The config's `dns.ttlS` as the fleet was started with. */
+  get ttlS(): number {
+    return this.o.ttlS ?? 10;
+  }
+
+  /** The weights of the fleet's weighted set in Route 53 now, by node id (and `active`). */
+  async weights(): Promise<Record<string, number>> {
+    if (!this.zone) return {};
+    const now = await new WeightedRecords({ route53: this.route53 }).read({
+      zoneId: this.zone.zoneId,
+      name: this.dnsName,
+      ttlS: this.ttlS,
+    });
+    return Object.fromEntries([...now.values()].map((r) => [r.nodeId, r.weight]));
+  }
+
+  /** A health checker for this fleet as the control plane runs it (the tests start a second one). */
+  newChecker(checkerId: string): HealthChecker {
+    const zone = this.zone;
+    const endpoint = this.o.checkerEndpoint;
+    return new HealthChecker({
+      store: this.checkerStore ?? this.store,
+      fleetId: this.fleetId,
+      checkerId,
+      elasticIps: this.checkerIps ?? this.elasticIps,
+      ...(zone
+        ? {
+            dns: {
+              records: new WeightedRecords(endpoint ? { aws: { endpoint } } : { route53: this.route53 }),
+              zoneId: zone.zoneId,
+              name: this.dnsName,
+              sharedAddress: async () => this.elasticIp.publicIp,
+            },
+          }
+        : {}),
+    });
+  }
+
+  /** The zone (unless given), a health check per address and the weighted set, weighted for the mode. */
+  private async createRecords(): Promise<void> {
+    this.zone = this.o.zone ?? (await createZone(this.route53, "hafleet.test"));
+    this.dnsName = `${this.fleetId}.${this.zone.zoneName}`;
+    const aa = this.mode === "active-active";
+    const endpoints = [
+      { nodeId: SHARED_ENDPOINT, address: this.elasticIp.publicIp, weight: aa ? 0 : 100 },
+      ...this.nodes.map((n) => ({ nodeId: n.nodeId, address: n.own!.publicIp, weight: aa ? 100 : 0 })),
+    ];
+    const records = [];
+    for (const e of endpoints) {
+      const check = await this.route53.send(
+        new CreateHealthCheckCommand({
+          CallerReference: `${this.fleetId}-${e.nodeId}-${Date.now().toString(36)}`,
+          HealthCheckConfig: {
+            Type: "TCP",
+            IPAddress: e.address,
+            Port: this.port,
+            RequestInterval: 10,
+            FailureThreshold: 3,
+          },
+        }),
+      );
+      records.push({ ...e, healthCheckId: check.HealthCheck!.Id! });
+    }
+    await new WeightedRecords({ route53: this.route53 }).apply(
+      { zoneId: this.zone.zoneId, name: this.dnsName, ttlS: this.ttlS },
+      records,
+    );
+    this.log(`weighted set ${this.dnsName} in zone ${this.zone.zoneId}: ${endpoints.length} records`);
   }
 
   /** Starts (or restarts) a node's process. */
@@ -275,6 +470,7 @@ export class LocalFleet {
       node.instanceId,
       "--allocation-id",
       this.elasticIp.allocationId,
+      ...(node.own ? ["--own-allocation-id", node.own.allocationId] : []),
       "--state-file",
       this.nodeStateFile(node),
       "--poll-ms",
@@ -354,12 +550,14 @@ export class LocalFleet {
       tables: this.tables,
       elasticIp: this.elasticIp,
       port: this.port,
+      ...(this.zone ? { dns: { zoneId: this.zone.zoneId, name: this.dnsName } } : {}),
       nodes: this.nodes.map((n) => ({
         nodeId: n.nodeId,
         pid: n.child?.pid,
         instanceId: n.instanceId,
         address: n.address,
         adminPort: n.adminPort,
+        ...(n.own ? { publicIp: n.own.publicIp } : {}),
       })),
       ownerPid: process.pid,
     };
@@ -371,6 +569,7 @@ export class LocalFleet {
   async down(): Promise<void> {
     this.checkerStop.abort();
     await this.checkerRun?.catch(() => {});
+    await this.resolver?.stop();
     await this.fabric?.stop();
     await Promise.all(
       this.nodes.map(
@@ -394,6 +593,7 @@ export class LocalFleet {
     }
     this.store?.destroy();
     this.ec2?.destroy();
+    this.route53?.destroy();
     this.checkerStore?.destroy();
     this.checkerIps?.destroy();
     await rm(stateFile(this.fleetId), { force: true });

@@ -7,8 +7,13 @@
  * answered (the demo backends answer `{"backend": id}`), so the demo, the e2e
  * tests and the failover benchmark can ask: when did requests succeed again
  * after a kill, how many failed, did each client keep its backend.
+ *
+ * With `dns`, each client resolves the fleet's name through its own stub
+ * resolver, which keeps an answer for its TTL (as a client that honours the
+ * TTL does, failures or not), and connects to the address it got.
  */
 import { request } from "node:http";
+import { CachingStub, type Route53Resolver } from "./route53-resolver";
 
 export interface Outcome {
   readonly client: number;
@@ -17,6 +22,8 @@ export interface Outcome {
   readonly doneAt: number;
   readonly ok: boolean;
   readonly backend?: string;
+  /** The address the client connected to (with `dns`). */
+  readonly address?: string;
   readonly error?: string;
 }
 
@@ -30,6 +37,8 @@ export interface StickyTrafficOptions {
   readonly timeoutMs?: number;
   /** @default "HAFLEET" */
   readonly cookieName?: string;
+  /** Resolve this name for every request (the URL's host is replaced by the answer). */
+  readonly dns?: { readonly resolver: Route53Resolver; readonly name: string };
 }
 
 export class StickyTraffic {
@@ -37,11 +46,16 @@ export class StickyTraffic {
   private readonly cookies: (string | undefined)[];
   private running = false;
   private loops: Promise<void>[] = [];
-  private readonly o: Required<StickyTrafficOptions>;
+  private readonly o: Required<Omit<StickyTrafficOptions, "dns">> & Pick<StickyTrafficOptions, "dns">;
+  private readonly stubs: CachingStub[];
 
   constructor(options: StickyTrafficOptions) {
     this.o = { clients: 20, intervalMs: 50, timeoutMs: 10_000, cookieName: "HAFLEET", ...options };
     this.cookies = new Array(this.o.clients).fill(undefined);
+    const dns = this.o.dns;
+    this.stubs = dns
+      ? Array.from({ length: this.o.clients }, () => new CachingStub(dns.resolver, dns.name))
+      : [];
   }
 
   start(): void {
@@ -114,11 +128,21 @@ export class StickyTraffic {
     }
   }
 
-  private once(client: number): Promise<{ ok: boolean; backend?: string; error?: string }> {
+  private once(client: number): Promise<{ ok: boolean; backend?: string; address?: string; error?: string }> {
+    let url = this.o.url;
+    let address: string | undefined;
+    if (this.o.dns) {
+      address = this.stubs[client]!.address();
+      if (!address) return Promise.resolve({ ok: false, error: `no DNS answer for ${this.o.dns.name}` });
+      const u = new URL(url);
+      u.hostname = address;
+      url = u.toString();
+    }
+    const at = address ? { address } : {};
     return new Promise((resolve) => {
       const cookie = this.cookies[client];
       const req = request(
-        this.o.url,
+        url,
         {
           agent: false,
           headers: cookie ? { cookie: `${this.o.cookieName}=${cookie}` } : {},
@@ -127,25 +151,26 @@ export class StickyTraffic {
         (res) => {
           const chunks: Buffer[] = [];
           res.on("data", (c: Buffer) => chunks.push(c));
-          res.on("error", (err) => resolve({ ok: false, error: String(err) }));
+          res.on("error", (err) => resolve({ ok: false, ...at, error: String(err) }));
           res.on("end", () => {
             const set = res.headers["set-cookie"]?.find((c) => c.startsWith(`${this.o.cookieName}=`));
             if (set) this.cookies[client] = set.slice(this.o.cookieName.length + 1).split(";")[0];
-            if (res.statusCode !== 200) return resolve({ ok: false, error: `HTTP ${res.statusCode}` });
+            if (res.statusCode !== 200) return resolve({ ok: false, ...at, error: `HTTP ${res.statusCode}` });
             try {
               resolve({
                 ok: true,
+                ...at,
                 backend: (JSON.parse(Buffer.concat(chunks).toString()) as { backend: string }).backend,
               });
             } catch {
-              resolve({ ok: false, error: "not a backend's answer" });
+              resolve({ ok: false, ...at, error: "not a backend's answer" });
             }
           });
         },
       );
       req.on("timeout", () => req.destroy(new Error("timeout")));
       req.on("error", (err) =>
-        resolve({ ok: false, error: (err as NodeJS.ErrnoException).code ?? String(err) }),
+        resolve({ ok: false, ...at, error: (err as NodeJS.ErrnoException).code ?? String(err) }),
       );
       req.end();
     });

@@ -41,7 +41,12 @@ test("SetIdentifiers are unique per record name, so two names with the same node
   await records.apply(b, [{ nodeId: "n1", address: "127.3.0.1", weight: 20 }]);
   await records.apply(a, [{ nodeId: "n1", address: "127.2.0.1", weight: 0 }]);
   expect((await records.read(a)).get("n1")?.weight).toBe(0);
-  expect((await records.read(b)).get("n1")).toEqual({ nodeId: "n1", address: "127.3.0.1", weight: 20 });
+  expect((await records.read(b)).get("n1")).toEqual({
+    nodeId: "n1",
+    address: "127.3.0.1",
+    weight: 20,
+    ttlS: 5,
+  });
 });
 
 test("a change to a zone that does not exist is a clear Route 53 error", async () => {

@@ -1,4 +1,10 @@
-import { planWeights, type WeightTarget } from "../../../lib/core/failover";
+import {
+  type DnsNodeView,
+  planDns,
+  planWeights,
+  SHARED_ENDPOINT,
+  type WeightTarget,
+} from "../../../lib/core/failover";
 
 const node = (
   nodeId: string,
@@ -65,5 +71,85 @@ describe("active-active DNS weights", () => {
     ],
   ])("%s", (_name, targets, expected) => {
     expect(planWeights(targets).map((p) => p.weight)).toEqual(expected);
+  });
+});
+
+describe("the weighted set by mode (planDns)", () => {
+  const dns = { weight: 100, nodeWeights: { big: 200 }, rampRuns: 4 };
+  const view = (nodeId: string, over: Partial<DnsNodeView> = {}): DnsNodeView => ({
+    nodeId,
+    address: `127.9.0.${nodeId.length}`,
+    verdict: "healthy",
+    healthyRuns: 9,
+    leaving: false,
+    ...over,
+  });
+  const at = (entries: [string, number][]) =>
+    new Map(entries.map(([id, weight]) => [id, { address: "x", weight }]));
+  const weights = (planned: { nodeId: string; weight: number }[]) =>
+    Object.fromEntries(planned.map((p) => [p.nodeId, p.weight]));
+
+  test("active-active: every node at its capacity, the shared address at 0", () => {
+    const planned = planDns(
+      "active-active",
+      [view("a"), view("big")],
+      at([
+        ["a", 100],
+        ["big", 200],
+      ]),
+      "127.9.9.9",
+      dns,
+    );
+    expect(weights(planned)).toEqual({ a: 100, big: 200, [SHARED_ENDPOINT]: 0 });
+  });
+
+  test("active-active: a draining node leaves DNS whatever its health", () => {
+    const planned = planDns(
+      "active-active",
+      [view("a", { leaving: true }), view("b")],
+      at([
+        ["a", 100],
+        ["b", 100],
+      ]),
+      undefined,
+      dns,
+    );
+    expect(weights(planned)).toEqual({ a: 0, b: 100 });
+    expect(planned[0]!.reason).toMatch(/draining/);
+  });
+
+  test("active-active: a node with no own address gets no record", () => {
+    const planned = planDns(
+      "active-active",
+      [view("a", { address: undefined }), view("b")],
+      at([]),
+      undefined,
+      dns,
+    );
+    expect(planned.map((p) => p.nodeId)).toEqual(["b"]);
+  });
+
+  test("active-passive: the shared address at the configured weight, every node's own at 0", () => {
+    const planned = planDns("active-passive", [view("a"), view("b")], at([["a", 100]]), "127.9.9.9", dns);
+    expect(weights(planned)).toEqual({ [SHARED_ENDPOINT]: 100, a: 0, b: 0 });
+  });
+
+  test("active-passive without a shared address changes nothing", () => {
+    expect(planDns("active-passive", [view("a")], at([["a", 100]]), undefined, dns)).toEqual([]);
+  });
+
+  test("switching to active-active ramps the nodes up from where they are, never leaving all at 0", () => {
+    const planned = planDns(
+      "active-active",
+      [view("a", { healthyRuns: 1 }), view("b", { healthyRuns: 1 })],
+      at([
+        ["a", 0],
+        ["b", 0],
+        [SHARED_ENDPOINT, 100],
+      ]),
+      "127.9.9.9",
+      dns,
+    );
+    expect(weights(planned)).toEqual({ a: 25, b: 25, [SHARED_ENDPOINT]: 0 });
   });
 });

@@ -3,8 +3,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { App, RemovalPolicy } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
+import type { FleetConfigInput } from "../../../lib/core/config";
 import { PRESET_CONFIG, stackPropsFromContext } from "../../../lib/infra/app";
-import { HafleetStack } from "../../../lib/infra/hafleet-stack";
+import { type HafleetDnsProps, HafleetStack } from "../../../lib/infra/hafleet-stack";
 import { fleetConfig } from "./support";
 
 const ctx = (values: Record<string, unknown>) => ({ tryGetContext: (key: string) => values[key] });
@@ -159,39 +160,85 @@ describe("HafleetStack", () => {
     }
   });
 
-  test("points one weighted record at the Elastic IP in active-passive with dns", () => {
-    const app = new App({
-      builtinCloudFormationValidation: false,
-      context: { "aws:cdk:bundling-stacks": [] },
-    });
-    const stack = new HafleetStack(app, "S", { config: fleetConfig(), dns: { zoneName: "example.org" } });
+  test("points one weighted record, the checker's 'active', at the Elastic IP in active-passive", () => {
+    const stack = dnsStack("active-passive");
     const t = Template.fromStack(stack);
     t.resourceCountIs("AWS::Route53::RecordSet", 1);
     t.hasResourceProperties("AWS::Route53::RecordSet", {
       ResourceRecords: [stack.resolve(stack.fleet.elasticIps[0]!.ref)],
-      SetIdentifier: "main-active",
+      // setIdentifierFor(recordName, SHARED_ENDPOINT): what the health checker reads and UPSERTs.
+      SetIdentifier: "main.example.org#active",
     });
   });
 
   test("points a weighted record at each node's Elastic IP in active-active, health-checked on the first listener port", () => {
-    const app = new App({
-      builtinCloudFormationValidation: false,
-      context: { "aws:cdk:bundling-stacks": [] },
-    });
-    const stack = new HafleetStack(app, "S", {
-      config: fleetConfig("active-active"),
-      dns: { zoneName: "example.org" },
-    });
+    const stack = dnsStack("active-active");
     const t = Template.fromStack(stack);
     t.resourceCountIs("AWS::Route53::RecordSet", 3);
     stack.fleet.nodes.forEach((n) => {
       t.hasResourceProperties("AWS::Route53::RecordSet", {
         ResourceRecords: [stack.resolve(n.elasticIp.ref)],
-        SetIdentifier: `main-${n.name}`,
       });
     });
     t.allResourcesProperties("AWS::Route53::HealthCheck", {
       HealthCheckConfig: Match.objectLike({ Port: 80 }),
     });
   });
+
+  test("identifies each node's record in active-active by its instance id, its agent's node id", () => {
+    const stack = dnsStack("active-active");
+    const t = Template.fromStack(stack);
+    stack.fleet.nodes.forEach((n) => {
+      t.hasResourceProperties("AWS::Route53::RecordSet", {
+        ResourceRecords: [stack.resolve(n.elasticIp.ref)],
+        SetIdentifier: { "Fn::Join": ["", ["main.example.org#", { Ref: stack.getLogicalId(n.instance) }]] },
+      });
+    });
+  });
+
+  test.each(["active-passive", "active-active"] as const)(
+    "gives no two records in the zone one SetIdentifier (%s, with a failover pair)",
+    (mode) => {
+      const t = Template.fromStack(dnsStack(mode, { secondaryAddresses: ["192.0.2.10"] }));
+      const ids = Object.values(t.findResources("AWS::Route53::RecordSet")).map((r) =>
+        JSON.stringify(r.Properties.SetIdentifier),
+      );
+      expect(ids).toHaveLength(mode === "active-active" ? 5 : 3);
+      expect(new Set(ids).size).toBe(ids.length);
+      expect(ids).toEqual(
+        expect.arrayContaining([
+          JSON.stringify("app.example.org#primary"),
+          JSON.stringify("app.example.org#secondary"),
+        ]),
+      );
+    },
+  );
+
+  test.each(["active-passive", "active-active"] as const)(
+    "gives the weighted records the config's dns.ttlS and dns.weight (%s)",
+    (mode) => {
+      const t = Template.fromStack(dnsStack(mode, {}, { dns: { ttlS: 45, weight: 30 } }));
+      t.allResourcesProperties("AWS::Route53::RecordSet", { TTL: "45", Weight: 30 });
+    },
+  );
+
+  test("gives the weighted records the config's defaults: TTL 10 s, weight 100", () => {
+    const t = Template.fromStack(dnsStack("active-active"));
+    t.allResourcesProperties("AWS::Route53::RecordSet", { TTL: "10", Weight: 100 });
+  });
 });
+
+function dnsStack(
+  mode: "active-passive" | "active-active",
+  dns: Partial<HafleetDnsProps> = {},
+  config: Partial<FleetConfigInput> = {},
+): HafleetStack {
+  const app = new App({
+    builtinCloudFormationValidation: false,
+    context: { "aws:cdk:bundling-stacks": [] },
+  });
+  return new HafleetStack(app, "S", {
+    config: fleetConfig(mode, config),
+    dns: { zoneName: "example.org", ...dns },
+  });
+}

@@ -13,15 +13,22 @@ import { DnsFailover } from "../../../lib/infra/dns-failover";
 import { ProxyFleet } from "../../../lib/infra/proxy-fleet";
 import { actionsOf, fleetConfig, newStack, resourcesOf, statements, tablesIn } from "./support";
 
-function build(props: Partial<ControlPlaneProps> = {}, opts: { dns?: boolean; bundle?: boolean } = {}) {
+function build(
+  props: Partial<ControlPlaneProps> = {},
+  opts: { dns?: boolean; bundle?: boolean; mode?: "active-passive" | "active-active" } = {},
+) {
   const stack = newStack({ bundle: opts.bundle ?? false });
   const tables = tablesIn(stack);
-  const fleet = new ProxyFleet(stack, "Fleet", { fleetId: "blue", config: fleetConfig(), tables });
+  const mode = opts.mode ?? "active-passive";
+  const fleet = new ProxyFleet(stack, "Fleet", { fleetId: "blue", config: fleetConfig(mode), tables });
   const dns = opts.dns
     ? new DnsFailover(stack, "Dns", {
         fleetId: "blue",
         zoneName: "example.org",
-        endpoints: [{ name: "active", address: fleet.publicAddresses[0]! }],
+        endpoints:
+          mode === "active-active"
+            ? fleet.nodes.map((n) => ({ id: n.instance.ref, name: n.name, address: n.elasticIp.ref }))
+            : [{ id: "active", name: "active", address: fleet.publicAddresses[0]! }],
         healthCheckPort: 80,
       })
     : undefined;
@@ -96,6 +103,7 @@ describe("ControlPlane", () => {
             HAFLEET_STATE_TABLE: stack.resolve(tables.tableNames.state),
             HAFLEET_ADMIN_PORT: "9900",
             HAFLEET_ALLOCATION_IDS: stack.resolve(fleet.elasticIps[0]!.attrAllocationId),
+            HAFLEET_SHARED_ALLOCATION_ID: stack.resolve(fleet.elasticIps[0]!.attrAllocationId),
             HAFLEET_NOTICE_TOPIC_ARN: stack.resolve(cp.topic.topicArn),
             POWERTOOLS_SERVICE_NAME: "health-checker",
             POWERTOOLS_METRICS_NAMESPACE: "hafleet",
@@ -112,6 +120,30 @@ describe("ControlPlane", () => {
           Variables: Match.objectLike({
             HAFLEET_HOSTED_ZONE_ID: stack.resolve(dns!.zone.hostedZoneId),
             HAFLEET_RECORD_NAME: "blue.example.org",
+          }),
+        },
+      });
+    });
+
+    test("gets the shared Elastic IP's allocation in active-passive, for the 'active' record", () => {
+      const { stack, fleet, t } = build({}, { dns: true });
+      t.hasResourceProperties("AWS::Lambda::Function", {
+        Environment: {
+          Variables: Match.objectLike({
+            HAFLEET_SHARED_ALLOCATION_ID: stack.resolve(fleet.elasticIps[0]!.attrAllocationId),
+          }),
+        },
+      });
+    });
+
+    test("gets no shared allocation in active-active, where every address is a node's own", () => {
+      const { t } = build({}, { dns: true, mode: "active-active" });
+      t.hasResourceProperties("AWS::Lambda::Function", {
+        Environment: {
+          Variables: Match.objectLike({
+            HAFLEET_MODE: "active-active",
+            HAFLEET_RECORD_NAME: "blue.example.org",
+            HAFLEET_SHARED_ALLOCATION_ID: Match.absent(),
           }),
         },
       });

@@ -1,13 +1,20 @@
 import { Duration } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
+import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as iam from "aws-cdk-lib/aws-iam";
-import { DnsFailover, type DnsFailoverProps } from "../../../lib/infra/dns-failover";
+import { setIdentifierFor } from "../../../lib/core/dns";
+import { type DnsEndpoint, DnsFailover, type DnsFailoverProps } from "../../../lib/infra/dns-failover";
 import { actionsOf, newStack, resourcesOf, statements } from "./support";
 
-const endpoints = [
-  { name: "node-0", address: "198.51.100.10" },
-  { name: "node-1", address: "198.51.100.11" },
+const endpoints: DnsEndpoint[] = [
+  { id: "i-0123456789abcdef0", name: "node-0", address: "198.51.100.10" },
+  { id: "i-0123456789abcdef1", name: "node-1", address: "198.51.100.11" },
 ];
+
+/** The SetIdentifiers of every record in the template, resolved (a token id gives an `Fn::Join`). */
+function setIdentifiers(t: Template): unknown[] {
+  return Object.values(t.findResources("AWS::Route53::RecordSet")).map((r) => r.Properties.SetIdentifier);
+}
 
 function build(props: Partial<DnsFailoverProps> = {}) {
   const stack = newStack();
@@ -53,11 +60,43 @@ describe("DnsFailover", () => {
       t.hasResourceProperties("AWS::Route53::RecordSet", {
         Type: "A",
         ResourceRecords: [e.address],
-        SetIdentifier: `blue-${e.name}`,
+        SetIdentifier: `blue.example.org#${e.id}`,
         // Ref, not Fn::GetAtt HealthCheckId: the emulator resolves only the former.
         HealthCheckId: { Ref: stack.getLogicalId(dns.healthChecks[i]!) },
       });
     });
+  });
+
+  test("identifies each weighted record as the health checker does: <record name>#<endpoint id>", () => {
+    const { t } = build({ recordName: "lb" });
+    expect(setIdentifiers(t).sort()).toEqual(endpoints.map((e) => setIdentifierFor("lb.example.org.", e.id)));
+    expect(setIdentifiers(t).sort()).toEqual([
+      "lb.example.org#i-0123456789abcdef0",
+      "lb.example.org#i-0123456789abcdef1",
+    ]);
+  });
+
+  test("joins the record name and an unresolved id (an instance's Ref) in the template", () => {
+    const stack = newStack();
+    const instance = new ec2.CfnInstance(stack, "Node", { imageId: "ami-12345678" });
+    new DnsFailover(stack, "Dns", {
+      fleetId: "blue",
+      zoneName: "example.org",
+      endpoints: [{ id: instance.ref, name: "node-0", address: "198.51.100.10" }],
+      healthCheckPort: 80,
+    });
+    expect(setIdentifiers(Template.fromStack(stack))).toEqual([
+      { "Fn::Join": ["", ["blue.example.org#", { Ref: stack.getLogicalId(instance) }]] },
+    ]);
+  });
+
+  test("names each health check after its endpoint's name", () => {
+    const { t } = build();
+    for (const e of endpoints) {
+      t.hasResourceProperties("AWS::Route53::HealthCheck", {
+        HealthCheckTags: [{ Key: "Name", Value: `hafleet-blue-${e.name}` }],
+      });
+    }
   });
 
   test("weighs every endpoint 100 by default", () => {
@@ -111,7 +150,7 @@ describe("DnsFailover", () => {
       Name: "app.example.org.",
       Type: "A",
       Failover: "PRIMARY",
-      SetIdentifier: "blue-primary",
+      SetIdentifier: "app.example.org#primary",
       AliasTarget: {
         DNSName: "blue.example.org.",
         HostedZoneId: stack.resolve(dns.zone.hostedZoneId),
@@ -121,7 +160,7 @@ describe("DnsFailover", () => {
     t.hasResourceProperties("AWS::Route53::RecordSet", {
       Name: "app.example.org.",
       Failover: "SECONDARY",
-      SetIdentifier: "blue-secondary",
+      SetIdentifier: "app.example.org#secondary",
       ResourceRecords: ["192.0.2.10"],
     });
   });
@@ -134,12 +173,31 @@ describe("DnsFailover", () => {
   });
 
   test("gives every record a SetIdentifier unique in the zone", () => {
-    const { t } = build({ secondaryAddresses: ["192.0.2.10"] });
-    const ids = Object.values(t.findResources("AWS::Route53::RecordSet")).map(
-      (r) => r.Properties.SetIdentifier,
-    );
+    const ids = setIdentifiers(build({ secondaryAddresses: ["192.0.2.10"] }).t);
     expect(ids).toHaveLength(4);
     expect(new Set(ids).size).toBe(4);
+  });
+
+  test("gives two fleets in one zone, each with its own recordName, no SetIdentifier in common", () => {
+    const stack = newStack();
+    for (const [fleetId, failoverRecordName] of [
+      ["blue", "app"],
+      ["green", "www"],
+    ] as const) {
+      new DnsFailover(stack, `Dns-${fleetId}`, {
+        fleetId,
+        zoneName: "example.org",
+        hostedZoneId: "Z0123456789ABC",
+        // The same endpoint ids in both: the shared address of each.
+        endpoints: [{ id: "active", name: "active", address: "198.51.100.10" }],
+        healthCheckPort: 80,
+        secondaryAddresses: ["192.0.2.10"],
+        failoverRecordName,
+      });
+    }
+    const ids = setIdentifiers(Template.fromStack(stack));
+    expect(ids).toHaveLength(6);
+    expect(new Set(ids).size).toBe(6);
   });
 
   test("grantWeightChanges lets UPSERTs of A records at recordName through, in this zone only", () => {
@@ -174,8 +232,47 @@ describe("DnsFailover", () => {
 
     test("two endpoints with one name", () => {
       expect(() =>
-        build({ endpoints: [endpoints[0]!, { name: "node-0", address: "198.51.100.12" }] }),
+        build({ endpoints: [endpoints[0]!, { id: "i-2", name: "node-0", address: "198.51.100.12" }] }),
       ).toThrow("`endpoints` names 'node-0' twice: names must be unique");
+    });
+
+    test("two endpoints with one id, which would share a SetIdentifier", () => {
+      expect(() =>
+        build({
+          endpoints: [endpoints[0]!, { id: endpoints[0]!.id, name: "node-2", address: "198.51.100.12" }],
+        }),
+      ).toThrow("`endpoints` 'node-2' repeats an `id`: ids must be unique");
+    });
+
+    test("two endpoints with one instance's Ref as id", () => {
+      const stack = newStack();
+      const instance = new ec2.CfnInstance(stack, "Node", { imageId: "ami-12345678" });
+      expect(
+        () =>
+          new DnsFailover(stack, "Dns", {
+            fleetId: "blue",
+            zoneName: "example.org",
+            endpoints: [
+              { id: instance.ref, name: "node-0", address: "198.51.100.10" },
+              { id: instance.ref, name: "node-1", address: "198.51.100.11" },
+            ],
+            healthCheckPort: 80,
+          }),
+      ).toThrow("`endpoints` 'node-1' repeats an `id`: ids must be unique");
+    });
+
+    test("an empty id", () => {
+      expect(() => build({ endpoints: [{ id: "", name: "node-0", address: "198.51.100.10" }] })).toThrow(
+        "`endpoints` 'node-0' has an empty `id`",
+      );
+    });
+
+    test("a record name that makes a SetIdentifier longer than Route 53 allows", () => {
+      const recordName = `${"a".repeat(60)}.${"b".repeat(60)}`;
+      expect(() => build({ recordName })).toThrow(
+        `SetIdentifier '${recordName}.example.org#i-0123456789abcdef0' is longer than Route 53's 128 ` +
+          "characters: shorten `recordName`",
+      );
     });
 
     test("a bad zoneName", () => {

@@ -241,6 +241,23 @@ describe("ProxyFleet", () => {
       expect(ud).toContain("systemctl enable --now hafleet-proxy.service");
     });
 
+    test("passes the tagged allocation as the fleet's shared address in active-passive", () => {
+      const ud = userData(defaultAp().t);
+      // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, not a template
+      expect(ud).toContain("--zone $ZONE ${ALLOCATION_ID:+--allocation-id $ALLOCATION_ID}\n");
+      expect(ud).not.toContain("--own-allocation-id");
+    });
+
+    test("passes the tagged allocation as the node's own address in active-active, and no shared one", () => {
+      const ud = userData(defaultAa().t);
+      expect(ud).toContain(
+        "--node-id $INSTANCE_ID --workers auto --agent --instance-id $INSTANCE_ID --address $LOCAL_IP " +
+          "--zone $ZONE --own-allocation-id $ALLOCATION_ID\n",
+      );
+      expect(ud).not.toContain("--allocation-id");
+      expect(ud).toContain("HAFLEET_MODE=active-active");
+    });
+
     test("gives the proxy the drain time plus 10 s to stop", () => {
       const ud = userData(defaultAp().t);
       expect(ud).toContain("TimeoutStopSec=40"); // drainMs 30000 by default

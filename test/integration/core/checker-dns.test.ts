@@ -1,0 +1,274 @@
+/**
+ * The health checker's Route 53 step (active-active) against the emulator:
+ * weights planned from verdicts, fenced in `dns#` by the checker lease, sent
+ * in one batch, verified, carrying each record's health check; mode switches
+ * move DNS between the shared address and the nodes' own.
+ */
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { CreateHealthCheckCommand, CreateHostedZoneCommand, Route53Client } from "@aws-sdk/client-route-53";
+import { awsClientConfig } from "../../../lib/core/aws";
+import { HealthChecker } from "../../../lib/core/checker";
+import type { FleetConfigInput } from "../../../lib/core/config";
+import { ConfigStore } from "../../../lib/core/config-store";
+import { WeightedRecords } from "../../../lib/core/dns";
+import { ElasticIps } from "../../../lib/core/elastic-ip";
+import { listEvents } from "../../../lib/core/events";
+import { SHARED_ENDPOINT } from "../../../lib/core/failover";
+import { Heartbeater } from "../../../lib/core/heartbeat";
+import { DynamoLeaseStore } from "../../../lib/core/lease";
+import type { StateStore } from "../../../lib/core/store";
+import { keys } from "../../../lib/core/tables";
+import { freshTables, storeOn, uniqueId } from "../../harness/aws";
+
+/** A node's health endpoint, which fails on demand. */
+class NodeAdmin {
+  healthy = true;
+  readonly server: Server = createServer((req, res) => {
+    res.writeHead(req.url === "/healthz" && this.healthy ? 200 : 503).end();
+  });
+  async start(): Promise<string> {
+    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+  close(): Promise<void> {
+    this.server.closeAllConnections();
+    return new Promise((r) => this.server.close(() => r()));
+  }
+}
+
+let store: StateStore;
+let route53: Route53Client;
+let records: WeightedRecords;
+let eips: ElasticIps;
+let zoneId: string;
+const zoneName = `${uniqueId("zone")}.test`;
+const cleanups: (() => Promise<void> | void)[] = [];
+
+beforeAll(async () => {
+  store = storeOn(await freshTables());
+  route53 = new Route53Client(awsClientConfig());
+  records = new WeightedRecords({ route53 });
+  eips = new ElasticIps();
+  const zone = await route53.send(
+    new CreateHostedZoneCommand({ Name: zoneName, CallerReference: uniqueId("ref") }),
+  );
+  zoneId = zone.HostedZone!.Id!.split("/").pop()!;
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+afterAll(() => {
+  store.destroy();
+  route53.destroy();
+  eips.destroy();
+});
+
+const NODES = ["n1", "n2", "n3"] as const;
+const ip = (i: number) => `127.44.0.${i + 1}`;
+const SHARED_IP = "127.44.0.100";
+
+function config(mode: "active-passive" | "active-active"): FleetConfigInput {
+  return {
+    listeners: [{ name: "web", protocol: "http", port: 8080, pool: "app" }],
+    pools: { app: { backends: [{ host: "127.0.0.1", port: 9000 }] } },
+    failover: { mode },
+    dns: { ttlS: 5, weight: 100, rampRuns: 4 },
+  };
+}
+
+/** Three heartbeating nodes with their own addresses, a config, and a checker with DNS. */
+async function fleet(mode: "active-passive" | "active-active") {
+  const fleetId = uniqueId("fleet");
+  const name = `${fleetId}.${zoneName}`;
+  const configs = new ConfigStore(store, fleetId);
+  await configs.put(config(mode), { expectedVersion: 0, by: "test" });
+  const admins = NODES.map(() => new NodeAdmin());
+  const beats: Heartbeater[] = [];
+  for (const [i, nodeId] of NODES.entries()) {
+    const adminUrl = await admins[i]!.start();
+    const hb = new Heartbeater({
+      store,
+      fleetId,
+      nodeId,
+      periodMs: 100,
+      report: () => ({
+        address: "127.0.0.1",
+        adminUrl,
+        role: "serving",
+        drain: false,
+        load: { connections: 0, rps: 0 },
+        version: "test",
+        publicIp: ip(i),
+      }),
+    });
+    await hb.beat();
+    hb.start();
+    beats.push(hb);
+  }
+  cleanups.push(async () => {
+    for (const b of beats) await b.stop();
+    for (const a of admins) await a.close();
+  });
+  const set = { zoneId, name, ttlS: 5 };
+  const newChecker = (checkerId: string, leaseMs = 6000) => {
+    const c = new HealthChecker({
+      store,
+      fleetId,
+      checkerId,
+      elasticIps: eips,
+      probeTimeoutMs: 400,
+      checkerLeaseMs: leaseMs,
+      dns: { records, zoneId, name, sharedAddress: async () => SHARED_IP },
+    });
+    cleanups.push(() => c.stop());
+    return c;
+  };
+  const weights = async () =>
+    Object.fromEntries([...(await records.read(set)).values()].map((r) => [r.nodeId, r.weight]));
+  return { fleetId, name, set, admins, configs, newChecker, weights };
+}
+
+async function leader(c: HealthChecker) {
+  c.start();
+  for (let i = 0; i < 100 && !c.lease.isLeader(); i++) await new Promise((r) => setTimeout(r, 50));
+  expect(c.lease.isLeader()).toBe(true);
+}
+
+test("a failed node's weight drops to 0 in one verified batch fenced by the checker's token, and ramps back after recovery", async () => {
+  const f = await fleet("active-active");
+  const c = f.newChecker("checker-1");
+  await leader(c);
+  // First sight: new records start at a quarter and ramp to the full weight over 4 healthy runs.
+  const first = await c.runOnce();
+  expect(first.errors).toEqual([]);
+  expect(await f.weights()).toEqual({ n1: 25, n2: 25, n3: 25, [SHARED_ENDPOINT]: 0 });
+  for (let i = 0; i < 3; i++) await c.runOnce();
+  expect(await f.weights()).toEqual({ n1: 100, n2: 100, n3: 100, [SHARED_ENDPOINT]: 0 });
+  expect((await c.runOnce()).weightChanges).toBe(0); // nothing to change: no call to Route 53
+
+  f.admins[1]!.healthy = false;
+  await c.runOnce(); // fall 2: one failed probe is not enough
+  expect((await f.weights()).n2).toBe(100);
+  const out = await c.runOnce();
+  expect(out.weightChanges).toBe(1);
+  expect(await f.weights()).toEqual({ n1: 100, n2: 0, n3: 100, [SHARED_ENDPOINT]: 0 });
+  const desired = await store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.dns(f.name) });
+  expect(desired).toMatchObject({ fenceToken: c.lease.token, weights: { n2: { weight: 0 } } });
+  const event = (await listEvents(store, f.fleetId)).filter((e) => e.kind === "weights-changed").at(-1);
+  expect(event).toMatchObject({ by: "checker-1", token: c.lease.token });
+  expect(event?.detail).toMatchObject({ changes: [{ nodeId: "n2", from: 100, to: 0 }] });
+
+  f.admins[1]!.healthy = true;
+  const ramp: number[] = [];
+  for (let i = 0; i < 8 && ramp.at(-1) !== 100; i++) {
+    await c.runOnce();
+    ramp.push((await f.weights()).n2!);
+  }
+  // Rise 2 (the probe must pass twice), then the gradual ramp: never straight back to 100.
+  expect(ramp.filter((w) => w > 0 && w < 100).length).toBeGreaterThanOrEqual(2);
+  expect(ramp).toEqual([...ramp].sort((a, b) => a - b));
+  expect(ramp.at(-1)).toBe(100);
+});
+
+test("when every node looks failed, the weights are not all zeroed (fail open)", async () => {
+  const f = await fleet("active-active");
+  const c = f.newChecker("checker-1");
+  await leader(c);
+  for (let i = 0; i < 4; i++) await c.runOnce();
+  for (const a of f.admins) a.healthy = false;
+  for (let i = 0; i < 4; i++) await c.runOnce();
+  const w = await f.weights();
+  expect([w.n1, w.n2, w.n3]).toEqual([100, 100, 100]);
+  // One node back while the other two stay down: the failed ones drop, the healthy one serves.
+  f.admins[0]!.healthy = true;
+  for (let i = 0; i < 3; i++) await c.runOnce();
+  const after = await f.weights();
+  expect(after.n1).toBeGreaterThan(0);
+  expect([after.n2, after.n3]).toEqual([0, 0]);
+});
+
+test("a checker whose lease moved on has its weight change refused by the fence; only the holder's lands", async () => {
+  const f = await fleet("active-active");
+  // Driven by hand (no renewals in the background): its own clock says it leads for 5.4 s.
+  const one = f.newChecker("checker-1", 6000);
+  await one.lease.tick();
+  expect(one.lease.isLeader()).toBe(true);
+  for (let i = 0; i < 4; i++) await one.runOnce();
+  f.admins[2]!.healthy = false;
+  await one.runOnce(); // n3: one failed probe
+  // The lease moves to another checker in the store while checker-1 still
+  // believes it holds it: a pause between its check and its write, written
+  // here as a takeover writes it.
+  const leases = new DynamoLeaseStore(store, f.fleetId);
+  const seen = (await leases.get("checker"))!;
+  await leases.updateIf(
+    "checker",
+    { rvn: seen.rvn },
+    { holder: "checker-2", bumpToken: true, rvn: "taken-over", leaseMs: 800, updatedAtMs: Date.now() },
+  );
+  expect(one.lease.isLeader()).toBe(true);
+  const late = await one.runOnce();
+  expect(late.dns.find((d) => d.nodeId === "n3")?.weight).toBe(0); // it planned the change...
+  expect(late.weightChanges).toBe(0); // ...and made none
+  expect(late.errors.join()).toMatch(/no longer held by checker-1/);
+  expect((await f.weights()).n3).toBe(100);
+
+  const two = f.newChecker("checker-2", 800);
+  await leader(two);
+  for (let i = 0; i < 2; i++) await two.runOnce();
+  expect((await f.weights()).n3).toBe(0);
+  const changes = (await listEvents(store, f.fleetId)).filter((e) => e.kind === "weights-changed");
+  const dropped = changes.filter((e) => JSON.stringify(e.detail).includes('"nodeId":"n3","from":100,"to":0'));
+  expect(dropped.map((e) => e.by)).toEqual(["checker-2"]);
+  expect(dropped[0]!.token).toBe(two.lease.token);
+  const desired = await store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.dns(f.name) });
+  expect(desired).toMatchObject({ by: "checker-2", fenceToken: two.lease.token });
+});
+
+test("one config change moves DNS between the shared address and the nodes' own, never all at 0", async () => {
+  const f = await fleet("active-passive");
+  const c = f.newChecker("checker-1");
+  await leader(c);
+  await c.runOnce();
+  expect(await f.weights()).toEqual({ n1: 0, n2: 0, n3: 0, [SHARED_ENDPOINT]: 100 });
+
+  const v = (await f.configs.get())!.version;
+  await f.configs.put(config("active-active"), { expectedVersion: v, by: "test" });
+  const seen: Record<string, number>[] = [];
+  for (let i = 0; i < 5; i++) {
+    await c.runOnce();
+    seen.push(await f.weights());
+  }
+  for (const w of seen) expect(Object.values(w).some((x) => x > 0)).toBe(true);
+  expect(seen[0]).toMatchObject({ [SHARED_ENDPOINT]: 0 });
+  expect(seen.at(-1)).toEqual({ n1: 100, n2: 100, n3: 100, [SHARED_ENDPOINT]: 0 });
+
+  await f.configs.put(config("active-passive"), { expectedVersion: v + 1, by: "test" });
+  await c.runOnce();
+  expect(await f.weights()).toEqual({ n1: 0, n2: 0, n3: 0, [SHARED_ENDPOINT]: 100 });
+});
+
+test("a weight change keeps the record's Route 53 health check", async () => {
+  const f = await fleet("active-active");
+  const check = await route53.send(
+    new CreateHealthCheckCommand({
+      CallerReference: uniqueId("hc"),
+      HealthCheckConfig: {
+        Type: "TCP",
+        IPAddress: ip(0),
+        Port: 8080,
+        RequestInterval: 10,
+        FailureThreshold: 3,
+      },
+    }),
+  );
+  const healthCheckId = check.HealthCheck!.Id!;
+  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 100, healthCheckId }]);
+  const c = f.newChecker("checker-1");
+  await leader(c);
+  f.admins[0]!.healthy = false;
+  for (let i = 0; i < 3; i++) await c.runOnce();
+  const n1 = (await records.read(f.set)).get("n1");
+  expect(n1).toMatchObject({ weight: 0, healthCheckId });
+});
