@@ -142,8 +142,14 @@ test("an Elastic IP moved behind the system's back is moved back", async () => {
     20_000,
     "the Elastic IP was not moved back",
   );
-  const kinds = (await listEvents(f.store, f.fleetId)).map((e) => e.kind);
-  expect(kinds.some((k) => k === "vip-repaired" || k === "vip-reconciled")).toBe(true);
+  // The mover writes its event once it has verified the association, a moment after
+  // the association itself can be seen.
+  const repaired = async () =>
+    (await listEvents(f.store, f.fleetId)).some(
+      (e) => e.kind === "vip-repaired" || e.kind === "vip-reconciled",
+    );
+  await f.waitFor(repaired, 10_000, "no vip-repaired or vip-reconciled event was written");
+  expect((await f.activeNode())?.nodeId).toBe(active.nodeId);
 });
 
 test("both nodes down, then one back: it becomes active and traffic flows", async () => {
