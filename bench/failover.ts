@@ -79,12 +79,7 @@ async function main(): Promise<number> {
   const failed: number[] = [];
   let sessionsLost = 0;
   try {
-    traffic.start();
-    await fleet.waitFor(
-      () => traffic.outcomes.filter((o) => o.ok).length > 100,
-      20_000,
-      "traffic did not flow",
-    );
+    await startTraffic(fleet, traffic);
     for (let trial = 1; trial <= trials; trial++) {
       const active = await fleet.activeNode();
       if (!active) throw new Error(`trial ${trial}: no node holds the Elastic IP`);
@@ -164,12 +159,7 @@ async function activeActive(trials: number, say: (s: string) => void): Promise<n
   const failed: number[] = [];
   let sessionsLost = 0;
   try {
-    traffic.start();
-    await fleet.waitFor(
-      () => traffic.outcomes.filter((o) => o.ok).length > 100,
-      20_000,
-      "traffic did not flow",
-    );
+    await startTraffic(fleet, traffic);
     for (let trial = 1; trial <= trials; trial++) {
       // A node dies at any moment of the checker's cycle.
       await new Promise((r) => setTimeout(r, 1000 + Math.random() * 2000));
@@ -234,6 +224,16 @@ async function activeActive(trials: number, say: (s: string) => void): Promise<n
   );
   emit(summary);
   return sessionsLost === 0 ? 0 : 1;
+}
+
+/** Starts the clients and waits until traffic flows, so that no trial measures a cold start. */
+async function startTraffic(fleet: LocalFleet, traffic: StickyTraffic): Promise<void> {
+  traffic.start();
+  await fleet.waitFor(
+    () => traffic.outcomes.filter((o) => o.ok).length > 100,
+    20_000,
+    "traffic did not flow",
+  );
 }
 
 main().then(

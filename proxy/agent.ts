@@ -356,6 +356,10 @@ export class NodeAgent {
           },
         });
         this.log("info", `Elastic IP ${allocationId} now on ${this.o.instanceId}`, {
+          // The audit event's kind; the stack counts "vip-moved" lines with a `from` as takeovers
+          // (a log metric filter), so a fleet's first acquisition is no failover.
+          event: why === "promote" ? "vip-moved" : "vip-repaired",
+          ...(from ? { from } : {}),
           token,
           reason,
           ms: Math.round(moved.elapsedMs),

@@ -508,7 +508,10 @@ export async function main(argv: readonly string[]): Promise<ProxyNode | undefin
     if (err instanceof CommanderError) process.exit(0); // --help
     fail(err);
   }
-  const logger = pino({ level: o.logLevel, base: { node: o.nodeId, pid: process.pid } });
+  const logger = pino({
+    level: o.logLevel,
+    base: { ...(o.fleet ? { fleet: o.fleet } : {}), node: o.nodeId, pid: process.pid },
+  });
   try {
     if (o.workers > 1 && process.env.HAFLEET_PROXY_WORKER === "1") {
       await runWorker(o, logger);

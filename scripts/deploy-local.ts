@@ -43,6 +43,7 @@ import {
 import {
   EMULATOR_ACCOUNT_ID,
   EMULATOR_REGION,
+  emulatorClientConfig,
   emulatorEnv,
   REPO_ROOT,
   startEmulator,
@@ -250,11 +251,7 @@ async function checkPreset(
   template: Template,
   motoLog: string,
 ): Promise<void> {
-  const config = {
-    endpoint,
-    region: EMULATOR_REGION,
-    credentials: { accessKeyId: "test", secretAccessKey: "test" },
-  };
+  const config = emulatorClientConfig(endpoint);
   const ddb = new DynamoDBClient(config);
   const ec2 = new EC2Client(config);
   const r53 = new Route53Client(config);
@@ -454,11 +451,7 @@ async function checkDestroyed(
   ) {
     throw destroyError;
   }
-  const config = {
-    endpoint,
-    region: EMULATOR_REGION,
-    credentials: { accessKeyId: "test", secretAccessKey: "test" },
-  };
+  const config = emulatorClientConfig(endpoint);
   const ddb = new DynamoDBClient(config);
   const ec2 = new EC2Client(config);
   const fn = new LambdaClient(config);
@@ -507,11 +500,7 @@ async function checkDestroyed(
 
 /** Whether the nodes' admin port accepts the health checker's security group. */
 async function adminOpenToChecker(endpoint: string, outputs: Record<string, string>): Promise<boolean> {
-  const ec2 = new EC2Client({
-    endpoint,
-    region: EMULATOR_REGION,
-    credentials: { accessKeyId: "test", secretAccessKey: "test" },
-  });
+  const ec2 = new EC2Client(emulatorClientConfig(endpoint));
   try {
     const sg = (
       await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [outputs.NodeSecurityGroupId!] }))

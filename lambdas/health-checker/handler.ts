@@ -41,6 +41,8 @@ export interface CheckerResult {
   readonly cleared: string[];
   readonly reassociated: string[];
   readonly weightChanges: number;
+  /** Nodes taken out of DNS because they failed (active-active failovers). */
+  readonly outOfDns: string[];
   readonly errors: number;
 }
 
@@ -92,6 +94,7 @@ export async function run(
     cleared: ran.flatMap((r) => r.cleared),
     reassociated: ran.flatMap((r) => r.reassociated),
     weightChanges: ran.reduce((n, r) => n + r.weightChanges, 0),
+    outOfDns: ran.flatMap((r) => r.outOfDns),
     errors: ran.reduce((n, r) => n + r.errors.length, 0),
   };
   metrics.addMetric("CheckerRuns", MetricUnit.Count, result.runs);
@@ -99,6 +102,7 @@ export async function run(
   metrics.addMetric("NodesMarkedFailed", MetricUnit.Count, result.marked.length);
   metrics.addMetric("ElasticIpsReassociated", MetricUnit.Count, result.reassociated.length);
   metrics.addMetric("WeightChanges", MetricUnit.Count, result.weightChanges);
+  metrics.addMetric("NodesOutOfDns", MetricUnit.Count, result.outOfDns.length);
   metrics.addMetric("CheckerErrors", MetricUnit.Count, result.errors);
   logger.info("health checker invocation done", { ...result });
   return result;

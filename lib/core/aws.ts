@@ -43,10 +43,22 @@ export function awsClientConfig(options: AwsClientOptions = {}) {
   };
 }
 
+/** What kind of failure an AWS call met; each service's client names it in its own codes. */
+export type AwsFailureKind =
+  | "timeout"
+  | "throttled"
+  | "not-found"
+  | "denied"
+  | "invalid"
+  | "server"
+  | "network"
+  | "other";
+
 /** What an AWS SDK (or network) error says, in the terms callers decide on. */
 export interface AwsFailure {
   readonly name: string;
   readonly status: number | undefined;
+  readonly kind: AwsFailureKind;
   /** `Name: message`, for error messages. */
   readonly detail: string;
   /** Throttling, 5xx, timeouts and connection failures: the same call may succeed later. */
@@ -59,18 +71,60 @@ const THROTTLING = new Set([
   "RequestLimitExceeded",
   "TooManyRequestsException",
   "PriorRequestNotComplete",
+  "ProvisionedThroughputExceededException",
+  "TransactionConflictException",
+  "TransactionInProgressException",
+  // Reaches here only when it is not a condition failure (the store tells those apart first).
+  "TransactionCanceledException",
+]);
+const NETWORK = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
 ]);
 
 export function describeAwsFailure(err: unknown): AwsFailure {
-  const e = err as Error & { $metadata?: { httpStatusCode?: number }; $fault?: string };
+  const e = err as Error & {
+    $metadata?: { httpStatusCode?: number };
+    $fault?: string;
+    code?: string;
+    cause?: { code?: string };
+  };
   const name = e?.name ?? "Error";
   const status = e?.$metadata?.httpStatusCode;
-  const retryable =
-    THROTTLING.has(name) ||
-    name === "TimeoutError" ||
-    name === "AbortError" ||
-    e?.$fault === "server" ||
+  const message = e?.message ?? String(err);
+  const kind = failureKind(name, status, e?.$fault, e?.code ?? e?.cause?.code, message);
+  const retryable = kind === "timeout" || kind === "throttled" || kind === "server" || kind === "network";
+  return { name, status, kind, detail: `${name}: ${message}`, retryable };
+}
+
+function failureKind(
+  name: string,
+  status: number | undefined,
+  fault: string | undefined,
+  sysCode: string | undefined,
+  message: string,
+): AwsFailureKind {
+  if (name === "AbortError" || name === "TimeoutError" || name === "RequestTimeout") return "timeout";
+  if (THROTTLING.has(name) || status === 429) return "throttled";
+  if (name === "ResourceNotFoundException") return "not-found";
+  if (name === "AccessDeniedException" || name === "UnrecognizedClientException" || status === 403)
+    return "denied";
+  if (name === "ValidationException" || name === "SerializationException") return "invalid";
+  if (
     (status !== undefined && status >= 500) ||
-    (status === undefined && /ECONN|socket hang up|EPIPE|ETIMEDOUT/.test(e?.message ?? ""));
-  return { name, status, detail: `${name}: ${e?.message ?? String(err)}`, retryable };
+    fault === "server" ||
+    /InternalServerError|ServiceUnavailable/.test(name)
+  )
+    return "server";
+  if (
+    status === undefined &&
+    (NETWORK.has(sysCode ?? "") || /socket hang up|ECONN|EPIPE|ETIMEDOUT|network/i.test(message))
+  )
+    return "network";
+  return "other";
 }

@@ -123,6 +123,8 @@ export interface CheckReport {
   readonly dns: DnsReportLine[];
   /** Records whose weight or address this run changed in Route 53. */
   readonly weightChanges: number;
+  /** Nodes this run took out of DNS (weight to 0) because they failed: a failover in active-active. */
+  readonly outOfDns: string[];
   readonly errors: string[];
   readonly durationMs: number;
 }
@@ -196,6 +198,7 @@ export class HealthChecker {
       reassociated: [],
       dns: [],
       weightChanges: 0,
+      outOfDns: [],
       errors: [],
     };
     const token = this.lease.token;
@@ -332,11 +335,13 @@ export class HealthChecker {
 
     let dns: DnsReportLine[] = [];
     let weightChanges = 0;
+    let outOfDns: string[] = [];
     if (this.o.dns && stored) {
       try {
         const done = await this.reconcileDns(this.o.dns, stored.config, nodes, lines, token);
         dns = done.lines;
         weightChanges = done.changed;
+        outOfDns = done.outOfDns;
         if (done.error) errors.push(`dns ${this.o.dns.name}: ${done.error}`);
       } catch (err) {
         errors.push(`dns ${this.o.dns.name}: ${String(err)}`);
@@ -354,6 +359,7 @@ export class HealthChecker {
       reassociated,
       dns,
       weightChanges,
+      outOfDns,
       errors,
       durationMs: this.clock.nowMs() - started,
     };
@@ -366,7 +372,7 @@ export class HealthChecker {
     nodes: readonly NodeRecord[],
     lines: readonly NodeReportLine[],
     token: number,
-  ): Promise<{ lines: DnsReportLine[]; changed: number; error?: string }> {
+  ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[]; error?: string }> {
     const set = { zoneId: dns.zoneId, name: dns.name, ttlS: config.dns.ttlS };
     const [current, shared] = await Promise.all([dns.records.read(set), dns.sharedAddress?.()]);
     const views: DnsNodeView[] = nodes.map((n) => ({
@@ -392,13 +398,19 @@ export class HealthChecker {
           ...(healthCheckId ? { healthCheckId } : {}),
         };
       });
-    if (changes.length === 0) return { lines: report, changed: 0 };
+    if (changes.length === 0) return { lines: report, changed: 0, outOfDns: [] };
     try {
       await this.applyDns(dns, set, config, planned, changes, token);
     } catch (err) {
-      return { lines: report, changed: 0, error: String(err) };
+      return { lines: report, changed: 0, outOfDns: [], error: String(err) };
     }
     const moved = report.filter((r) => changes.some((c) => c.nodeId === r.nodeId));
+    // A failover, as opposed to a drain or a mode switch: a serving node's weight to 0 on a bad verdict.
+    const outOfDns = moved
+      .filter((r) => r.weight === 0 && (r.from ?? 0) > 0)
+      .map((r) => views.find((v) => v.nodeId === r.nodeId))
+      .filter((v) => v !== undefined && !v.leaving && v.verdict !== "healthy" && v.verdict !== "recovered")
+      .map((v) => v!.nodeId);
     const summary = moved.map((r) => `${r.nodeId} ${r.from ?? "new"} -> ${r.weight}`).join(", ");
     this.log(moved.some((r) => r.weight === 0) ? "warn" : "info", `weights of ${set.name}: ${summary}`, {
       token,
@@ -419,7 +431,7 @@ export class HealthChecker {
         })),
       },
     });
-    return { lines: report, changed: changes.length };
+    return { lines: report, changed: changes.length, outOfDns };
   }
 
   /** Records the planned set fenced in `dns#` (refused once the lease moved on), then sends the changes. */

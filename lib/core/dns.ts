@@ -18,6 +18,7 @@ import {
 import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "./aws";
 import { type Clock, systemClock } from "./clock";
 import { Route53Error } from "./errors";
+import { pollUntil } from "./retry";
 
 export interface WeightedRecord {
   /** The node id, or `active` for the fleet's shared address (`SHARED_ENDPOINT`). */
@@ -122,25 +123,30 @@ export class WeightedRecords {
         new ChangeResourceRecordSetsCommand({ HostedZoneId: set.zoneId, ChangeBatch: { Changes: changes } }),
       ),
     );
-    const deadline = this.clock.nowMs() + (options.syncMs ?? 60_000);
-    let status = sent.ChangeInfo?.Status;
-    let delay = 250;
-    while (status !== "INSYNC" && sent.ChangeInfo?.Id) {
-      if (this.clock.nowMs() + delay > deadline) {
-        throw new Route53Error(
+    const changeId = sent.ChangeInfo?.Id;
+    const syncMs = options.syncMs ?? 60_000;
+    await pollUntil(
+      this.clock,
+      { withinMs: syncMs, firstDelayMs: 250, maxDelayMs: 2000 },
+      async (attempt) => {
+        const status =
+          attempt === 1 || !changeId
+            ? sent.ChangeInfo?.Status
+            : (await this.call("GetChange", () => this.route53.send(new GetChangeCommand({ Id: changeId }))))
+                .ChangeInfo?.Status;
+        // A change without an id cannot be followed; the read-back below still checks it.
+        return status === "INSYNC" || !changeId
+          ? { done: true as const, value: undefined }
+          : { done: false as const, seen: status };
+      },
+      (seen) =>
+        new Route53Error(
           "HAFLEET_ROUTE53_UNVERIFIED",
           "GetChange",
-          `change ${sent.ChangeInfo.Id} not INSYNC within ${options.syncMs ?? 60_000} ms`,
+          `change ${changeId} not INSYNC within ${syncMs} ms (last status ${seen ?? "none"})`,
           true,
-        );
-      }
-      await this.clock.sleep(delay);
-      delay = Math.min(delay * 2, 2000);
-      const got = await this.call("GetChange", () =>
-        this.route53.send(new GetChangeCommand({ Id: sent.ChangeInfo!.Id! })),
-      );
-      status = got.ChangeInfo?.Status;
-    }
+        ),
+    );
     const now = await this.read(set);
     const wrong = records.filter(
       (r) => now.get(r.nodeId)?.weight !== r.weight || now.get(r.nodeId)?.address !== r.address,
@@ -159,13 +165,24 @@ export class WeightedRecords {
     if (this.ownsClient) this.route53.destroy();
   }
 
-  private async call<T>(operation: string, send: () => Promise<T>): Promise<T> {
-    try {
-      return await send();
-    } catch (err) {
-      if (err instanceof Route53Error) throw err;
-      const f = describeAwsFailure(err);
-      throw new Route53Error("HAFLEET_ROUTE53", operation, f.detail, f.retryable, err);
-    }
+  private call<T>(operation: string, send: () => Promise<T>): Promise<T> {
+    return route53Call(operation, send);
+  }
+}
+
+/** One Route 53 call, its failure as a `Route53Error` that names the operation (and `scope`, such as the zone). */
+export async function route53Call<T>(operation: string, send: () => Promise<T>, scope?: string): Promise<T> {
+  try {
+    return await send();
+  } catch (err) {
+    if (err instanceof Route53Error) throw err;
+    const f = describeAwsFailure(err);
+    throw new Route53Error(
+      "HAFLEET_ROUTE53",
+      operation,
+      scope ? `${scope}: ${f.detail}` : f.detail,
+      f.retryable,
+      err,
+    );
   }
 }

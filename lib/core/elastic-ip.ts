@@ -15,6 +15,7 @@ import {
 import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "./aws";
 import { type Clock, systemClock } from "./clock";
 import { Ec2Error } from "./errors";
+import { pollUntil } from "./retry";
 
 /** Tag that binds an Elastic IP to a fleet; the instance role may only move addresses with it. */
 export const FLEET_TAG = "hafleet:fleet";
@@ -98,29 +99,30 @@ export class ElasticIps {
         }),
       ),
     );
-    let reads = 0;
-    let delay = 25;
-    for (;;) {
-      reads++;
-      const now = await this.describe(allocationId);
-      if (now.instanceId === instanceId) {
-        return {
-          associationId: out.AssociationId ?? now.associationId,
-          verifyReads: reads,
-          elapsedMs: this.clock.nowMs() - started,
-        };
-      }
-      if (this.clock.nowMs() - started + delay > verifyMs) {
-        throw new Ec2Error(
+    return pollUntil(
+      this.clock,
+      { withinMs: verifyMs, firstDelayMs: 25, maxDelayMs: 400 },
+      async (reads) => {
+        const now = await this.describe(allocationId);
+        return now.instanceId === instanceId
+          ? {
+              done: true as const,
+              value: {
+                associationId: out.AssociationId ?? now.associationId,
+                verifyReads: reads,
+                elapsedMs: this.clock.nowMs() - started,
+              },
+            }
+          : { done: false as const, seen: now.instanceId };
+      },
+      (seen) =>
+        new Ec2Error(
           "HAFLEET_EC2_UNVERIFIED",
           "AssociateAddress",
-          `Elastic IP ${allocationId} still shows instance '${now.instanceId}' ${verifyMs} ms after moving it to ${instanceId}`,
+          `Elastic IP ${allocationId} still shows instance '${seen}' ${verifyMs} ms after moving it to ${instanceId}`,
           true,
-        );
-      }
-      await this.clock.sleep(delay);
-      delay = Math.min(delay * 2, 400);
-    }
+        ),
+    );
   }
 
   destroy(): void {

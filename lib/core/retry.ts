@@ -58,3 +58,34 @@ export async function withRetry<T>(fn: (attempt: number) => Promise<T>, options:
     }
   }
 }
+
+export interface PollOptions {
+  /** Give up when the next wait would end past this long after the first probe. */
+  readonly withinMs: number;
+  /** The first wait; each next one doubles, up to `maxDelayMs`. */
+  readonly firstDelayMs: number;
+  readonly maxDelayMs: number;
+}
+
+/**
+ * Probes until `probe` gives a value (waiting a doubling delay in between),
+ * for waits on eventually consistent reads such as an association or a DNS
+ * change becoming visible. Past `withinMs`, throws what `timedOut` makes of
+ * the last probe's answer.
+ */
+export async function pollUntil<T, S>(
+  clock: Clock,
+  o: PollOptions,
+  probe: (attempt: number) => Promise<{ done: true; value: T } | { done: false; seen: S }>,
+  timedOut: (lastSeen: S) => Error,
+): Promise<T> {
+  const started = clock.nowMs();
+  let delay = o.firstDelayMs;
+  for (let attempt = 1; ; attempt++) {
+    const got = await probe(attempt);
+    if (got.done) return got.value;
+    if (clock.nowMs() - started + delay > o.withinMs) throw timedOut(got.seen);
+    await clock.sleep(delay);
+    delay = Math.min(delay * 2, o.maxDelayMs);
+  }
+}

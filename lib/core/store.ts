@@ -27,7 +27,7 @@ import {
   type TransactWriteCommandInput,
   UpdateCommand,
 } from "@aws-sdk/lib-dynamodb";
-import { type AwsClientOptions, awsClientConfig } from "./aws";
+import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "./aws";
 import { type Clock, systemClock } from "./clock";
 import { type HafleetErrorCode, StoreError } from "./errors";
 import { checkRetryPolicy, DEFAULT_RETRY_POLICY, type RetryPolicy, withRetry } from "./retry";
@@ -330,26 +330,6 @@ function isCancelledByCondition(err: unknown): boolean {
   );
 }
 
-const THROTTLED = new Set([
-  "ProvisionedThroughputExceededException",
-  "ThrottlingException",
-  "Throttling",
-  "RequestLimitExceeded",
-  "TooManyRequestsException",
-  "TransactionConflictException",
-  "TransactionInProgressException",
-  "TransactionCanceledException",
-]);
-const NETWORK = new Set([
-  "ECONNREFUSED",
-  "ECONNRESET",
-  "EPIPE",
-  "ETIMEDOUT",
-  "EHOSTUNREACH",
-  "ENOTFOUND",
-  "EAI_AGAIN",
-]);
-
 /** Turns an AWS SDK (or network) error into a `StoreError` with a stable code. */
 export function translateAwsError(
   err: unknown,
@@ -358,45 +338,26 @@ export function translateAwsError(
   timedOut = false,
 ): StoreError {
   if (err instanceof StoreError) return err;
-  const e = err as Error & {
-    $metadata?: { httpStatusCode?: number };
-    $fault?: string;
-    code?: string;
-  };
-  const name = e?.name ?? "Error";
-  const status = e?.$metadata?.httpStatusCode;
-  const detail = `${name}: ${e?.message ?? String(err)}`;
-  const make = (code: HafleetErrorCode, message: string, retryable: boolean) =>
-    new StoreError(code, operation, message, retryable, err);
-
-  if (timedOut || name === "AbortError" || name === "TimeoutError" || name === "RequestTimeout") {
-    return make("HAFLEET_STORE_UNAVAILABLE", `no answer from DynamoDB in time (${detail})`, true);
-  }
-  if (THROTTLED.has(name) || status === 429) {
-    return make("HAFLEET_STORE_THROTTLED", `throttled on table ${table} (${detail})`, true);
-  }
-  if (name === "ResourceNotFoundException") {
-    return make("HAFLEET_STORE_TABLE_MISSING", `table ${table} does not exist (${detail})`, false);
-  }
-  if (name === "AccessDeniedException" || name === "UnrecognizedClientException" || status === 403) {
-    return make("HAFLEET_STORE_ACCESS_DENIED", `access to table ${table} denied (${detail})`, false);
-  }
-  if (name === "ValidationException" || name === "SerializationException") {
-    return make("HAFLEET_STORE_REQUEST_INVALID", `request on table ${table} rejected (${detail})`, false);
-  }
-  if (
-    (status !== undefined && status >= 500) ||
-    e?.$fault === "server" ||
-    /InternalServerError|ServiceUnavailable/.test(name)
-  ) {
-    return make("HAFLEET_STORE_UNAVAILABLE", `DynamoDB failed (${detail})`, true);
-  }
-  const sysCode = e?.code ?? (e as { cause?: { code?: string } })?.cause?.code;
-  if (
-    status === undefined &&
-    (NETWORK.has(sysCode ?? "") || /socket hang up|ECONN|EPIPE|network/i.test(e?.message ?? ""))
-  ) {
-    return make("HAFLEET_STORE_UNAVAILABLE", `DynamoDB unreachable (${detail})`, true);
-  }
-  return make("HAFLEET_STORE", detail, false);
+  const f = describeAwsFailure(err);
+  const [code, message]: [HafleetErrorCode, string] = (() => {
+    switch (timedOut ? "timeout" : f.kind) {
+      case "timeout":
+        return ["HAFLEET_STORE_UNAVAILABLE", `no answer from DynamoDB in time (${f.detail})`];
+      case "throttled":
+        return ["HAFLEET_STORE_THROTTLED", `throttled on table ${table} (${f.detail})`];
+      case "not-found":
+        return ["HAFLEET_STORE_TABLE_MISSING", `table ${table} does not exist (${f.detail})`];
+      case "denied":
+        return ["HAFLEET_STORE_ACCESS_DENIED", `access to table ${table} denied (${f.detail})`];
+      case "invalid":
+        return ["HAFLEET_STORE_REQUEST_INVALID", `request on table ${table} rejected (${f.detail})`];
+      case "server":
+        return ["HAFLEET_STORE_UNAVAILABLE", `DynamoDB failed (${f.detail})`];
+      case "network":
+        return ["HAFLEET_STORE_UNAVAILABLE", `DynamoDB unreachable (${f.detail})`];
+      default:
+        return ["HAFLEET_STORE", f.detail];
+    }
+  })();
+  return new StoreError(code, operation, message, timedOut || f.retryable, err);
 }

@@ -31,14 +31,13 @@ import * as sns from "aws-cdk-lib/aws-sns";
 import * as subscriptions from "aws-cdk-lib/aws-sns-subscriptions";
 import { Construct } from "constructs";
 import type { DnsFailover } from "./dns-failover";
-import type { ProxyFleet } from "./proxy-fleet";
+import { METRICS_NAMESPACE, type ProxyFleet } from "./proxy-fleet";
 import type { StateTables } from "./state-tables";
 
 const REPO_ROOT = resolve(__dirname, "..", "..");
 /** The health checker's handler, bundled into the Lambda. */
 export const DEFAULT_CHECKER_ENTRY = join(REPO_ROOT, "lambdas", "health-checker", "handler.ts");
-/** Namespace of the metrics that hafleet's own code publishes. */
-export const METRICS_NAMESPACE = "hafleet";
+export { METRICS_NAMESPACE };
 /** The `service` dimension Powertools adds to the checker's metrics. */
 export const CHECKER_SERVICE = "health-checker";
 
@@ -114,11 +113,13 @@ export class ControlPlane extends Construct {
   readonly checkerStoppedAlarm: cloudwatch.Alarm;
   readonly dashboard: cloudwatch.Dashboard;
   private readonly fleetId: string;
+  private readonly fleet: ProxyFleet;
 
   constructor(scope: Construct, id: string, props: ControlPlaneProps) {
     super(scope, id);
     const { fleet, tables, dns } = props;
     this.fleetId = fleet.fleetId;
+    this.fleet = fleet;
     const entry = props.checkerEntry ?? DEFAULT_CHECKER_ENTRY;
     if (!existsSync(entry)) {
       throw new Error(`\`checkerEntry\` ${entry} does not exist: the health-checker Lambda is built from it`);
@@ -268,7 +269,7 @@ export class ControlPlane extends Construct {
 
     const notify = new actions.SnsAction(this.topic);
     this.failoverAlarm = new cloudwatch.Alarm(this, "FailoverAlarm", {
-      alarmDescription: `hafleet ${this.fleetId}: a failover happened (a node marked failed or an Elastic IP moved)`,
+      alarmDescription: `hafleet ${this.fleetId}: a failover happened (a standby took the Elastic IP over, a node left DNS or was marked failed, or an Elastic IP was moved back)`,
       metric: this.metricFailovers(),
       threshold: 1,
       evaluationPeriods: 1,
@@ -351,12 +352,18 @@ export class ControlPlane extends Construct {
     });
   }
 
-  /** Failovers of this fleet as the checker counts them: nodes it marked failed plus Elastic IPs it moved. */
+  /**
+   * Failovers of this fleet: Elastic IP takeovers by a standby (the nodes' logs), nodes the
+   * checker took out of DNS or marked failed, and Elastic IPs it moved back. One failure can
+   * count twice (a gray failure is marked, then its standby takes over); the alarm is on any.
+   */
   metricFailovers(props: cloudwatch.MathExpressionOptions = {}): cloudwatch.MathExpression {
     return new cloudwatch.MathExpression({
       label: "Failovers",
-      expression: "FILL(marked, 0) + FILL(moved, 0)",
+      expression: "FILL(takeovers, 0) + FILL(outOfDns, 0) + FILL(marked, 0) + FILL(moved, 0)",
       usingMetrics: {
+        takeovers: this.fleet.metricTakeovers(),
+        outOfDns: this.metricChecker("NodesOutOfDns"),
         marked: this.metricChecker("NodesMarkedFailed"),
         moved: this.metricChecker("ElasticIpsReassociated"),
       },

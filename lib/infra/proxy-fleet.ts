@@ -27,12 +27,14 @@ import {
   AssetHashType,
   BundlingOutput,
   DockerImage,
+  Duration,
   RemovalPolicy,
   Stack,
   Tags,
   Token,
   Validations,
 } from "aws-cdk-lib";
+import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as iam from "aws-cdk-lib/aws-iam";
 import * as logs from "aws-cdk-lib/aws-logs";
@@ -47,6 +49,10 @@ export const FLEET_TAG = "hafleet:fleet";
 /** Instance tags the node reads from instance metadata at boot. */
 export const NODE_TAG = "hafleet:node";
 export const ALLOCATION_TAG = "hafleet:allocation-id";
+/** The CloudWatch namespace of hafleet's metrics (the checker's and the nodes'). */
+export const METRICS_NAMESPACE = "hafleet";
+/** The metric the nodes' log lines give, by a metric filter: Elastic IP takeovers by a new lease holder. */
+export const TAKEOVERS_METRIC = "ElasticIpTakeovers";
 
 const REPO_ROOT = resolve(__dirname, "..", "..");
 /** The proxy's entry point, bundled into one file for the nodes. */
@@ -154,6 +160,8 @@ export class ProxyFleet extends Construct {
   readonly role: iam.Role;
   readonly launchTemplate: ec2.LaunchTemplate;
   readonly logGroup: logs.LogGroup;
+  /** Counts the agents' `"event":"vip-moved"` log lines with a `from`: a standby took the Elastic IP over. */
+  readonly takeoverFilter: logs.MetricFilter;
   readonly nodes: ProxyNode[];
   /** One Elastic IP in active-passive, one per node in active-active. */
   readonly elasticIps: ec2.CfnEIP[];
@@ -227,6 +235,20 @@ export class ProxyFleet extends Construct {
     this.logGroup = new logs.LogGroup(this, "Logs", {
       retention: props.logRetention ?? logs.RetentionDays.ONE_MONTH,
       removalPolicy: props.removalPolicy ?? RemovalPolicy.RETAIN,
+    });
+    // The agents' takeovers as a metric from their log lines: no CloudWatch call on the node's
+    // failover path, and none of its permissions.
+    this.takeoverFilter = new logs.MetricFilter(this, "TakeoverMetric", {
+      logGroup: this.logGroup,
+      filterPattern: logs.FilterPattern.all(
+        logs.FilterPattern.stringValue("$.event", "=", "vip-moved"),
+        logs.FilterPattern.stringValue("$.fleet", "=", fleetId),
+        logs.FilterPattern.exists("$.from"),
+      ),
+      metricNamespace: METRICS_NAMESPACE,
+      metricName: TAKEOVERS_METRIC,
+      metricValue: "1",
+      dimensions: { fleet: "$.fleet" },
     });
 
     this.elasticIps =
@@ -391,6 +413,18 @@ export class ProxyFleet extends Construct {
   /** Opens the admin port to `peer` (the health checker); nothing else may reach it. */
   allowAdminFrom(peer: ec2.IConnectable, description = "admin port from the control plane"): void {
     this.securityGroup.connections.allowFrom(peer, ec2.Port.tcp(this.adminPort), description);
+  }
+
+  /** Elastic IP takeovers by a standby that took the lease, summed per minute (from the nodes' logs). */
+  metricTakeovers(props: cloudwatch.MetricOptions = {}): cloudwatch.Metric {
+    return new cloudwatch.Metric({
+      namespace: METRICS_NAMESPACE,
+      metricName: TAKEOVERS_METRIC,
+      dimensionsMap: { fleet: this.fleetId },
+      statistic: "Sum",
+      period: Duration.minutes(1),
+      ...props,
+    });
   }
 
   /** The public addresses: one in active-passive, one per node in active-active. */

@@ -56,7 +56,14 @@ async function leaseHolder(f: LocalFleet) {
 }
 
 test("SIGKILL of the active under load: traffic resumes through the Elastic IP, sticky clients keep their backend, the audit trail says why", async () => {
-  const { fleet: f, traffic: t, active } = await upWithTraffic();
+  const logs: { nodeId: string; line: string }[] = [];
+  const {
+    fleet: f,
+    traffic: t,
+    active,
+  } = await upWithTraffic({
+    onNodeLog: (nodeId, line) => logs.push({ nodeId, line }),
+  });
   const standby = f.nodes.find((n) => n.nodeId !== active.nodeId)!;
   await sleep(1000);
   const killAt = Date.now();
@@ -86,6 +93,14 @@ test("SIGKILL of the active under load: traffic resumes through the Elastic IP, 
     token: lease?.token,
     reason: `took over the lease from ${active.nodeId}`,
   });
+  // The log line the stack's metric filter counts as a takeover: event, fleet and from.
+  const takeovers = logs
+    .filter((l) => l.nodeId === standby.nodeId && l.line.startsWith("{"))
+    .map((l) => JSON.parse(l.line) as Record<string, unknown>)
+    .filter((j) => j.event === "vip-moved");
+  expect(takeovers).toEqual([
+    expect.objectContaining({ fleet: f.fleetId, from: active.nodeId, token: lease?.token }),
+  ]);
 });
 
 test("SIGSTOP of the active past its lease, then SIGCONT: it does not take the Elastic IP back, and its fenced writes are refused", async () => {

@@ -37,6 +37,15 @@ export function emulatorEnv(endpoint: string): Record<string, string> {
   };
 }
 
+/** SDK client settings for the emulator at `endpoint`, for code that must not depend on the environment. */
+export function emulatorClientConfig(endpoint: string) {
+  return {
+    endpoint,
+    region: EMULATOR_REGION,
+    credentials: { accessKeyId: "test", secretAccessKey: "test" },
+  };
+}
+
 export class EmulatorSetupError extends Error {
   override readonly name = "EmulatorSetupError";
 }

@@ -95,17 +95,7 @@ export class ElasticIpFabric {
     const instance = address && this.owner.get(address.allocationId);
     const target = instance ? this.instanceAddress.get(instance) : undefined;
     if (!target) return false;
-    return new Promise<boolean>((resolve) => {
-      const socket = connect({ host: target, port });
-      const done = (ok: boolean) => {
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(ok);
-      };
-      const timer = setTimeout(() => done(false), timeoutMs);
-      socket.once("connect", () => done(true));
-      socket.once("error", () => done(false));
-    });
+    return tcpConnect(target, port, timeoutMs);
   }
 
   /** The instance an address is associated with, as last read. */
@@ -187,4 +177,19 @@ export class ElasticIpFabric {
     for (const s of this.sockets) s.destroy();
     await Promise.all(this.servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
   }
+}
+
+/** A TCP check: true when a connection to ip:port opens within timeoutMs. */
+export function tcpConnect(ip: string, port: number, timeoutMs: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const socket = connect({ host: ip, port });
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
 }

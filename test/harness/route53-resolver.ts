@@ -21,7 +21,6 @@
  */
 import { request as httpRequest } from "node:http";
 import { request as httpsRequest } from "node:https";
-import { connect } from "node:net";
 import {
   type HealthCheck,
   ListHealthChecksCommand,
@@ -30,8 +29,9 @@ import {
   type Route53Client,
   type RRType,
 } from "@aws-sdk/client-route-53";
-import { describeAwsFailure } from "../../lib/core/aws";
+import { route53Call } from "../../lib/core/dns";
 import { Route53Error, SettingsError } from "../../lib/core/errors";
+import { tcpConnect } from "./fabric";
 
 /** Whether a TCP handshake with `ip:port` completes within `timeoutMs`. */
 export type TcpCheck = (ip: string, port: number, timeoutMs: number) => Promise<boolean>;
@@ -349,20 +349,8 @@ export class Route53Resolver {
     }
   }
 
-  private async call<T>(operation: string, send: () => Promise<T>): Promise<T> {
-    try {
-      return await send();
-    } catch (err) {
-      if (err instanceof Route53Error) throw err;
-      const f = describeAwsFailure(err);
-      throw new Route53Error(
-        "HAFLEET_ROUTE53",
-        operation,
-        `zone ${this.zoneId}: ${f.detail}`,
-        f.retryable,
-        err,
-      );
-    }
+  private call<T>(operation: string, send: () => Promise<T>): Promise<T> {
+    return route53Call(operation, send, `zone ${this.zoneId}`);
   }
 
   /** The next probe `delayMs` from now; one probe of a check at a time, so a slow one delays the next. */
@@ -516,21 +504,6 @@ function within(timeoutMs: number, result: Promise<boolean>): Promise<boolean> {
         resolve(false);
       },
     );
-  });
-}
-
-/** The default TCP check: a plain connect. */
-function tcpConnect(ip: string, port: number, timeoutMs: number): Promise<boolean> {
-  return new Promise<boolean>((resolve) => {
-    const socket = connect({ host: ip, port });
-    const done = (ok: boolean) => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    socket.once("connect", () => done(true));
-    socket.once("error", () => done(false));
   });
 }
 

@@ -18,6 +18,11 @@ export interface TourSummary {
   readonly sessions_total: number;
 }
 
+/** A tour passes when traffic flowed again and every sticky session kept its backend. */
+function passed(s: Pick<TourSummary, "failover_ms" | "sessions_kept" | "sessions_total">): boolean {
+  return s.failover_ms !== null && s.sessions_total > 0 && s.sessions_kept === s.sessions_total;
+}
+
 export interface TourOptions {
   readonly say: (line: string) => void;
   /** Sticky clients. @default 20 */
@@ -76,13 +81,7 @@ export async function runTour(options: TourOptions): Promise<{ summary: TourSumm
   } finally {
     await fleet.down();
   }
-  return {
-    summary,
-    ok:
-      summary.failover_ms !== null &&
-      summary.sessions_total > 0 &&
-      summary.sessions_kept === summary.sessions_total,
-  };
+  return { summary, ok: passed(summary) };
 }
 
 export interface ActiveActiveSummary {
@@ -245,13 +244,7 @@ export async function runActiveActiveTour(
   } finally {
     await fleet.down();
   }
-  return {
-    summary,
-    ok:
-      summary.failover_ms !== null &&
-      summary.sessions_total > 0 &&
-      summary.sessions_kept === summary.sessions_total,
-  };
+  return { summary, ok: passed(summary) };
 }
 
 function fmt(weights: Record<string, number>): string {

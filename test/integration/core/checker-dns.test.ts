@@ -4,8 +4,6 @@
  * in one batch, verified, carrying each record's health check; mode switches
  * move DNS between the shared address and the nodes' own.
  */
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { CreateHealthCheckCommand, CreateHostedZoneCommand, Route53Client } from "@aws-sdk/client-route-53";
 import { awsClientConfig } from "../../../lib/core/aws";
 import { HealthChecker } from "../../../lib/core/checker";
@@ -20,22 +18,7 @@ import { DynamoLeaseStore } from "../../../lib/core/lease";
 import type { StateStore } from "../../../lib/core/store";
 import { keys } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
-
-/** A node's health endpoint, which fails on demand. */
-class NodeAdmin {
-  healthy = true;
-  readonly server: Server = createServer((req, res) => {
-    res.writeHead(req.url === "/healthz" && this.healthy ? 200 : 503).end();
-  });
-  async start(): Promise<string> {
-    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
+import { HealthEndpoint } from "../../harness/health-endpoint";
 
 let store: StateStore;
 let route53: Route53Client;
@@ -83,7 +66,7 @@ async function fleet(mode: "active-passive" | "active-active") {
   const name = `${fleetId}.${zoneName}`;
   const configs = new ConfigStore(store, fleetId);
   await configs.put(config(mode), { expectedVersion: 0, by: "test" });
-  const admins = NODES.map(() => new NodeAdmin());
+  const admins = NODES.map(() => new HealthEndpoint());
   const beats: Heartbeater[] = [];
   for (const [i, nodeId] of NODES.entries()) {
     const adminUrl = await admins[i]!.start();
@@ -142,6 +125,7 @@ test("a failed node's weight drops to 0 in one verified batch fenced by the chec
   // First sight: new records start at a quarter and ramp to the full weight over 4 healthy runs.
   const first = await c.runOnce();
   expect(first.errors).toEqual([]);
+  expect(first.outOfDns).toEqual([]);
   expect(await f.weights()).toEqual({ n1: 25, n2: 25, n3: 25, [SHARED_ENDPOINT]: 0 });
   for (let i = 0; i < 3; i++) await c.runOnce();
   expect(await f.weights()).toEqual({ n1: 100, n2: 100, n3: 100, [SHARED_ENDPOINT]: 0 });
@@ -152,6 +136,7 @@ test("a failed node's weight drops to 0 in one verified batch fenced by the chec
   expect((await f.weights()).n2).toBe(100);
   const out = await c.runOnce();
   expect(out.weightChanges).toBe(1);
+  expect(out.outOfDns).toEqual(["n2"]); // counted as a failover (the NodesOutOfDns metric)
   expect(await f.weights()).toEqual({ n1: 100, n2: 0, n3: 100, [SHARED_ENDPOINT]: 0 });
   const desired = await store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.dns(f.name) });
   expect(desired).toMatchObject({ fenceToken: c.lease.token, weights: { n2: { weight: 0 } } });
@@ -245,8 +230,9 @@ test("one config change moves DNS between the shared address and the nodes' own,
   expect(seen.at(-1)).toEqual({ n1: 100, n2: 100, n3: 100, [SHARED_ENDPOINT]: 0 });
 
   await f.configs.put(config("active-passive"), { expectedVersion: v + 1, by: "test" });
-  await c.runOnce();
+  const back = await c.runOnce();
   expect(await f.weights()).toEqual({ n1: 0, n2: 0, n3: 0, [SHARED_ENDPOINT]: 100 });
+  expect(back.outOfDns).toEqual([]); // healthy nodes leaving DNS on a mode switch are no failover
 });
 
 test("a weight change keeps the record's Route 53 health check", async () => {

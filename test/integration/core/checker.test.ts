@@ -1,5 +1,3 @@
-import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
 import { AssociateAddressCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { handler } from "../../../lambdas/health-checker/handler";
 import { awsClientConfig } from "../../../lib/core/aws";
@@ -14,22 +12,7 @@ import type { StateStore } from "../../../lib/core/store";
 import { keys, type TableNames } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { allocateElasticIp, runInstances } from "../../harness/ec2";
-
-/** A node as the checker sees it: a health endpoint that can be made to fail, and heartbeats. */
-class FakeNodeAdmin {
-  healthy = true;
-  server: Server = createServer((req, res) => {
-    res.writeHead(req.url === "/healthz" && this.healthy ? 200 : 503).end();
-  });
-  async start(): Promise<string> {
-    await new Promise<void>((r) => this.server.listen(0, "127.0.0.1", r));
-    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
-  }
-  close(): Promise<void> {
-    this.server.closeAllConnections();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
+import { HealthEndpoint } from "../../harness/health-endpoint";
 
 let tables: TableNames;
 let store: StateStore;
@@ -56,7 +39,7 @@ async function fleetOfTwo() {
   const fleetId = uniqueId("fleet");
   const [ia, ib] = await runInstances(ec2, fleetId, ["node-a", "node-b"]);
   const eip = await allocateElasticIp(ec2, fleetId);
-  const admins = { a: new FakeNodeAdmin(), b: new FakeNodeAdmin() };
+  const admins = { a: new HealthEndpoint(), b: new HealthEndpoint() };
   const urls = { a: await admins.a.start(), b: await admins.b.start() };
   const beats = (["a", "b"] as const).map(
     (n) =>

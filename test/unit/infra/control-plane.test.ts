@@ -310,7 +310,7 @@ describe("ControlPlane", () => {
       });
     });
 
-    test("alarms on any failover the checker makes, to the topic", () => {
+    test("alarms on any failover, the nodes' takeovers and the checker's changes, to the topic", () => {
       const { stack, cp } = d;
       const dims = [
         { Name: "fleet", Value: "blue" },
@@ -318,7 +318,26 @@ describe("ControlPlane", () => {
       ];
       d.t.hasResourceProperties("AWS::CloudWatch::Alarm", {
         Metrics: Match.arrayWith([
-          Match.objectLike({ Expression: "FILL(marked, 0) + FILL(moved, 0)" }),
+          Match.objectLike({
+            Expression: "FILL(takeovers, 0) + FILL(outOfDns, 0) + FILL(marked, 0) + FILL(moved, 0)",
+          }),
+          Match.objectLike({
+            Id: "takeovers",
+            MetricStat: Match.objectLike({
+              Metric: {
+                Namespace: "hafleet",
+                MetricName: "ElasticIpTakeovers",
+                Dimensions: [{ Name: "fleet", Value: "blue" }],
+              },
+              Stat: "Sum",
+            }),
+          }),
+          Match.objectLike({
+            Id: "outOfDns",
+            MetricStat: Match.objectLike({
+              Metric: { Namespace: "hafleet", MetricName: "NodesOutOfDns", Dimensions: dims },
+            }),
+          }),
           Match.objectLike({
             Id: "marked",
             MetricStat: Match.objectLike({

@@ -540,6 +540,22 @@ describe("ProxyFleet", () => {
       expect(groups.map((g) => g.DeletionPolicy)).toEqual(["Delete", "Delete"]);
     });
 
+    test("counts the agents' Elastic IP takeovers from their log lines, per fleet", () => {
+      defaultAp().t.hasResourceProperties("AWS::Logs::MetricFilter", {
+        LogGroupName: { Ref: Match.stringLikeRegexp("^FleetLogs") },
+        // `from = "*"`: any string, so a takeover from another node, not the fleet's first acquisition.
+        FilterPattern: '{ ($.event = "vip-moved") && ($.fleet = "blue") && ($.from = "*") }',
+        MetricTransformations: [
+          {
+            MetricNamespace: "hafleet",
+            MetricName: "ElasticIpTakeovers",
+            MetricValue: "1",
+            Dimensions: [{ Key: "fleet", Value: "$.fleet" }],
+          },
+        ],
+      });
+    });
+
     test("ships the proxy's log file to its log group, a stream per instance", () => {
       const ud = userData(defaultAp().t);
       expect(ud).toContain(
