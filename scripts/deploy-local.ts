@@ -59,6 +59,7 @@ export const KNOWN_SKIPPED_TYPES: Record<string, string> = {
   "AWS::CloudWatch::Alarm": "failover, checker-error and checker-stopped alarms",
   "AWS::EC2::EIPAssociation": "not used: associations are run-time state owned by the agents",
   "AWS::EC2::SecurityGroupEgress": "egress rules",
+  "AWS::Logs::MetricFilter": "the takeover count from the nodes' log lines (for the failover alarm)",
   "AWS::Lambda::EventInvokeConfig": "the checker's no-retry setting",
   "AWS::SNS::TopicPolicy": "the notice topic's TLS-only policy",
   "AWS::SNS::Subscription": "e-mail subscriptions",
