@@ -12,7 +12,15 @@
  *
  * Flags: --json (only JSON on stdout), --duration <s> (10), --connections <n>
  * (50), --rounds <n> (1; with more, each figure is the median of the rounds,
- * measured interleaved so that a noisy neighbour hits all targets alike).
+ * measured interleaved so that a noisy neighbour hits all targets alike),
+ * --paced-rps <n> (10000).
+ *
+ * Two loads. Saturating: each connection sends its next request as soon as
+ * the answer came, so each target runs at its own peak and its latency is
+ * mostly queueing (Little's law: connections / rps). Paced: the same
+ * connections wait between requests (wrk's `delay()`) so that every target is
+ * offered about `--paced-rps`, below any of their peaks; there the difference
+ * in latency from the backends direct is what the proxy adds to a request.
  *
  * Needs wrk, haproxy, nginx and taskset (Debian: apt-get install wrk haproxy
  * nginx-light util-linux); installs them with apt-get when missing and root.
@@ -30,10 +38,11 @@ interface Flags {
   durationS: number;
   connections: number;
   rounds: number;
+  pacedRps: number;
 }
 
 function parseFlags(argv: string[]): Flags {
-  const flags: Flags = { json: false, durationS: 10, connections: 50, rounds: 1 };
+  const flags: Flags = { json: false, durationS: 10, connections: 50, rounds: 1, pacedRps: 10_000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = (name: string) => {
@@ -45,7 +54,11 @@ function parseFlags(argv: string[]): Flags {
     else if (a === "--duration") flags.durationS = num(a);
     else if (a === "--connections") flags.connections = num(a);
     else if (a === "--rounds") flags.rounds = num(a);
-    else throw new Error(`unknown flag ${a}; flags: --json --duration <s> --connections <n> --rounds <n>`);
+    else if (a === "--paced-rps") flags.pacedRps = num(a);
+    else
+      throw new Error(
+        `unknown flag ${a}; flags: --json --duration <s> --connections <n> --rounds <n> --paced-rps <n>`,
+      );
   }
   return flags;
 }
@@ -124,10 +137,19 @@ function toMs(v: string): number {
   return m[2] === "us" ? n / 1000 : m[2] === "ms" ? n : m[2] === "s" ? n * 1000 : n * 60_000;
 }
 
-function wrk(cores: string, url: string, durationS: number, connections: number): WrkResult {
+/** With `pacing`, each connection waits `delayMs` after an answer before its next request. */
+function wrk(
+  cores: string,
+  url: string,
+  durationS: number,
+  connections: number,
+  pacing?: { script: string; delayMs: number },
+): WrkResult {
+  const paced = pacing ? ["-s", pacing.script] : [];
+  const args = pacing ? ["--", String(pacing.delayMs)] : [];
   const out = execFileSync(
     "taskset",
-    ["-c", cores, "wrk", "-t1", `-c${connections}`, `-d${durationS}s`, "--latency", url],
+    ["-c", cores, "wrk", "-t1", `-c${connections}`, `-d${durationS}s`, "--latency", ...paced, url, ...args],
     { encoding: "utf8" },
   );
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
@@ -299,42 +321,62 @@ http { access_log off; keepalive_requests 10000000;
   // Warm up: JIT for node, connection pools for all.
   for (const t of targets) wrk(loadCores, `http://127.0.0.1:${t.port}/`, 2, flags.connections);
 
-  const results = new Map<
-    string,
-    { rps: number[]; p50: number[]; p99: number[]; cpu: number[]; errors: number }
-  >();
+  // Paced: each of the connections offers connections / pacedRps seconds per request.
+  const pacingScript = join(dir, "paced.lua");
+  writeFileSync(
+    pacingScript,
+    "local d = 0\nfunction init(args) d = tonumber(args[1]) end\nfunction delay() return d end\n",
+  );
+  const pacing = {
+    script: pacingScript,
+    delayMs: Math.max(1, Math.round((flags.connections * 1000) / flags.pacedRps)),
+  };
+
+  type Series = { rps: number[]; p50: number[]; p99: number[]; cpu: number[]; errors: number };
+  const results = new Map<string, Series>();
+  const record = (key: string, r: WrkResult, cpuUs?: number) => {
+    const e = results.get(key) ?? { rps: [], p50: [], p99: [], cpu: [], errors: 0 };
+    e.rps.push(r.rps);
+    e.p50.push(r.p50_ms);
+    e.p99.push(r.p99_ms);
+    if (cpuUs !== undefined) e.cpu.push(cpuUs);
+    e.errors += r.errors;
+    results.set(key, e);
+  };
   for (let round = 0; round < flags.rounds; round++) {
     for (const t of targets) {
       log(`round ${round + 1}/${flags.rounds}: ${t.target}`);
+      const url = `http://127.0.0.1:${t.port}/`;
       const before = t.pid ? cpuTicks(t.pid) : 0;
-      const r = wrk(loadCores, `http://127.0.0.1:${t.port}/`, flags.durationS, flags.connections);
+      const r = wrk(loadCores, url, flags.durationS, flags.connections);
       const after = t.pid ? cpuTicks(t.pid) : 0;
-      const e = results.get(t.target) ?? { rps: [], p50: [], p99: [], cpu: [], errors: 0 };
-      e.rps.push(r.rps);
-      e.p50.push(r.p50_ms);
-      e.p99.push(r.p99_ms);
-      if (t.pid) e.cpu.push(((after - before) * 10_000) / r.requests); // ticks are 10 ms
-      e.errors += r.errors;
-      results.set(t.target, e);
+      record(t.target, r, t.pid ? ((after - before) * 10_000) / r.requests : undefined); // ticks are 10 ms
+      log(`round ${round + 1}/${flags.rounds}: ${t.target}, paced`);
+      record(`${t.target} paced`, wrk(loadCores, url, flags.durationS, flags.connections, pacing));
     }
   }
 
   const summary: Record<string, { rps: number; p50_ms: number; p99_ms: number }> = {};
-  for (const t of targets) {
-    const e = results.get(t.target)!;
-    const line = {
-      target: t.target,
-      rps: Math.round(median(e.rps)),
-      p50_ms: round3(median(e.p50)),
-      p99_ms: round3(median(e.p99)),
-      ...(e.cpu.length ? { cpu_us_per_req: round3(median(e.cpu)) } : {}),
-      errors: e.errors,
-      connections: flags.connections,
-      duration_s: flags.durationS,
-      rounds: flags.rounds,
-    };
-    summary[t.target] = line;
-    process.stdout.write(`${JSON.stringify(line)}\n`);
+  for (const load of ["saturating", "paced"] as const) {
+    for (const t of targets) {
+      const key = load === "paced" ? `${t.target} paced` : t.target;
+      const e = results.get(key)!;
+      const line = {
+        target: t.target,
+        load,
+        ...(load === "paced" ? { offered_rps: flags.pacedRps, delay_ms: pacing.delayMs } : {}),
+        rps: Math.round(median(e.rps)),
+        p50_ms: round3(median(e.p50)),
+        p99_ms: round3(median(e.p99)),
+        ...(e.cpu.length ? { cpu_us_per_req: round3(median(e.cpu)) } : {}),
+        errors: e.errors,
+        connections: flags.connections,
+        duration_s: flags.durationS,
+        rounds: flags.rounds,
+      };
+      summary[key] = line;
+      process.stdout.write(`${JSON.stringify(line)}\n`);
+    }
   }
   const s = (k: string) => summary[k]!;
   const cpu = (k: string) => median(results.get(k)!.cpu);
@@ -343,7 +385,12 @@ http { access_log off; keepalive_requests 10000000;
       bench: "proxy",
       http_vs_haproxy: round3(s("hafleet-http").rps / s("haproxy-http").rps),
       tcp_vs_haproxy: round3(s("hafleet-tcp").rps / s("haproxy-tcp").rps),
+      // At saturation: hafleet's lower peak shows here as queueing (see the paced figure).
       http_p99_overhead_ms: round3(s("hafleet-http").p99_ms - s("direct").p99_ms),
+      // Every target offered the same paced load, below their peaks: what the proxy adds.
+      http_p99_overhead_ms_paced: round3(s("hafleet-http paced").p99_ms - s("direct paced").p99_ms),
+      haproxy_http_p99_overhead_ms_paced: round3(s("haproxy-http paced").p99_ms - s("direct paced").p99_ms),
+      paced_rps: flags.pacedRps,
       // On a shared machine every proxy's p99 carries the neighbours' noise:
       // HAProxy measured alongside tells what is ours.
       http_p99_vs_haproxy_ms: round3(s("hafleet-http").p99_ms - s("haproxy-http").p99_ms),
