@@ -32,6 +32,7 @@ import { type Clock, systemClock } from "../lib/core/clock";
 import type { ElasticIps } from "../lib/core/elastic-ip";
 import { isHafleetError } from "../lib/core/errors";
 import { appendEvent } from "../lib/core/events";
+import { dnsDrainMs } from "../lib/core/failover";
 import { fencedPut } from "../lib/core/fence";
 import { Heartbeater, type NodeRecord, type NodeRole } from "../lib/core/heartbeat";
 import { DynamoLeaseStore, Lease } from "../lib/core/lease";
@@ -75,6 +76,12 @@ export interface NodeAgentOptions {
   readonly heartbeatMs?: number;
   /** After yielding, stay out of the contest this long so another node takes over. @default 2 x leaseMs */
   readonly yieldMs?: number;
+  /**
+   * With an own address: how long a drain may wait for the node's weighted
+   * records to reach 0 and their TTL to pass, serving meanwhile.
+   * @default dnsDrainMs(10): the default TTL's
+   */
+  readonly dnsDrainMs?: number;
   readonly proxy: ProxyHandle;
   /** Told of every change of role (the admin endpoint reports it). */
   readonly onRole?: (role: NodeRole) => void;
@@ -187,6 +194,8 @@ export class NodeAgent {
     if (this.yieldTimer) clearTimeout(this.yieldTimer);
     this.draining = true;
     this.setRole("draining");
+    // Tell the checker now, not at the next beat: it takes a draining node out of DNS.
+    await this.heartbeater.beat().catch(() => {});
     await this.lease.stop({ release: true });
     if (wasActive && (await this.awaitHandover(options.handoverMs ?? 3000))) {
       // The network applies a re-association a little after EC2 reports it:
@@ -194,11 +203,60 @@ export class NodeAgent {
       // connections still on their way here are served, not reset.
       await this.clock.sleep(options.propagationMs ?? 1000);
     }
+    if (this.o.ownAllocationId) await this.awaitOutOfDns(this.o.dnsDrainMs ?? dnsDrainMs(10));
     await this.o.proxy.drain();
     this.setRole("stopped");
     await this.heartbeater.stop();
     await this.heartbeater.beat().catch(() => {});
     await Promise.allSettled([...this.pending]);
+  }
+
+  /**
+   * Active-active's deregistration delay: serves until every weighted record
+   * of this node is at 0 in Route 53 (the checker's `dns#` items say so, with
+   * `syncedAt`) and the records' TTL has passed since, so that no client still
+   * holds this address from an answer. Returns at once when the fleet has no
+   * weighted set, or this node's weight was already 0 a TTL ago; gives up
+   * after `maxWaitMs`.
+   */
+  private async awaitOutOfDns(maxWaitMs: number): Promise<void> {
+    const deadline = this.clock.nowMs() + maxWaitMs;
+    const started = this.clock.nowMs();
+    for (;;) {
+      const items = await this.o.store
+        .query("state", keys.fleet(this.o.fleetId), { prefix: keys.dns("") })
+        .catch((err: unknown) => {
+          this.log("warn", "could not read the DNS weights", { error: String(err) });
+          return undefined;
+        });
+      const mine = (items ?? [])
+        .map((item) => ({
+          weight: (item.weights as Record<string, { weight?: number }> | undefined)?.[this.o.nodeId]?.weight,
+          ttlS: Number(item.ttlS ?? 0),
+          syncedAt: item.syncedAt === undefined ? undefined : Number(item.syncedAt),
+        }))
+        .filter((r) => r.weight !== undefined);
+      if (items && items.length === 0) return; // no weighted set for this fleet
+      if (items && mine.length > 0 && mine.every((r) => r.weight === 0 && r.syncedAt !== undefined)) {
+        // `syncedAt`: when Route 53 served the checker's last plan of the set, at or after the
+        // one that took this node to 0. A TTL from it, and no cached answer names this node.
+        // One more second for the resolvers between (an answer fetched as the change lands).
+        const cachedUntil = Math.max(...mine.map((r) => r.syncedAt! + r.ttlS * 1000)) + 1000;
+        const waitMs = Math.min(cachedUntil - this.clock.wallMs(), deadline - this.clock.nowMs());
+        if (waitMs > 0) {
+          this.log("info", `out of DNS: serving ${Math.round(waitMs)} ms more, until cached answers expire`, {
+            waitedMs: Math.round(this.clock.nowMs() - started),
+          });
+          await this.clock.sleep(waitMs);
+        }
+        return;
+      }
+      if (this.clock.nowMs() + 250 > deadline) {
+        this.log("warn", `still in DNS after ${maxWaitMs} ms: draining anyway`);
+        return;
+      }
+      await this.clock.sleep(250);
+    }
   }
 
   /** True once every Elastic IP shows another instance; false after `handoverMs`. */

@@ -26,6 +26,7 @@ import { type FleetConfig, type ListenerConfig, loadFleetConfigFile, NAME_PATTER
 import { ConfigStore } from "../lib/core/config-store";
 import { ElasticIps } from "../lib/core/elastic-ip";
 import { ConfigInvalidError, HafleetError } from "../lib/core/errors";
+import { dnsDrainMs } from "../lib/core/failover";
 import { SessionTable } from "../lib/core/sessions";
 import { StateStore } from "../lib/core/store";
 import { AdminServer } from "./admin";
@@ -245,8 +246,11 @@ export interface ProxyNode {
   readonly admin: AdminServer;
   /** Starts a drain (as SIGTERM does); the process exits when it ends. */
   drain(): void;
-  /** Runs `fn` when a drain starts, before the proxy stops accepting (the agent hands its lease over). */
-  beforeDrain(fn: () => Promise<void>): void;
+  /**
+   * Runs `fn` when a drain starts, before the proxy stops accepting (the agent
+   * hands its lease over, or waits to leave DNS), for at most `boundMs`.
+   */
+  beforeDrain(fn: () => Promise<void>, boundMs?: number): void;
   /** A config is in force and the process is not draining. */
   ready(): boolean;
   /** Open client connections and requests per second (single process; 0 in a cluster primary). */
@@ -254,14 +258,21 @@ export interface ProxyNode {
 }
 
 /**
- * Runs the before-drain hooks, each bounded, so a hung store cannot hold a
- * drain up. 6 s: the agent's handover (release, then up to 3 s for the Elastic
- * IP to move) fits with room to spare.
+ * A before-drain hook's default bound, so a hung store cannot hold a drain up.
+ * 6 s: the agent's handover (release, then up to 3 s for the Elastic IP to
+ * move) fits with room to spare.
  */
-async function runHooks(hooks: readonly (() => Promise<void>)[], logger: Logger): Promise<void> {
+const HOOK_BOUND_MS = 6000;
+
+interface DrainHook {
+  readonly fn: () => Promise<void>;
+  readonly boundMs: number;
+}
+
+async function runHooks(hooks: readonly DrainHook[], logger: Logger): Promise<void> {
   for (const hook of hooks) {
-    await Promise.race([hook(), new Promise((r) => setTimeout(r, 6000).unref())]).catch((err: unknown) =>
-      logger.warn({ err: String(err) }, "before-drain hook failed"),
+    await Promise.race([hook.fn(), new Promise((r) => setTimeout(r, hook.boundMs).unref())]).catch(
+      (err: unknown) => logger.warn({ err: String(err) }, "before-drain hook failed"),
     );
   }
 }
@@ -286,7 +297,7 @@ async function runSingle(o: MainOptions, logger: Logger): Promise<ProxyNode> {
     apply: (config, version) => proxy.apply(config, version),
   });
   let draining = false;
-  const hooks: (() => Promise<void>)[] = [];
+  const hooks: DrainHook[] = [];
   const drain = () => {
     if (draining) return;
     draining = true;
@@ -324,7 +335,7 @@ async function runSingle(o: MainOptions, logger: Logger): Promise<ProxyNode> {
   return {
     admin,
     drain,
-    beforeDrain: (fn) => hooks.push(fn),
+    beforeDrain: (fn, boundMs = HOOK_BOUND_MS) => hooks.push({ fn, boundMs }),
     ready: () => !draining && !proxy.draining,
     load: () => {
       let connections = 0;
@@ -417,7 +428,7 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
       current = { version, config };
     },
   });
-  const hooks: (() => Promise<void>)[] = [];
+  const hooks: DrainHook[] = [];
   const drain = () => {
     if (draining) return;
     draining = true;
@@ -451,7 +462,7 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
   return {
     admin,
     drain,
-    beforeDrain: (fn) => hooks.push(fn),
+    beforeDrain: (fn, boundMs = HOOK_BOUND_MS) => hooks.push({ fn, boundMs }),
     ready: () => !draining && started >= o.workers,
     load: () => ({ connections: 0, rps: 0 }),
   };
@@ -539,6 +550,7 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
     (o.ownAllocationId ? [] : (await elasticIps.listByFleet(o.fleet!)).map((a) => a.allocationId));
   const stored = await new ConfigStore(store, o.fleet!).get({ deadlineMs: 5000 }).catch(() => undefined);
   const failover = stored?.config.failover;
+  const drainDnsMs = dnsDrainMs(stored?.config.dns.ttlS ?? 10);
   const address = o.address ?? o.bindAddress ?? "127.0.0.1";
   const agent = new NodeAgent({
     store,
@@ -554,11 +566,13 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
     ...(o.ownAllocationId ? { ownAllocationId: o.ownAllocationId } : {}),
     leaseMs: failover?.leaseMs,
     heartbeatMs: failover?.heartbeatMs,
+    dnsDrainMs: drainDnsMs,
     proxy: { ready: () => node.ready(), load: () => node.load(), drain: async () => node.drain() },
     onRole: (role) => node.admin.setRole(role),
     log: (level, message, fields) => logger[level](fields ?? {}, message),
   });
-  node.beforeDrain(() => agent.stop());
+  // The handover's bound, and with an own address the wait to leave DNS.
+  node.beforeDrain(() => agent.stop(), HOOK_BOUND_MS + (o.ownAllocationId ? drainDnsMs : 0));
   await agent.start();
   logger.info(
     { instanceId, allocationIds, ownAllocationId: o.ownAllocationId, mode: failover?.mode },

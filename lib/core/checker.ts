@@ -140,6 +140,8 @@ export class HealthChecker {
   private fleetLeaseSeen: { rvn: string; sinceMs: number } | undefined;
   /** Consecutive runs that found each node healthy: the ramp of its weight. */
   private readonly healthyRuns = new Map<string, number>();
+  /** The plan last recorded in `dns#` by this checker. */
+  private recordedPlan: string | undefined;
   private readonly log: LogFn;
 
   constructor(options: HealthCheckerOptions) {
@@ -398,9 +400,27 @@ export class HealthChecker {
           ...(healthCheckId ? { healthCheckId } : {}),
         };
       });
-    if (changes.length === 0) return { lines: report, changed: 0, outOfDns: [] };
+    // The plan as `dns#` records it, with `syncedAt` once Route 53 serves it (INSYNC and read
+    // back). Written when it changed, and by a fresh checker even when Route 53 is already right:
+    // a draining node reads it to know when no new answer names it any more.
+    const plan = JSON.stringify([
+      set,
+      config.failover.mode,
+      planned.map((p) => [p.nodeId, p.address, p.weight]),
+    ]);
     try {
-      await this.applyDns(dns, set, config, planned, changes, token);
+      if (changes.length === 0) {
+        if (this.recordedPlan !== plan) {
+          await this.recordDns(set, config, planned, token, this.clock.wallMs());
+          this.recordedPlan = plan;
+        }
+        return { lines: report, changed: 0, outOfDns: [] };
+      }
+      this.recordedPlan = undefined;
+      await this.recordDns(set, config, planned, token);
+      await dns.records.apply(set, changes);
+      await this.recordDns(set, config, planned, token, this.clock.wallMs());
+      this.recordedPlan = plan;
     } catch (err) {
       return { lines: report, changed: 0, outOfDns: [], error: String(err) };
     }
@@ -434,14 +454,13 @@ export class HealthChecker {
     return { lines: report, changed: changes.length, outOfDns };
   }
 
-  /** Records the planned set fenced in `dns#` (refused once the lease moved on), then sends the changes. */
-  private async applyDns(
-    dns: CheckerDns,
+  /** Records the planned set fenced in `dns#` (refused once the lease moved on); `syncedAt` once Route 53 serves it. */
+  private async recordDns(
     set: { zoneId: string; name: string; ttlS: number },
     config: FleetConfig,
     planned: readonly PlannedRecord[],
-    changes: readonly WeightedRecord[],
     token: number,
+    syncedAt?: number,
   ): Promise<void> {
     if (!this.lease.isLeader())
       throw new FencedError(keys.dns(set.name), token, "the checker lease ran out during the run");
@@ -459,10 +478,10 @@ export class HealthChecker {
         weights: Object.fromEntries(planned.map((p) => [p.nodeId, { address: p.address, weight: p.weight }])),
         by: this.o.checkerId,
         at: this.clock.wallMs(),
+        ...(syncedAt !== undefined ? { syncedAt } : {}),
       },
       lease: { name: "checker", holder: this.o.checkerId },
     });
-    await dns.records.apply(set, changes);
   }
 
   private async probe(adminUrl: string): Promise<boolean> {

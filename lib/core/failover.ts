@@ -201,6 +201,17 @@ export function planWeights(targets: readonly WeightTarget[], rampRuns = 4): Pla
 /** The endpoint id of the fleet's shared Elastic IP (active-passive) in the weighted set. */
 export const SHARED_ENDPOINT = "active";
 
+/**
+ * How long a draining node with its own address may wait to leave DNS while it
+ * serves: 10 s for the checker to see the drain (a run every few seconds),
+ * 60 s for Route 53 to report the change INSYNC (its documented propagation
+ * time; the emulator's is at once), then the records' TTL. The CDK stack adds
+ * it to the stop timeout.
+ */
+export function dnsDrainMs(ttlS: number): number {
+  return 10_000 + 60_000 + ttlS * 1000;
+}
+
 /** A node as the DNS planner sees it. */
 export interface DnsNodeView {
   readonly nodeId: string;

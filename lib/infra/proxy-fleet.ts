@@ -42,6 +42,7 @@ import * as s3assets from "aws-cdk-lib/aws-s3-assets";
 import { Construct } from "constructs";
 import { buildSync } from "esbuild";
 import type { FleetConfig } from "../core/config";
+import { dnsDrainMs } from "../core/failover";
 import { checkFleetId, type StateTables } from "./state-tables";
 
 /** The tag that scopes the fleet's resources in IAM conditions (`aws:ResourceTag/hafleet:fleet`). */
@@ -490,7 +491,10 @@ export class ProxyFleet extends Construct {
     tables: StateTables,
   ): void {
     const region = Stack.of(this).region;
-    const stopTimeoutS = Math.ceil(JSON.parse(configJson).timeouts.drainMs / 1000) + 10;
+    // The drain, the agent's handover (6 s) with room, and in active-active its wait to leave DNS.
+    const config = JSON.parse(configJson) as FleetConfig;
+    const dnsWaitMs = this.mode === "active-active" ? dnsDrainMs(config.dns.ttlS) : 0;
+    const stopTimeoutS = Math.ceil((config.timeouts.drainMs + dnsWaitMs) / 1000) + 10;
     // The address of the instance's allocation tag: its own in active-active, the shared one in
     // active-passive (see ExecStart below).
     const allocationFlag =

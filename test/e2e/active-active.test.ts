@@ -111,6 +111,52 @@ test("SIGKILL of one of three under load: its weight drops to 0, the others serv
   expect(events.some((e) => e.kind === "weights-changed" && e.by === "local-checker")).toBe(true);
 });
 
+test("SIGTERM of one of three under load: it serves until it is out of DNS and the TTL has passed, and no request fails", async () => {
+  const f = await up();
+  const t = trafficTo(f);
+  await flowing(f, t);
+  await sleep(1000);
+  const now = Date.now();
+  const victim = [...f.nodes].sort(
+    (a, b) => clientsOn(t, b.own!.publicIp, now).length - clientsOn(t, a.own!.publicIp, now).length,
+  )[0]!;
+  expect(clientsOn(t, victim.own!.publicIp, now).length).toBeGreaterThan(0);
+  let zeroAt: number | undefined;
+  const watch = setInterval(() => {
+    void f.weights().then((w) => {
+      if (w[victim.nodeId] === 0) zeroAt ??= Date.now();
+    });
+  }, 100);
+  stops.push(() => clearInterval(watch));
+  const exited = new Promise<number>((r) => victim.child!.once("exit", () => r(Date.now())));
+  const termAt = Date.now();
+  f.signal(victim.nodeId, "SIGTERM");
+  const exitAt = await exited;
+  await sleep(1000);
+  await t.stop();
+
+  // Its weight went to 0 while it still served, and it kept serving a TTL beyond (give or take
+  // the 100 ms between this test's reads of the records).
+  expect(zeroAt).toBeDefined();
+  expect(zeroAt!).toBeLessThan(exitAt - f.ttlS * 1000 + 300);
+  // Bounded: the emulator's Route 53 is in sync at once, so the drain takes a checker run or two
+  // and the TTL, well within its allowance (70 s plus the TTL).
+  expect(exitAt - termAt).toBeLessThan(10_000 + f.ttlS * 1000);
+  const failures = t.failuresBetween(termAt).map((o) => ({
+    afterTermMs: o.sentAt - termAt,
+    beforeExitMs: exitAt - o.sentAt,
+    address: o.address === victim.own!.publicIp ? "drained node" : o.address,
+    error: o.error,
+  }));
+  expect(failures).toEqual([]);
+  // Its clients moved to the others once their answers expired.
+  const after = t.outcomes.filter((o) => o.ok && o.sentAt > exitAt);
+  expect(after.length).toBeGreaterThan(0);
+  for (const o of after) expect(o.address).not.toBe(victim.own!.publicIp);
+  const sessions = t.sessionsKept(termAt);
+  expect(sessions.moved).toEqual([]);
+});
+
 test("every node unhealthy at once: the weights are not all zeroed (fail open)", async () => {
   const f = await up({ nodes: 2, ttlS: 5 });
   for (const n of f.nodes) f.signal(n.nodeId, "SIGSTOP");
