@@ -34,7 +34,7 @@ import { isHafleetError } from "../lib/core/errors";
 import { appendEvent } from "../lib/core/events";
 import { dnsDrainMs } from "../lib/core/failover";
 import { fencedPut } from "../lib/core/fence";
-import { Heartbeater, type NodeRecord, type NodeRole } from "../lib/core/heartbeat";
+import { Heartbeater, listNodes, type NodeRecord, type NodeRole } from "../lib/core/heartbeat";
 import { DynamoLeaseStore, Lease } from "../lib/core/lease";
 import type { StateStore } from "../lib/core/store";
 import { keys } from "../lib/core/tables";
@@ -237,6 +237,12 @@ export class NodeAgent {
         }))
         .filter((r) => r.weight !== undefined);
       if (items && items.length === 0) return; // no weighted set for this fleet
+      if (!(await this.anotherNodeServes())) {
+        // The whole fleet is stopping (or this is the last node): no one to send clients to,
+        // and the checker keeps a last node's weight (fail open). Waiting would help no one.
+        this.log("info", "no other node serves: draining without waiting to leave DNS");
+        return;
+      }
       if (items && mine.length > 0 && mine.every((r) => r.weight === 0 && r.syncedAt !== undefined)) {
         // `syncedAt`: when Route 53 served the checker's last plan of the set, at or after the
         // one that took this node to 0. A TTL from it, and no cached answer names this node.
@@ -257,6 +263,21 @@ export class NodeAgent {
       }
       await this.clock.sleep(250);
     }
+  }
+
+  /** Whether another node heartbeats and serves (not draining or stopped); true when it cannot tell. */
+  private async anotherNodeServes(): Promise<boolean> {
+    const freshMs = 3 * (this.o.heartbeatMs ?? 1000) + 1000;
+    const nodes = await listNodes(this.o.store, this.o.fleetId).catch(() => undefined);
+    if (!nodes) return true;
+    return nodes.some(
+      (n) =>
+        n.nodeId !== this.o.nodeId &&
+        !n.drain &&
+        n.role !== "draining" &&
+        n.role !== "stopped" &&
+        this.clock.wallMs() - n.heartbeatAtMs < freshMs,
+    );
   }
 
   /** True once every Elastic IP shows another instance; false after `handoverMs`. */

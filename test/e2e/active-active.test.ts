@@ -155,6 +155,15 @@ test("SIGTERM of one of three under load: it serves until it is out of DNS and t
   for (const o of after) expect(o.address).not.toBe(victim.own!.publicIp);
   const sessions = t.sessionsKept(termAt);
   expect(sessions.moved).toEqual([]);
+
+  // The rest of the fleet stopped at once: with no other node to send clients to (and the
+  // checker keeping a last weight), nobody waits out the DNS allowance (70 s plus the TTL).
+  const rest = f.nodes.filter((n) => n !== victim);
+  const allExited = Promise.all(rest.map((n) => new Promise((r) => n.child!.once("exit", r))));
+  const stopAt = Date.now();
+  for (const n of rest) f.signal(n.nodeId, "SIGTERM");
+  await allExited;
+  expect(Date.now() - stopAt).toBeLessThan(10_000);
 });
 
 test("every node unhealthy at once: the weights are not all zeroed (fail open)", async () => {
