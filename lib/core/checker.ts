@@ -83,6 +83,14 @@ export interface CheckerDns {
    * active-passive; a function, as it may need a lookup. @default none
    */
   readonly sharedAddress?: () => Promise<string | undefined>;
+  /**
+   * How long the checker trusts its view of the records (read back after its
+   * own changes) before it reads Route 53 again, which also finds changes made
+   * behind its back. Route 53 allows 5 API requests a second per account, so
+   * reading every run would limit an account to a handful of fleets.
+   * @default 30000
+   */
+  readonly rereadMs?: number;
 }
 
 export interface DnsReportLine {
@@ -142,6 +150,8 @@ export class HealthChecker {
   private readonly healthyRuns = new Map<string, number>();
   /** The plan last recorded in `dns#` by this checker. */
   private recordedPlan: string | undefined;
+  /** The weighted set as last read from Route 53, with this checker's verified changes since. */
+  private dnsView: { key: string; readAtMs: number; records: Map<string, WeightedRecord> } | undefined;
   private readonly log: LogFn;
 
   constructor(options: HealthCheckerOptions) {
@@ -376,7 +386,7 @@ export class HealthChecker {
     token: number,
   ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[]; error?: string }> {
     const set = { zoneId: dns.zoneId, name: dns.name, ttlS: config.dns.ttlS };
-    const [current, shared] = await Promise.all([dns.records.read(set), dns.sharedAddress?.()]);
+    const [current, shared] = await Promise.all([this.readDns(dns, set, token), dns.sharedAddress?.()]);
     const views: DnsNodeView[] = nodes.map((n) => ({
       nodeId: n.nodeId,
       address: n.publicIp,
@@ -418,7 +428,14 @@ export class HealthChecker {
       }
       this.recordedPlan = undefined;
       await this.recordDns(set, config, planned, token);
+      // Unknown until verified: a failed apply makes the next run read Route 53 again.
+      const view = this.dnsView;
+      this.dnsView = undefined;
       await dns.records.apply(set, changes);
+      if (view) {
+        for (const c of changes) view.records.set(c.nodeId, { ...c, ttlS: set.ttlS });
+        this.dnsView = view;
+      }
       await this.recordDns(set, config, planned, token, this.clock.wallMs());
       this.recordedPlan = plan;
     } catch (err) {
@@ -452,6 +469,27 @@ export class HealthChecker {
       },
     });
     return { lines: report, changed: changes.length, outOfDns };
+  }
+
+  /**
+   * The weighted set: this checker's view while it is fresh and it has held
+   * the lease throughout (another checker may have changed the set meanwhile),
+   * else read from Route 53.
+   */
+  private async readDns(
+    dns: CheckerDns,
+    set: { zoneId: string; name: string; ttlS: number },
+    token: number,
+  ): Promise<Map<string, WeightedRecord>> {
+    const key = `${token} ${set.zoneId} ${set.name}`;
+    const view = this.dnsView;
+    if (view && view.key === key && this.clock.nowMs() - view.readAtMs < (dns.rereadMs ?? 30_000)) {
+      return view.records;
+    }
+    this.dnsView = undefined;
+    const records = await dns.records.read(set);
+    this.dnsView = { key, readAtMs: this.clock.nowMs(), records };
+    return records;
   }
 
   /** Records the planned set fenced in `dns#` (refused once the lease moved on); `syncedAt` once Route 53 serves it. */

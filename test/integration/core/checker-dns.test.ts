@@ -94,7 +94,11 @@ async function fleet(mode: "active-passive" | "active-active") {
     for (const a of admins) await a.close();
   });
   const set = { zoneId, name, ttlS: 5 };
-  const newChecker = (checkerId: string, leaseMs = 6000) => {
+  const newChecker = (
+    checkerId: string,
+    leaseMs = 6000,
+    dnsOptions: { records?: WeightedRecords; rereadMs?: number } = {},
+  ) => {
     const c = new HealthChecker({
       store,
       fleetId,
@@ -102,7 +106,7 @@ async function fleet(mode: "active-passive" | "active-active") {
       elasticIps: eips,
       probeTimeoutMs: 400,
       checkerLeaseMs: leaseMs,
-      dns: { records, zoneId, name, sharedAddress: async () => SHARED_IP },
+      dns: { records, zoneId, name, sharedAddress: async () => SHARED_IP, ...dnsOptions },
     });
     cleanups.push(() => c.stop());
     return c;
@@ -233,6 +237,35 @@ test("one config change moves DNS between the shared address and the nodes' own,
   const back = await c.runOnce();
   expect(await f.weights()).toEqual({ n1: 0, n2: 0, n3: 0, [SHARED_ENDPOINT]: 100 });
   expect(back.outOfDns).toEqual([]); // healthy nodes leaving DNS on a mode switch are no failover
+});
+
+test("reads Route 53 once per rereadMs, trusting its verified changes between; a change behind its back is repaired then", async () => {
+  const f = await fleet("active-active");
+  let reads = 0;
+  // The real client, counting the record reads it makes (apply's read-back included).
+  class CountingRecords extends WeightedRecords {
+    override read(set: Parameters<WeightedRecords["read"]>[0]) {
+      reads++;
+      return super.read(set);
+    }
+  }
+  const counting = new CountingRecords({ route53 });
+  const c = f.newChecker("checker-1", 6000, { records: counting, rereadMs: 1500 });
+  await leader(c);
+  for (let i = 0; i < 4; i++) await c.runOnce();
+  expect(await f.weights()).toMatchObject({ n1: 100, n2: 100, n3: 100 });
+  reads = 0;
+  for (let i = 0; i < 3; i++) expect((await c.runOnce()).errors).toEqual([]);
+  expect(reads).toBe(0); // nothing changed, its view is fresh: no call to Route 53
+
+  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 7 }]); // behind its back
+  await c.runOnce();
+  expect((await f.weights()).n1).toBe(7); // not seen yet: its view is still fresh
+  await new Promise((r) => setTimeout(r, 1600));
+  const repaired = await c.runOnce();
+  expect(reads).toBeGreaterThanOrEqual(1);
+  expect(repaired.weightChanges).toBe(1);
+  expect((await f.weights()).n1).toBe(100);
 });
 
 test("a weight change keeps the record's Route 53 health check", async () => {
