@@ -186,8 +186,9 @@ export class NodeAgent {
   /**
    * Graceful shutdown: release the lease so the standby takes over at once,
    * wait (at most `handoverMs`) until the Elastic IP has moved away and then
-   * `propagationMs` more, so that no new connection reaches a closed listener,
-   * then drain and send a last heartbeat.
+   * `propagationMs` more, so that no new connection reaches a closed listener;
+   * with an own address, wait to leave DNS (`awaitOutOfDns`); then drain and
+   * send a last heartbeat.
    */
   async stop(options: { handoverMs?: number; propagationMs?: number } = {}): Promise<void> {
     const wasActive = this.shared && this.lease.isLeader();
@@ -215,9 +216,9 @@ export class NodeAgent {
    * Active-active's deregistration delay: serves until every weighted record
    * of this node is at 0 in Route 53 (the checker's `dns#` items say so, with
    * `syncedAt`) and the records' TTL has passed since, so that no client still
-   * holds this address from an answer. Returns at once when the fleet has no
-   * weighted set, or this node's weight was already 0 a TTL ago; gives up
-   * after `maxWaitMs`.
+   * holds this address from an answer. Returns at once when no weighted set
+   * names this node, no other node serves, or its weight was already 0 a TTL
+   * ago; gives up after `maxWaitMs`.
    */
   private async awaitOutOfDns(maxWaitMs: number): Promise<void> {
     const deadline = this.clock.nowMs() + maxWaitMs;
@@ -236,7 +237,7 @@ export class NodeAgent {
           syncedAt: item.syncedAt === undefined ? undefined : Number(item.syncedAt),
         }))
         .filter((r) => r.weight !== undefined);
-      if (items && items.length === 0) return; // no weighted set for this fleet
+      if (items && mine.length === 0) return; // no weighted set names this node
       if (!(await this.anotherNodeServes())) {
         // The whole fleet is stopping (or this is the last node): no one to send clients to,
         // and the checker keeps a last node's weight (fail open). Waiting would help no one.
