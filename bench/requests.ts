@@ -4,12 +4,17 @@
  * through counting proxies, and the counts become requests per node per hour,
  * request units, and a monthly bill at list prices.
  *
- *   npm run bench:requests -- --json [--seconds 60]
+ *   npm run bench:requests -- --json [--seconds 60] [--mode active-active]
+ *
+ * In active-active the fleet has its weighted set in Route 53, and the
+ * checker's Route 53 API calls are counted too: they cost nothing, but Route 53
+ * allows 5 a second per account, shared by every fleet in it.
  *
  * One JSON object per line: one per operation, then the summary
- *   {"bench":"requests","nodes":3,"seconds":..,"node_writes_per_hour":..,
+ *   {"bench":"requests","mode":..,"nodes":3,"seconds":..,"node_writes_per_hour":..,
  *    "node_reads_per_hour":..,"checker_writes_per_hour":..,"checker_reads_per_hour":..,
- *    "dynamodb_usd_month":..,"lambda_usd_month":..,"route53_usd_month":..,"total_usd_month":..}
+ *    "dynamodb_usd_month":..,"lambda_usd_month":..,"route53_usd_month":..,"total_usd_month":..,
+ *    "route53_api_calls_per_second":..}
  *
  * Request units, as DynamoDB bills them for items under 1 KB (writes) and 4 KB
  * (strongly consistent reads): a write 1 WRU, a transaction 2 WRU per item (every
@@ -44,9 +49,16 @@ const READ_UNITS: Record<string, number> = { GetItem: 1, Query: 1 };
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
-    options: { json: { type: "boolean", default: false }, seconds: { type: "string", default: "60" } },
+    options: {
+      json: { type: "boolean", default: false },
+      seconds: { type: "string", default: "60" },
+      mode: { type: "string", default: "active-passive" },
+    },
     strict: true,
   });
+  const mode = values.mode;
+  if (mode !== "active-passive" && mode !== "active-active")
+    throw new Error(`--mode must be active-passive or active-active, got '${mode}'`);
   const seconds = Number(values.seconds);
   if (!Number.isFinite(seconds) || seconds < 10)
     throw new Error(`--seconds must be at least 10, got '${values.seconds}'`);
@@ -60,6 +72,7 @@ async function main(): Promise<void> {
   const nodes = 3;
   const fleet = new LocalFleet({
     nodes,
+    mode,
     endpoint: emulator.endpoint,
     nodeEndpoint: nodesProxy.endpoint,
     checkerEndpoint: checkerProxy.endpoint,
@@ -119,8 +132,11 @@ async function main(): Promise<void> {
     HOURS_PER_MONTH *
     (LAMBDA.memoryGb * LAMBDA.seconds * PRICE.lambdaGbSecond + PRICE.lambdaPerMillion / 1e6);
   const route53 = PRICE.hostedZoneMonth + nodes * PRICE.healthCheckMonth;
+  let route53Calls = 0;
+  for (const [op, count] of checkerProxy.byOperation) if (op.startsWith("Route53.")) route53Calls += count;
   const summary = {
     bench: "requests",
+    mode,
     nodes,
     seconds,
     node_writes_per_hour: round(n.writes / nodes),
@@ -131,6 +147,7 @@ async function main(): Promise<void> {
     lambda_usd_month: round(lambda, 2),
     route53_usd_month: round(route53, 2),
     total_usd_month: round(dynamodb + lambda + route53, 2),
+    route53_api_calls_per_second: round(route53Calls / seconds, 3),
   };
   say(
     `per node per hour: ${summary.node_writes_per_hour} writes, ${summary.node_reads_per_hour} reads; checker: ${summary.checker_writes_per_hour} writes, ` +

@@ -70,7 +70,7 @@ export class FaultProxy {
       req.on("end", () => {
         this.requests++;
         const body = Buffer.concat(chunks);
-        const op = operationOf(req.headers, body);
+        const op = operationOf(req.headers, body, req.method, req.url);
         this.byOperation.set(op, (this.byOperation.get(op) ?? 0) + 1);
         const fr: FaultRequest = {
           method: req.method ?? "GET",
@@ -175,11 +175,24 @@ export class FaultProxy {
 }
 
 /** `DynamoDB.GetItem` from the JSON protocol's target header; `EC2.DescribeAddresses` from a query body. */
-export function operationOf(headers: IncomingHttpHeaders, body: Buffer): string {
+export function operationOf(headers: IncomingHttpHeaders, body: Buffer, method = "GET", url = "/"): string {
   const target = String(headers["x-amz-target"] ?? "");
   if (target)
     return `${target.startsWith("DynamoDB") ? "DynamoDB" : target.split("_")[0]}.${target.split(".").pop()}`;
   const action = /(?:^|&)Action=([A-Za-z]+)/.exec(body.toString("latin1"));
   if (action) return `${/Version=2016-11-15/.test(body.toString("latin1")) ? "EC2" : "Query"}.${action[1]}`;
-  return "other";
+  const route53 = route53Operation(method, url.split("?")[0] ?? "");
+  return route53 ? `Route53.${route53}` : "other";
+}
+
+/** Route 53's REST API, by method and path (the calls hafleet makes). */
+function route53Operation(method: string, path: string): string | undefined {
+  const m = /^\/2013-04-01\/(hostedzone|change|healthcheck)(?:\/([^/]+))?(?:\/(rrset))?\/?$/.exec(path);
+  if (!m) return undefined;
+  const [, kind, id, rrset] = m;
+  if (kind === "change") return "GetChange";
+  if (kind === "healthcheck")
+    return method === "POST" ? "CreateHealthCheck" : id ? "GetHealthCheck" : "ListHealthChecks";
+  if (rrset) return method === "POST" ? "ChangeResourceRecordSets" : "ListResourceRecordSets";
+  return method === "POST" ? "CreateHostedZone" : id ? "GetHostedZone" : "ListHostedZones";
 }
