@@ -27,7 +27,7 @@
 import { parseArgs } from "node:util";
 import { listEvents } from "../lib/core/events";
 import { LocalFleet } from "../test/harness/local-fleet";
-import { awaitRecovery, clientsOn } from "../test/harness/tour";
+import { awaitRecovery, busiestNode } from "../test/harness/tour";
 import { StickyTraffic } from "../test/harness/traffic";
 import { emit, percentile, round } from "./stats";
 
@@ -164,10 +164,7 @@ async function activeActive(trials: number, say: (s: string) => void): Promise<n
       // A node dies at any moment of the checker's cycle.
       await new Promise((r) => setTimeout(r, 1000 + Math.random() * 2000));
       const now = Date.now();
-      const victim = [...fleet.nodes].sort(
-        (a, b) =>
-          clientsOn(traffic, b.own!.publicIp, now).length - clientsOn(traffic, a.own!.publicIp, now).length,
-      )[0]!;
+      const victim = busiestNode(fleet, traffic, now);
       const killAt = Date.now();
       fleet.signal(victim.nodeId, "SIGKILL");
       const {

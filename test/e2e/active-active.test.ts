@@ -16,7 +16,7 @@ import { uniqueId } from "../harness/aws";
 import { freePort } from "../harness/emulator";
 import { createFailoverPair, createZone, LocalFleet, type LocalFleetOptions } from "../harness/local-fleet";
 import { Route53Resolver } from "../harness/route53-resolver";
-import { awaitRecovery, clientsOn } from "../harness/tour";
+import { awaitRecovery, busiestNode, clientsOn } from "../harness/tour";
 import { StickyTraffic } from "../harness/traffic";
 
 jest.setTimeout(180_000);
@@ -63,9 +63,7 @@ test("SIGKILL of one of three under load: its weight drops to 0, the others serv
   await flowing(f, t);
   await sleep(1000);
   const now = Date.now();
-  const victim = [...f.nodes].sort(
-    (a, b) => clientsOn(t, b.own!.publicIp, now).length - clientsOn(t, a.own!.publicIp, now).length,
-  )[0]!;
+  const victim = busiestNode(f, t, now);
   const killAt = Date.now();
   expect(clientsOn(t, victim.own!.publicIp, killAt).length).toBeGreaterThan(0);
   f.signal(victim.nodeId, "SIGKILL");
@@ -117,9 +115,7 @@ test("SIGTERM of one of three under load: it serves until it is out of DNS and t
   await flowing(f, t);
   await sleep(1000);
   const now = Date.now();
-  const victim = [...f.nodes].sort(
-    (a, b) => clientsOn(t, b.own!.publicIp, now).length - clientsOn(t, a.own!.publicIp, now).length,
-  )[0]!;
+  const victim = busiestNode(f, t, now);
   expect(clientsOn(t, victim.own!.publicIp, now).length).toBeGreaterThan(0);
   let zeroAt: number | undefined;
   const watch = setInterval(() => {

@@ -7,7 +7,7 @@
  * backend. Active-active: see `runActiveActiveTour`.
  */
 import { listEvents } from "../../lib/core/events";
-import { LocalFleet } from "./local-fleet";
+import { LocalFleet, type LocalNode } from "./local-fleet";
 import { StickyTraffic } from "./traffic";
 
 export interface TourSummary {
@@ -97,6 +97,12 @@ export function clientsOn(traffic: StickyTraffic, address: string, t: number): n
   const last = new Map<number, string | undefined>();
   for (const o of traffic.outcomes) if (o.ok && o.doneAt < t) last.set(o.client, o.address);
   return [...last].filter(([, a]) => a === address).map(([c]) => c);
+}
+
+/** The node whose own address served the most clients' last answers before `t`. */
+export function busiestNode(fleet: LocalFleet, traffic: StickyTraffic, t: number): LocalNode {
+  const served = (n: LocalNode) => clientsOn(traffic, n.own!.publicIp, t).length;
+  return [...fleet.nodes].sort((a, b) => served(b) - served(a))[0]!;
 }
 
 /**
