@@ -57,15 +57,20 @@ async function flowing(fleet: LocalFleet, t: StickyTraffic, n = 60) {
   await fleet.waitFor(() => t.outcomes.filter((o) => o.ok).length >= n, 30_000, "traffic did not flow");
 }
 
-test("SIGKILL of one of three under load: its weight drops to 0, the others serve on, sticky clients keep their backend, and it ramps back", async () => {
+/** Three nodes under sticky load, and the node that serves the most clients (at least one). */
+async function underLoad() {
   const f = await up();
   const t = trafficTo(f);
   await flowing(f, t);
   await sleep(1000);
-  const now = Date.now();
-  const victim = busiestNode(f, t, now);
+  const victim = busiestNode(f, t, Date.now());
+  expect(clientsOn(t, victim.own!.publicIp, Date.now()).length).toBeGreaterThan(0);
+  return { f, t, victim };
+}
+
+test("SIGKILL of one of three under load: its weight drops to 0, the others serve on, sticky clients keep their backend, and it ramps back", async () => {
+  const { f, t, victim } = await underLoad();
   const killAt = Date.now();
-  expect(clientsOn(t, victim.own!.publicIp, killAt).length).toBeGreaterThan(0);
   f.signal(victim.nodeId, "SIGKILL");
 
   const { zeroAt, backAt, hit } = await awaitRecovery(f, t, victim.nodeId, killAt, 60_000);
@@ -110,13 +115,7 @@ test("SIGKILL of one of three under load: its weight drops to 0, the others serv
 });
 
 test("SIGTERM of one of three under load: it serves until it is out of DNS and the TTL has passed, and no request fails", async () => {
-  const f = await up();
-  const t = trafficTo(f);
-  await flowing(f, t);
-  await sleep(1000);
-  const now = Date.now();
-  const victim = busiestNode(f, t, now);
-  expect(clientsOn(t, victim.own!.publicIp, now).length).toBeGreaterThan(0);
+  const { f, t, victim } = await underLoad();
   let zeroAt: number | undefined;
   const watch = setInterval(() => {
     void f.weights().then((w) => {
