@@ -29,6 +29,7 @@
  * a while) and `drain` (hand it over, finish in-flight requests, exit).
  */
 import { type Clock, systemClock } from "../lib/core/clock";
+import { listDnsPlans } from "../lib/core/dns";
 import type { ElasticIps } from "../lib/core/elastic-ip";
 import { isHafleetError } from "../lib/core/errors";
 import { appendEvent } from "../lib/core/events";
@@ -224,27 +225,21 @@ export class NodeAgent {
     const deadline = this.clock.nowMs() + maxWaitMs;
     const started = this.clock.nowMs();
     for (;;) {
-      const items = await this.o.store
-        .query("state", keys.fleet(this.o.fleetId), { prefix: keys.dns("") })
-        .catch((err: unknown) => {
-          this.log("warn", "could not read the DNS weights", { error: String(err) });
-          return undefined;
-        });
-      const mine = (items ?? [])
-        .map((item) => ({
-          weight: (item.weights as Record<string, { weight?: number }> | undefined)?.[this.o.nodeId]?.weight,
-          ttlS: Number(item.ttlS ?? 0),
-          syncedAt: item.syncedAt === undefined ? undefined : Number(item.syncedAt),
-        }))
-        .filter((r) => r.weight !== undefined);
-      if (items && mine.length === 0) return; // no weighted set names this node
+      const plans = await listDnsPlans(this.o.store, this.o.fleetId).catch((err: unknown) => {
+        this.log("warn", "could not read the DNS weights", { error: String(err) });
+        return undefined;
+      });
+      const mine = (plans ?? [])
+        .filter((p) => this.o.nodeId in p.weights)
+        .map((p) => ({ weight: p.weights[this.o.nodeId]!.weight, ttlS: p.ttlS, syncedAt: p.syncedAt }));
+      if (plans && mine.length === 0) return; // no weighted set names this node
       if (!(await this.anotherNodeServes())) {
         // The whole fleet is stopping (or this is the last node): no one to send clients to,
         // and the checker keeps a last node's weight (fail open). Waiting would help no one.
         this.log("info", "no other node serves: draining without waiting to leave DNS");
         return;
       }
-      if (items && mine.length > 0 && mine.every((r) => r.weight === 0 && r.syncedAt !== undefined)) {
+      if (plans && mine.every((r) => r.weight === 0 && r.syncedAt !== undefined)) {
         // `syncedAt`: when Route 53 served the checker's last plan of the set, at or after the
         // one that took this node to 0. A TTL from it, and no cached answer names this node.
         // One more second for the resolvers between (an answer fetched as the change lands).

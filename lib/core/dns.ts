@@ -19,6 +19,37 @@ import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "./aw
 import { type Clock, systemClock } from "./clock";
 import { Route53Error } from "./errors";
 import { pollUntil } from "./retry";
+import type { StateStore } from "./store";
+import { keys } from "./tables";
+
+/** A weighted set as the checker last planned it, fenced in the store (`dns#<name>`). */
+export interface DnsPlan {
+  readonly name: string;
+  readonly mode: string;
+  readonly ttlS: number;
+  /** The checker lease's token the plan was written with. */
+  readonly token: number;
+  readonly weights: Readonly<Record<string, { readonly address: string; readonly weight: number }>>;
+  /** Wall ms when Route 53 served the plan (INSYNC and read back); undefined while in flight. */
+  readonly syncedAt: number | undefined;
+}
+
+/** The fleet's recorded plans, one per weighted set (none: the fleet has no weighted set). */
+export async function listDnsPlans(store: StateStore, fleetId: string): Promise<DnsPlan[]> {
+  const items = await store.query("state", keys.fleet(fleetId), { prefix: keys.dns("") });
+  return items.map((d) => ({
+    name: String(d.name),
+    mode: String(d.mode),
+    ttlS: Number(d.ttlS ?? 0),
+    token: Number(d.fenceToken),
+    weights: Object.fromEntries(
+      Object.entries((d.weights ?? {}) as Record<string, { address?: unknown; weight?: unknown }>).map(
+        ([id, w]) => [id, { address: String(w.address), weight: Number(w.weight) }],
+      ),
+    ),
+    syncedAt: d.syncedAt === undefined ? undefined : Number(d.syncedAt),
+  }));
+}
 
 export interface WeightedRecord {
   /** The node id, or `active` for the fleet's shared address (`SHARED_ENDPOINT`). */
@@ -67,7 +98,7 @@ export class WeightedRecords {
     const out = new Map<string, WeightedRecord>();
     let start: { name?: string; type?: string; id?: string } = { name, type: "A" };
     for (;;) {
-      const page = await this.call("ListResourceRecordSets", () =>
+      const page = await route53Call("ListResourceRecordSets", () =>
         this.route53.send(
           new ListResourceRecordSetsCommand({
             HostedZoneId: set.zoneId,
@@ -118,7 +149,7 @@ export class WeightedRecords {
         ...(r.healthCheckId ? { HealthCheckId: r.healthCheckId } : {}),
       },
     }));
-    const sent = await this.call("ChangeResourceRecordSets", () =>
+    const sent = await route53Call("ChangeResourceRecordSets", () =>
       this.route53.send(
         new ChangeResourceRecordSetsCommand({ HostedZoneId: set.zoneId, ChangeBatch: { Changes: changes } }),
       ),
@@ -132,8 +163,11 @@ export class WeightedRecords {
         const status =
           attempt === 1 || !changeId
             ? sent.ChangeInfo?.Status
-            : (await this.call("GetChange", () => this.route53.send(new GetChangeCommand({ Id: changeId }))))
-                .ChangeInfo?.Status;
+            : (
+                await route53Call("GetChange", () =>
+                  this.route53.send(new GetChangeCommand({ Id: changeId })),
+                )
+              ).ChangeInfo?.Status;
         // A change without an id cannot be followed; the read-back below still checks it.
         return status === "INSYNC" || !changeId
           ? { done: true as const, value: undefined }
@@ -163,10 +197,6 @@ export class WeightedRecords {
 
   destroy(): void {
     if (this.ownsClient) this.route53.destroy();
-  }
-
-  private call<T>(operation: string, send: () => Promise<T>): Promise<T> {
-    return route53Call(operation, send);
   }
 }
 

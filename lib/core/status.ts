@@ -6,6 +6,7 @@
  * recorded for the fleet's weighted DNS set (`dns#`). `renderStatus` prints
  * it as tables.
  */
+import { listDnsPlans } from "./dns";
 import type { ElasticIps } from "./elastic-ip";
 import { listNodes, type NodeRecord } from "./heartbeat";
 import { DynamoLeaseStore } from "./lease";
@@ -61,7 +62,7 @@ export async function fleetStatus(
     new DynamoLeaseStore(store, fleetId).get("fleet"),
     store.query("state", keys.fleet(fleetId), { prefix: "vip#" }),
     elasticIps.listByFleet(fleetId),
-    store.query("state", keys.fleet(fleetId), { prefix: "dns#" }),
+    listDnsPlans(store, fleetId),
   ]);
   const now = store.clock.wallMs();
   const readiness = await Promise.all(nodes.map((n) => readyz(n.adminUrl, options.probeTimeoutMs ?? 500)));
@@ -93,12 +94,10 @@ export async function fleetStatus(
       };
     }),
     dns: sets.map((d) => ({
-      name: String(d.name),
-      mode: String(d.mode),
-      token: Number(d.fenceToken),
-      weights: Object.entries((d.weights ?? {}) as Record<string, { address: string; weight: number }>).map(
-        ([id, w]) => ({ id, address: String(w.address), weight: Number(w.weight) }),
-      ),
+      name: d.name,
+      mode: d.mode,
+      token: d.token,
+      weights: Object.entries(d.weights).map(([id, w]) => ({ id, ...w })),
     })),
   };
 }

@@ -112,13 +112,11 @@ export class ControlPlane extends Construct {
   readonly checkerErrorsAlarm: cloudwatch.Alarm;
   readonly checkerStoppedAlarm: cloudwatch.Alarm;
   readonly dashboard: cloudwatch.Dashboard;
-  private readonly fleetId: string;
   private readonly fleet: ProxyFleet;
 
   constructor(scope: Construct, id: string, props: ControlPlaneProps) {
     super(scope, id);
     const { fleet, tables, dns } = props;
-    this.fleetId = fleet.fleetId;
     this.fleet = fleet;
     const entry = props.checkerEntry ?? DEFAULT_CHECKER_ENTRY;
     if (!existsSync(entry)) {
@@ -370,6 +368,10 @@ export class ControlPlane extends Construct {
       period: Duration.minutes(1),
       ...props,
     });
+  }
+
+  private get fleetId(): string {
+    return this.fleet.fleetId;
   }
 
   /** Failed invocations of the checker plus failed runs inside invocations. */
