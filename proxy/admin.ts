@@ -6,13 +6,16 @@
  * - `GET /readyz`: 200 when a config is in force and the node is not
  *   draining, else 503; the JSON body also carries the node's `role`.
  * - `GET /metrics`: Prometheus text.
- * - `POST /drain`: starts a drain (202); `/readyz` turns 503 at once.
+ * - `POST /drain`: starts a drain (202); `/readyz` turns 503 at once. Only
+ *   with `authorization: Bearer <admin token>` (`admin-token.ts`): 401
+ *   without it or with another, 403 when the node has no token at all.
  *
  * `role` is the seam for the node agent (lease, heartbeat, Elastic IP), which
  * lives beside the proxy: it calls `setRole("active" | "standby" | ...)`. The
  * proxy never decides its own role.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { tokenMatches } from "./admin-token";
 import { ListenError } from "./errors";
 
 export interface AdminStatus {
@@ -44,16 +47,20 @@ export interface AdminServerOptions {
   readonly drain: () => void;
   /** @default "none" (no agent has set one) */
   readonly role?: string;
+  /** The token that state changes need. @default none: every state change is refused */
+  readonly token?: string;
 }
 
 export class AdminServer {
   private readonly server: Server;
   private readonly options: AdminServerOptions;
   role: string;
+  private readonly token: string | undefined;
 
   private constructor(options: AdminServerOptions) {
     this.options = options;
     this.role = options.role ?? "none";
+    this.token = options.token;
     this.server = createServer((req, res) => {
       this.handle(req, res).catch((err: unknown) => {
         send(res, 500, { error: String(err) });
@@ -104,11 +111,28 @@ export class AdminServer {
           res.setHeader("allow", "POST");
           return send(res, 405, { error: "use POST /drain" });
         }
+        if (!this.mayChangeState(req, res)) return;
         this.options.drain();
         return send(res, 202, { draining: true });
       default:
         return send(res, 404, { error: `no ${path}; try /healthz, /readyz, /metrics, POST /drain` });
     }
+  }
+
+  /** Answers 403 or 401 and returns false unless the caller shows the token. */
+  private mayChangeState(req: IncomingMessage, res: ServerResponse): boolean {
+    if (this.token === undefined) {
+      send(res, 403, {
+        error: "state changes are disabled: this node was started without --admin-token-file",
+      });
+      return false;
+    }
+    if (!tokenMatches(req.headers.authorization, this.token)) {
+      res.setHeader("www-authenticate", "Bearer");
+      send(res, 401, { error: "state changes need authorization: Bearer <admin token>" });
+      return false;
+    }
+    return true;
   }
 
   close(): Promise<void> {

@@ -30,6 +30,7 @@ import { dnsDrainMs } from "../lib/core/failover";
 import { SessionTable } from "../lib/core/sessions";
 import { StateStore } from "../lib/core/store";
 import { AdminServer } from "./admin";
+import { readAdminToken } from "./admin-token";
 import { NodeAgent } from "./agent";
 import { type ConfigSource, ConfigWatch, type InitialConfig, loadInitialConfig } from "./config-watch";
 import { UsageError } from "./errors";
@@ -43,6 +44,8 @@ export interface MainOptions {
   readonly stateFile?: string;
   readonly adminPort: number;
   readonly adminHost: string;
+  /** File holding the token that `POST /drain` needs (`admin-token.ts`); without it, state changes are refused. */
+  readonly adminTokenFile?: string;
   readonly workers: number;
   readonly nodeId: string;
   readonly accessLog: boolean;
@@ -85,6 +88,10 @@ export function buildCommand(): Command {
       9900,
     )
     .option("--admin-host <address>", "admin endpoint address", "127.0.0.1")
+    .option(
+      "--admin-token-file <path>",
+      "file (mode 600) with the token POST /drain needs; without it, the admin endpoint changes nothing",
+    )
     .option("--workers <n>", "worker processes, or 'auto' for one per core", workersFlag, 1)
     .option("--node-id <id>", "this node's id (sessions, logs)", hostname())
     .option("--no-access-log", "no log line per request (faster)")
@@ -235,6 +242,15 @@ function sessionsFactory(o: MainOptions, store: StateStore | undefined) {
     });
 }
 
+/** The admin token from `--admin-token-file`, or none (and a warning: drains over HTTP are refused). */
+async function adminToken(o: MainOptions, logger: Logger): Promise<{ token?: string }> {
+  if (o.adminTokenFile === undefined) {
+    logger.warn("no --admin-token-file: the admin endpoint refuses state changes (POST /drain)");
+    return {};
+  }
+  return { token: await readAdminToken(o.adminTokenFile) };
+}
+
 // ---- single process --------------------------------------------------------
 
 /**
@@ -316,6 +332,7 @@ async function runSingle(o: MainOptions, logger: Logger): Promise<ProxyNode> {
   const admin = await AdminServer.start({
     host: o.adminHost,
     port: o.adminPort,
+    ...(await adminToken(o, logger)),
     status: () => ({
       configLoaded: true,
       configVersion: proxy.version,
@@ -446,6 +463,7 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
   const admin = await AdminServer.start({
     host: o.adminHost,
     port: o.adminPort,
+    ...(await adminToken(o, logger)),
     status: () => ({
       configLoaded: started >= o.workers,
       configVersion: current.version,

@@ -60,6 +60,8 @@ const REPO_ROOT = resolve(__dirname, "..", "..");
 export const DEFAULT_PROXY_ENTRY = join(REPO_ROOT, "proxy", "main.ts");
 /** Where the proxy keeps its last good config (`--state-file`). */
 const STATE_FILE = "/var/lib/hafleet/state.json";
+/** Where a node keeps the admin token (`proxy/admin-token.ts`), copied from the fleet's secret at boot. */
+const ADMIN_TOKEN_FILE = "/etc/hafleet/admin-token";
 /** User data is limited to 16 KiB; the rest of the script takes about 4. */
 const MAX_CONFIG_JSON_BYTES = 10 * 1024;
 
@@ -549,6 +551,13 @@ export class ProxyFleet extends Construct {
       `HAFLEET_ADMIN_PORT=${this.adminPort}`,
       "NODE_ENV=production",
       "HAFLEET_ENV",
+      // The admin token that POST /drain needs (proxy/admin-token.ts): made on the node, once, and
+      // readable by the node's user alone. Nothing else needs it: the checker and `hafleet drain`
+      // change node state through the state table, authorized by IAM.
+      `if [ ! -s ${ADMIN_TOKEN_FILE} ]; then`,
+      `install -m 600 -o hafleet -g hafleet /dev/null ${ADMIN_TOKEN_FILE}`,
+      `od -An -N32 -tx1 /dev/urandom | tr -d ' \\n' > ${ADMIN_TOKEN_FILE}`,
+      "fi",
       // 4. The proxy under systemd: restarted whatever way it exits, given the drain time to stop.
       "cat > /etc/systemd/system/hafleet-proxy.service <<HAFLEET_UNIT",
       "[Unit]",
@@ -559,8 +568,9 @@ export class ProxyFleet extends Construct {
       "[Service]",
       "User=hafleet",
       "EnvironmentFile=/etc/hafleet/env",
-      // The admin endpoint listens on every address: the health checker probes it from the
-      // VPC, and the security group lets only the checker in.
+      // The admin endpoint listens on the instance's private address, which the health checker
+      // probes from the VPC; the security group lets only the checker in, and state changes
+      // need the admin token.
       // --node-id is the instance id: the health checker finds the node's weighted record by it.
       // --agent: heartbeats, and the Elastic IP of the instance's allocation tag. In active-active
       // that address is the node's own (--own-allocation-id: it holds it and contends for no shared
@@ -568,7 +578,8 @@ export class ProxyFleet extends Construct {
       // own flag has no `:+` guard: a node given neither flag would contend for every fleet-tagged
       // address, the other nodes' own ones included (the script stops above if the tag is missing).
       `ExecStart=$NODE_BIN /opt/hafleet/proxy.js --fleet ${this.fleetId} --state-file ${STATE_FILE} ` +
-        `--admin-port ${this.adminPort} --admin-host 0.0.0.0 --node-id $INSTANCE_ID --workers auto ` +
+        `--admin-port ${this.adminPort} --admin-host $LOCAL_IP --admin-token-file ${ADMIN_TOKEN_FILE} ` +
+        "--node-id $INSTANCE_ID --workers auto " +
         `--agent --instance-id $INSTANCE_ID --address $LOCAL_IP --zone $ZONE ${allocationFlag}`,
       "Restart=always",
       "RestartSec=1",

@@ -42,6 +42,7 @@ import { ElasticIps } from "../../lib/core/elastic-ip";
 import { SHARED_ENDPOINT } from "../../lib/core/failover";
 import { StateStore } from "../../lib/core/store";
 import { ensureTables, type TableNames } from "../../lib/core/tables";
+import { generateAdminToken } from "../../proxy/admin-token";
 import { bundle } from "./bundle";
 import { allocateElasticIp, runInstances } from "./ec2";
 import { type Emulator, emulatorEnv, freePort, startEmulator, WORK_DIR } from "./emulator";
@@ -175,6 +176,11 @@ export interface LocalFleetState {
 
 export function stateFile(fleetId: string): string {
   return join(WORK_DIR, "local", `${fleetId}.json`);
+}
+
+/** The fleet's admin token (mode 600), which its nodes require for `POST /drain`. */
+export function adminTokenFile(fleetId: string): string {
+  return join(WORK_DIR, "local", `${fleetId}.admin-token`);
 }
 
 export async function readLocalState(fleetId: string): Promise<LocalFleetState> {
@@ -311,8 +317,10 @@ export class LocalFleet {
     );
     this.route53 = new Route53Client(awsClientConfig());
 
-    // 4. Nodes.
+    // 4. Nodes, with one admin token for the fleet (the stack keeps it in Secrets Manager).
     this.script = await bundle("proxy/main.ts");
+    await mkdir(join(WORK_DIR, "local"), { recursive: true });
+    await writeFile(adminTokenFile(this.fleetId), `${generateAdminToken()}\n`, { mode: 0o600 });
     for (const [i, nodeId] of nodeIds.entries()) {
       this.nodes.push({
         nodeId,
@@ -465,6 +473,8 @@ export class LocalFleet {
       node.address,
       "--admin-port",
       String(node.adminPort),
+      "--admin-token-file",
+      adminTokenFile(this.fleetId),
       "--agent",
       "--instance-id",
       node.instanceId,

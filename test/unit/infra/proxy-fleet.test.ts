@@ -234,7 +234,8 @@ describe("ProxyFleet", () => {
       expect(ud).toContain("StartLimitIntervalSec=0");
       expect(ud).toContain(
         "ExecStart=$NODE_BIN /opt/hafleet/proxy.js --fleet blue --state-file /var/lib/hafleet/state.json " +
-          "--admin-port 9900 --admin-host 0.0.0.0 --node-id $INSTANCE_ID --workers auto " +
+          "--admin-port 9900 --admin-host $LOCAL_IP --admin-token-file /etc/hafleet/admin-token " +
+          "--node-id $INSTANCE_ID --workers auto " +
           // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion in the user data, not a template
           "--agent --instance-id $INSTANCE_ID --address $LOCAL_IP --zone $ZONE ${ALLOCATION_ID:+--allocation-id $ALLOCATION_ID}",
       );
@@ -256,6 +257,15 @@ describe("ProxyFleet", () => {
       );
       expect(ud).not.toContain("--allocation-id");
       expect(ud).toContain("HAFLEET_MODE=active-active");
+    });
+
+    test("makes an admin token on the node, once, that only the node's user reads", () => {
+      const ud = userData(defaultAp().t);
+      expect(ud).toContain(
+        "if [ ! -s /etc/hafleet/admin-token ]; then\n" +
+          "install -m 600 -o hafleet -g hafleet /dev/null /etc/hafleet/admin-token\n" +
+          "od -An -N32 -tx1 /dev/urandom | tr -d ' \\n' > /etc/hafleet/admin-token\nfi\n",
+      );
     });
 
     test("gives the proxy the drain time plus 10 s to stop", () => {

@@ -4,9 +4,10 @@
  * the store is unreachable), and cluster mode.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { bearer, generateAdminToken } from "../../../proxy/admin-token";
 import { writeStateFile } from "../../../proxy/config-watch";
 import { freePort } from "../../harness/emulator";
 import { config, deadPort, eventually, get, Harness, startBackend } from "./helpers";
@@ -80,6 +81,21 @@ describe("proxy/main.ts", () => {
     ["bad fleet id", ["--fleet", "Bad_Fleet"], /--fleet 'Bad_Fleet' must be/],
     ["missing config file", ["--config", "/nonexistent/fleet.yaml"], /cannot read config file.*ENOENT/],
     ["invalid config", ["--config", "BAD"], /invalid fleet config in .*bad\.yaml: listeners\[0\]\.port: /],
+    [
+      "missing admin token file",
+      ["--config", "FILE", "--admin-port", "0", "--admin-token-file", "/nonexistent/token"],
+      /--admin-token-file \/nonexistent\/token: ENOENT/,
+    ],
+    [
+      "admin token file readable by others",
+      ["--config", "FILE", "--admin-port", "0", "--admin-token-file", "TOKEN_OPEN"],
+      /--admin-token-file .*token-open is readable or writable by others \(mode 644\): chmod 600 it/,
+    ],
+    [
+      "admin token too short",
+      ["--config", "FILE", "--admin-port", "0", "--admin-token-file", "TOKEN_SHORT"],
+      /--admin-token-file .*token-short must hold one token of at least 32 characters/,
+    ],
   ];
   it.each(bad)("exits 2 with one clear line: %s", async (_name, args, message) => {
     const good = join(dir, "good.yaml");
@@ -92,7 +108,16 @@ describe("proxy/main.ts", () => {
       badFile,
       "listeners: [{ name: web, protocol: http, port: 99999, pool: web }]\npools: { web: { backends: [{ host: 127.0.0.1, port: 1 }] } }\n",
     );
-    const run = start(args.map((a) => (a === "FILE" ? good : a === "BAD" ? badFile : a)));
+    const files: Record<string, string> = {
+      FILE: good,
+      BAD: badFile,
+      TOKEN_OPEN: join(dir, "token-open"),
+      TOKEN_SHORT: join(dir, "token-short"),
+    };
+    await writeFile(files.TOKEN_OPEN!, `${"a".repeat(64)}\n`, { mode: 0o644 });
+    await chmod(files.TOKEN_OPEN!, 0o644);
+    await writeFile(files.TOKEN_SHORT!, "short\n", { mode: 0o600 });
+    const run = start(args.map((a) => files[a] ?? a));
     expect(await run.exited).toBe(2);
     const lines = run.stderr().trim().split("\n");
     expect(lines).toHaveLength(1);
@@ -126,6 +151,32 @@ describe("proxy/main.ts", () => {
     );
     release();
     expect((await slow).body).toBe("slow done");
+    expect(await run.exited).toBe(0);
+  });
+
+  it("drains on POST /drain with the admin token from --admin-token-file, and only with it", async () => {
+    const a = h.add(await startBackend("a"));
+    const port = await freePort();
+    const adminPort = await freePort();
+    const file = join(dir, "token-fleet.yaml");
+    await writeFile(
+      file,
+      `listeners: [{ name: web, protocol: http, port: ${port}, bind: 127.0.0.1, pool: web }]\n` +
+        `pools: { web: { backends: [{ host: 127.0.0.1, port: ${a.port} }] } }\n`,
+    );
+    const token = generateAdminToken();
+    const tokenFile = join(dir, "admin-token");
+    await writeFile(tokenFile, `${token}\n`, { mode: 0o600 });
+    const run = start(["--config", file, "--admin-port", String(adminPort), "--admin-token-file", tokenFile]);
+    await ready(adminPort);
+    const wrong = await get(adminPort, "/drain", {
+      method: "POST",
+      headers: { authorization: bearer(generateAdminToken()) },
+    });
+    expect(wrong.status).toBe(401);
+    expect((await get(adminPort, "/readyz")).status).toBe(200);
+    const ok = await get(adminPort, "/drain", { method: "POST", headers: { authorization: bearer(token) } });
+    expect(ok.status).toBe(202);
     expect(await run.exited).toBe(0);
   });
 
