@@ -217,7 +217,7 @@ async function main(): Promise<void> {
         failures.push(`${preset.mode}: ${(err as Error).message}`);
         log(`FAILED: ${(err as Error).message}`);
       }
-      // moto's destroy leaves the VPC, addresses, zone and health checks behind (DESIGN.md).
+      // moto's destroy leaves the VPC, addresses, zone and health checks behind (docs/architecture.md §10).
       await emulator.reset();
       timings[`${preset.mode} total`] = elapsed(t1);
     }
@@ -437,7 +437,7 @@ async function checkPreset(
 
 /**
  * After destroy: what the stack must have deleted (the tables, removal policy DESTROY here; the
- * Lambda; the nodes), and what moto's CloudFormation is known to leave (DESIGN.md): its destroy
+ * Lambda; the nodes), and what moto's CloudFormation is known to leave (docs/architecture.md §10): its destroy
  * fails on the VPC, since moto 5.2 cannot delete route tables, and it keeps the Elastic IPs,
  * the hosted zone and the health checks. The emulator is reset afterwards either way.
  */

@@ -3,7 +3,7 @@
  * from the signals it gathered, and what it should change. No I/O here, so the
  * rules are tested as tables (test/unit/core/failover.test.ts).
  *
- * DESIGN.md: a node is failed only when at least two independent signals agree
+ * docs/architecture.md §4: a node is failed only when at least two independent signals agree
  * (heartbeat, direct probe, lease), or when its lease has expired. The one
  * exception is the gray failure: a node whose agent keeps heartbeating (and,
  * if active, renewing) while probes of its proxy fail. Its own signals cannot
@@ -163,7 +163,7 @@ export interface PlannedWeight {
 }
 
 /**
- * Route 53 weights for active-active (DESIGN.md, failover). A failed node's
+ * Route 53 weights for active-active (docs/architecture.md §5.2). A failed node's
  * weight drops to 0 at once. A recovered node ramps back over `rampRuns`
  * checker runs (slow start in DNS), so a node that just came back is not
  * handed a full share of new clients at once. Never every weight at 0: when
@@ -233,7 +233,7 @@ export interface PlannedRecord extends PlannedWeight {
 }
 
 /**
- * The weighted set of a fleet's name, by mode (DESIGN.md, failover):
+ * The weighted set of a fleet's name, by mode (docs/architecture.md §5.2):
  * - active-active: each node's own address at its weight (`planWeights`: 0
  *   when failed, a ramp back, never all 0); the shared address at 0, so a
  *   client that resolved it earlier is still served but no new one gets it.

@@ -1,7 +1,7 @@
 /**
  * Fenced writes: side effects of a leader, made through the store, stamped
- * with its lease token. DESIGN.md: "the store refuses a token lower than the
- * one recorded". A resumed ex-leader (paused past its lease) therefore cannot
+ * with its lease token: the store refuses a token lower than the one
+ * recorded (docs/architecture.md §6). A resumed ex-leader (paused past its lease) therefore cannot
  * undo what its successor wrote.
  *
  * Two strengths:

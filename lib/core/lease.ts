@@ -15,7 +15,7 @@
  * Not guaranteed
  * - That a leader exists: when DynamoDB is unreachable, nobody can acquire.
  * - Side effects outside the store (AssociateAddress) cannot check a token;
- *   they are driven from fenced desired state and reconciled (DESIGN.md).
+ *   they are driven from fenced desired state and reconciled (docs/architecture.md §6).
  *
  * How it errs
  * - The holder errs early: it stops acting as leader when `leaseMs - safetyMs`

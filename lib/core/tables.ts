@@ -1,6 +1,6 @@
 /**
- * The two DynamoDB tables and their item keys (see DESIGN.md, "State in
- * DynamoDB"). The CDK construct `StateTables` deploys the same definitions;
+ * The two DynamoDB tables and their item keys (docs/architecture.md §2).
+ * The CDK construct `StateTables` deploys the same definitions;
  * `ensureTables` creates them for local mode and tests.
  */
 import {

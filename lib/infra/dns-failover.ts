@@ -17,7 +17,7 @@
  * duplicate. The failover pair's are `<pair name>#primary` and
  * `<pair name>#secondary`. Each holds its record's name, so each is unique in the
  * zone and not only per name: the emulator deletes by SetIdentifier across names
- * (DESIGN.md).
+ * (docs/architecture.md §10).
  */
 import { Duration, Stack, Token, Validations } from "aws-cdk-lib";
 import * as iam from "aws-cdk-lib/aws-iam";

@@ -433,7 +433,7 @@ export class ProxyFleet extends Construct {
   /** The public addresses: one in active-passive, one per node in active-active. */
   get publicAddresses(): string[] {
     // `.ref` of an EIP is its address on AWS, and the emulator supports it where it does not
-    // support `Fn::GetAtt PublicIp` (DESIGN.md).
+    // support `Fn::GetAtt PublicIp` (docs/architecture.md §10).
     return this.elasticIps.map((eip) => eip.ref);
   }
 

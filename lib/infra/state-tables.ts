@@ -1,5 +1,5 @@
 /**
- * The two DynamoDB tables of hafleet (see DESIGN.md, "State in DynamoDB" and
+ * The two DynamoDB tables of hafleet (docs/architecture.md §2, and
  * `lib/core/tables.ts`): `State` (pk `fleet#<fleetId>`, sk) and `Sessions`
  * (pk `fleet#<fleetId>#<listener>`, sk). Several fleets may share the tables;
  * the `grant*` methods give a principal one fleet's partitions only.

@@ -176,7 +176,7 @@ export interface Emulator {
 }
 
 export interface StartEmulatorOptions {
-  /** Use `localhost` in the endpoint; the CDK deploy path needs it (see DESIGN.md). @default false */
+  /** Use `localhost` in the endpoint; the CDK deploy path needs it (docs/architecture.md §10). @default false */
   readonly localhostName?: boolean;
   /** Where moto's own log goes. @default `.hafleet/logs/moto-<port>.log` */
   readonly logFile?: string;

@@ -1,5 +1,5 @@
 /**
- * The local fleet: the whole system on one machine (DESIGN.md, "Local mode").
+ * The local fleet: the whole system on one machine (docs/architecture.md §9).
  *
  * 1. An AWS emulator: the embedded moto server, or the one `AWS_ENDPOINT_URL`
  *    names (LocalStack, say).
