@@ -8,11 +8,15 @@
  *   Without either, a one-listener preset config is used (replace it before going live).
  * - `fleetId` (default `main`), `nodeCount`, `instanceType` (e.g. `t3.small`), `machineImageId`
  *   (an AMI id instead of the latest Amazon Linux 2023), `listenerCidrs` (comma-separated),
- *   `adminPort`, `maxAzs`, `natGateways`, `notificationEmails` (comma-separated),
+ *   `healthCheckPrefixListId` (Route 53's health checkers, when `listenerCidrs` narrows the
+ *   listeners; looked up by name by default), `adminPort`, `maxAzs`, `natGateways`,
+ *   `notificationEmails` (comma-separated), `checkerConcurrency` (reserved for the checker, 0-10),
  *   `removalPolicy` (`retain` or `destroy`), `proxyEntry`, `checkerEntry`.
  * - DNS: `zoneName`, `hostedZoneId`, `recordName`, `secondaryAddresses`, `failoverRecordName`.
- * - `account` and `region`: pin the stack's environment (the CLI then looks up the real zones);
- *   without them the stack is environment-agnostic and synthesizes offline.
+ * - `account` and `region`: the stack's environment; by default the ones the CDK CLI found in
+ *   your credentials (`CDK_DEFAULT_ACCOUNT`, `CDK_DEFAULT_REGION`). With an environment the CLI
+ *   looks up the real zones and pins the nodes' image in cdk.context.json; without one (no
+ *   credentials, as in the tests) the stack is environment-agnostic and synthesizes offline.
  *
  * A bad value fails synthesis with an error that names the context key or the config field.
  */
@@ -39,6 +43,7 @@ type Context = { tryGetContext(key: string): unknown };
 export function stackPropsFromContext(
   ctx: Context,
   cwd = process.cwd(),
+  env: NodeJS.ProcessEnv = process.env,
 ): { id: string; props: HafleetStackProps } {
   const str = (key: string): string | undefined => {
     const v = ctx.tryGetContext(key);
@@ -124,8 +129,8 @@ export function stackPropsFromContext(
   }
   const instanceType = str("instanceType");
   const machineImageId = str("machineImageId");
-  const account = str("account");
-  const region = str("region");
+  const account = str("account") ?? (env.CDK_DEFAULT_ACCOUNT || undefined);
+  const region = str("region") ?? (env.CDK_DEFAULT_REGION || undefined);
 
   const props: HafleetStackProps = {
     fleetId,
@@ -135,9 +140,11 @@ export function stackPropsFromContext(
     ...defined({
       nodeCount: int("nodeCount", 2, 32),
       adminPort: int("adminPort", 1, 65535),
+      checkerConcurrency: int("checkerConcurrency", 0, 10),
       maxAzs: int("maxAzs", 1, 16),
       natGateways: int("natGateways", 0, 16),
       listenerCidrs: list("listenerCidrs"),
+      healthCheckPrefixListId: str("healthCheckPrefixListId"),
       notificationEmails: list("notificationEmails"),
       proxyEntry: optionalPath(str("proxyEntry"), cwd),
       checkerEntry: optionalPath(str("checkerEntry"), cwd),

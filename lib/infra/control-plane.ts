@@ -8,7 +8,7 @@
  * `hafleet`, dimensions `service` = `health-checker` and `fleet`): the failover
  * alarm counts `NodesMarkedFailed` and `ElasticIpsReassociated`, the error alarm
  * `CheckerErrors` (a run that failed inside a healthy invocation) together with
- * Lambda's own `Errors`. `HAFLEET_NOTICE_TOPIC_ARN` is where failover notices go.
+ * Lambda's own `Errors`; the alarms publish to the topic.
  * With `dns`, the checker also manages the weights of the fleet's weighted set
  * (`HAFLEET_HOSTED_ZONE_ID`, `HAFLEET_RECORD_NAME`), which in active-passive
  * points at the shared Elastic IP, `HAFLEET_SHARED_ALLOCATION_ID`.
@@ -16,7 +16,7 @@
 
 import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { Duration, RemovalPolicy, Validations } from "aws-cdk-lib";
+import { Aws, Duration, RemovalPolicy, Validations } from "aws-cdk-lib";
 import * as cloudwatch from "aws-cdk-lib/aws-cloudwatch";
 import * as actions from "aws-cdk-lib/aws-cloudwatch-actions";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
@@ -79,6 +79,13 @@ export interface ControlPlaneProps {
    */
   readonly memorySize?: number;
   /**
+   * Concurrent executions reserved for the checker (and its cap); 0 reserves none. An account
+   * whose Lambda concurrency limit is still the new-account 10 cannot reserve any (Lambda keeps
+   * 10 unreserved): set 0 there.
+   * @default 2 (one run, and the next one starting as it ends)
+   */
+  readonly reservedConcurrency?: number;
+  /**
    * E-mail addresses subscribed to the notice topic (each must confirm by mail).
    * @default none
    */
@@ -111,6 +118,8 @@ export class ControlPlane extends Construct {
   readonly failoverAlarm: cloudwatch.Alarm;
   readonly checkerErrorsAlarm: cloudwatch.Alarm;
   readonly checkerStoppedAlarm: cloudwatch.Alarm;
+  /** One per node: its EC2 status checks fail. */
+  readonly statusCheckAlarms: cloudwatch.Alarm[];
   readonly dashboard: cloudwatch.Dashboard;
   private readonly fleet: ProxyFleet;
 
@@ -127,6 +136,10 @@ export class ControlPlane extends Construct {
       throw new Error(`\`runtime\` must be Node.js 20 or 22 (got ${runtime.name})`);
     }
     const removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
+    const reserved = props.reservedConcurrency ?? 2;
+    if (!Number.isInteger(reserved) || reserved < 0 || reserved > 10) {
+      throw new Error(`\`reservedConcurrency\` must be an integer from 0 to 10 (got ${reserved})`);
+    }
 
     const topicKey =
       props.topicKey ??
@@ -149,6 +162,15 @@ export class ControlPlane extends Construct {
       masterKey: topicKey,
       enforceSSL: true,
     });
+    // enforceSSL leaves a policy with a Deny only: without this Allow, no alarm could publish.
+    this.topic.addToResourcePolicy(
+      new iam.PolicyStatement({
+        principals: [new iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+        actions: ["sns:Publish"],
+        resources: [this.topic.topicArn],
+        conditions: { StringEquals: { "aws:SourceAccount": Aws.ACCOUNT_ID } },
+      }),
+    );
     for (const email of props.notificationEmails ?? []) {
       this.topic.addSubscription(new subscriptions.EmailSubscription(email));
     }
@@ -196,7 +218,8 @@ export class ControlPlane extends Construct {
       HAFLEET_STATE_TABLE: tables.tableNames.state,
       HAFLEET_ADMIN_PORT: String(fleet.adminPort),
       HAFLEET_ALLOCATION_IDS: fleet.elasticIps.map((e) => e.attrAllocationId).join(","),
-      HAFLEET_NOTICE_TOPIC_ARN: this.topic.topicArn,
+      // Stack traces of the bundled code name the TypeScript source.
+      NODE_OPTIONS: "--enable-source-maps",
       POWERTOOLS_SERVICE_NAME: CHECKER_SERVICE,
       POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
     };
@@ -225,11 +248,15 @@ export class ControlPlane extends Construct {
       environment,
       // The next scheduled run is the retry; an async retry would only overlap it.
       retryAttempts: 0,
+      // Overlapping runs queue on the checker lease: more than two at once is a fault, not load.
+      ...(reserved > 0 ? { reservedConcurrentExecutions: reserved } : {}),
       bundling: {
         forceDockerBundling: false,
         target: runtime === lambda.Runtime.NODEJS_20_X ? "node20" : "node22",
         sourceMap: true,
         minify: true,
+        // The SDK the project is tested with, not whichever version the runtime carries.
+        externalModules: [],
         logLevel: nodejs.LogLevel.ERROR,
       },
       description: `hafleet ${this.fleetId}: probes the nodes, reconciles Elastic IPs and weights`,
@@ -238,20 +265,12 @@ export class ControlPlane extends Construct {
     tables.grantStateReadWrite(this.role, this.fleetId);
     fleet.grantAssociateAddress(this.role);
     dns?.grantWeightChanges(this.role);
-    this.topic.grantPublish(this.role);
-    Validations.of(this.role).acknowledge(
-      {
-        id: "AwsSolutions::AwsSolutions-IAM5[Resource::*]",
-        reason:
-          "Lambda's VPC network-interface calls (what AWSLambdaVPCAccessExecutionRole grants) and " +
-          "ec2:DescribeAddresses/DescribeInstances support no resource-level permissions.",
-      },
-      {
-        id: "AwsSolutions::AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
-        reason:
-          "Publishing to the encrypted notice topic needs the GenerateDataKey family, on that topic's key only.",
-      },
-    );
+    Validations.of(this.role).acknowledge({
+      id: "AwsSolutions::AwsSolutions-IAM5[Resource::*]",
+      reason:
+        "Lambda's VPC network-interface calls (what AWSLambdaVPCAccessExecutionRole grants) and " +
+        "ec2:DescribeAddresses/DescribeInstances support no resource-level permissions.",
+    });
     Validations.of(this.checker).acknowledge({
       id: "AwsSolutions::AwsSolutions-L1",
       reason:
@@ -290,7 +309,31 @@ export class ControlPlane extends Construct {
       comparisonOperator: cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
       treatMissingData: cloudwatch.TreatMissingData.BREACHING,
     });
-    for (const alarm of [this.failoverAlarm, this.checkerErrorsAlarm, this.checkerStoppedAlarm]) {
+    // A node whose instance or system status check fails (a dead host, an exhausted disk) is
+    // failed over by the fleet, but it stays broken until someone replaces it.
+    this.statusCheckAlarms = fleet.nodes.map(
+      (n, i) =>
+        new cloudwatch.Alarm(this, `StatusCheckAlarm${i}`, {
+          alarmDescription: `hafleet ${this.fleetId}: ${n.name}'s EC2 status checks fail`,
+          metric: new cloudwatch.Metric({
+            namespace: "AWS/EC2",
+            metricName: "StatusCheckFailed",
+            dimensionsMap: { InstanceId: n.instance.ref },
+            statistic: "Maximum",
+            period: Duration.minutes(1),
+          }),
+          threshold: 1,
+          evaluationPeriods: 2,
+          comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+          treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        }),
+    );
+    for (const alarm of [
+      this.failoverAlarm,
+      this.checkerErrorsAlarm,
+      this.checkerStoppedAlarm,
+      ...this.statusCheckAlarms,
+    ]) {
       alarm.addAlarmAction(notify);
     }
 

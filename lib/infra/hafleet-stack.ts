@@ -3,8 +3,8 @@
  * control plane, wired together. `bin/app.ts` builds it from CDK context
  * (`lib/infra/app.ts`); tests and other apps can build it directly.
  */
-import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps } from "aws-cdk-lib";
-import type * as ec2 from "aws-cdk-lib/aws-ec2";
+import { CfnOutput, Duration, RemovalPolicy, Stack, type StackProps, Token } from "aws-cdk-lib";
+import * as ec2 from "aws-cdk-lib/aws-ec2";
 import type { Construct } from "constructs";
 import type { FleetConfig } from "../core/config";
 import { SHARED_ENDPOINT } from "../core/failover";
@@ -50,6 +50,13 @@ export interface HafleetStackProps extends StackProps {
   readonly machineImage?: ec2.IMachineImage;
   /** @default see `ProxyFleetProps.listenerCidrs` */
   readonly listenerCidrs?: string[];
+  /**
+   * The id of Route 53's health-checker prefix list, opened to the health-checked port when DNS is
+   * on and `listenerCidrs` narrows the listeners.
+   * @default looked up by its name, `com.amazonaws.<region>.route53-healthchecks` (needs the stack's
+   * account and region)
+   */
+  readonly healthCheckPrefixListId?: string;
   /** @default see `ProxyFleetProps.adminPort` */
   readonly adminPort?: number;
   /** @default see `ProxyFleetProps.vpc` */
@@ -58,6 +65,8 @@ export interface HafleetStackProps extends StackProps {
   readonly maxAzs?: number;
   /** @default see `ProxyFleetProps.natGateways` */
   readonly natGateways?: number;
+  /** @default see `ControlPlaneProps.reservedConcurrency` */
+  readonly checkerConcurrency?: number;
   /** @default see `ControlPlaneProps.notificationEmails` */
   readonly notificationEmails?: string[];
   /**
@@ -125,12 +134,16 @@ export class HafleetStack extends Stack {
         ttl: Duration.seconds(props.config.dns.ttlS),
       });
     }
+    if (this.dns && props.listenerCidrs && !props.listenerCidrs.some((c) => c === "0.0.0.0/0")) {
+      this.allowRoute53HealthChecks(props.config.listeners[0]!.port, props.healthCheckPrefixListId);
+    }
     this.controlPlane = new ControlPlane(this, "ControlPlane", {
       fleet: this.fleet,
       tables: this.tables,
       removalPolicy,
       ...(this.dns ? { dns: this.dns } : {}),
       ...pick(props, ["checkerEntry", "notificationEmails"]),
+      ...(props.checkerConcurrency !== undefined ? { reservedConcurrency: props.checkerConcurrency } : {}),
     });
 
     // What an operator (and `npm run deploy:local`) needs to find the fleet.
@@ -162,6 +175,32 @@ export class HafleetStack extends Stack {
         out("FailoverRecordName", this.dns.failoverRecordName, "the failover pair");
     }
   }
+  /**
+   * Opens the health-checked port to Route 53's health checkers: with `listenerCidrs` narrowed,
+   * they could not reach it, and a record whose health check always fails is never answered.
+   */
+  private allowRoute53HealthChecks(port: number, prefixListId: string | undefined): void {
+    this.fleet.securityGroup.addIngressRule(
+      ec2.Peer.prefixList(prefixListId ?? route53HealthCheckers(this).prefixListId),
+      ec2.Port.tcp(port),
+      `port ${port} from Route 53's health checkers`,
+    );
+  }
+}
+
+/** The prefix list of Route 53's health checkers in the stack's region. */
+function route53HealthCheckers(stack: Stack): ec2.IPrefixList {
+  if (Token.isUnresolved(stack.region) || Token.isUnresolved(stack.account)) {
+    throw new Error(
+      "`listenerCidrs` narrows the listeners, so Route 53's health checkers need the " +
+        "com.amazonaws.<region>.route53-healthchecks prefix list, which is looked up in your account: " +
+        "give the stack an account and region (context `account` and `region`, or your credentials), " +
+        "or the list's id as `healthCheckPrefixListId`",
+    );
+  }
+  return ec2.PrefixList.fromLookup(stack, "Route53HealthCheckers", {
+    prefixListName: `com.amazonaws.${stack.region}.route53-healthchecks`,
+  });
 }
 
 function pick<T extends object, K extends keyof T>(obj: T, keys: K[]): Partial<Pick<T, K>> {

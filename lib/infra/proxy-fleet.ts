@@ -24,7 +24,9 @@
 import { existsSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import {
+  Annotations,
   AssetHashType,
+  Aws,
   BundlingOutput,
   DockerImage,
   Duration,
@@ -50,6 +52,10 @@ export const FLEET_TAG = "hafleet:fleet";
 /** Instance tags the node reads from instance metadata at boot. */
 export const NODE_TAG = "hafleet:node";
 export const ALLOCATION_TAG = "hafleet:allocation-id";
+/** Tag naming a node instance's logical id in the stack: its user data signals readiness for it. */
+export const CFN_RESOURCE_TAG = "hafleet:cfn-resource";
+/** How long CloudFormation waits for a new node's readiness signal before it rolls the update back. */
+const READY_TIMEOUT = "PT15M";
 /** The CloudWatch namespace of hafleet's metrics (the checker's and the nodes'). */
 export const METRICS_NAMESPACE = "hafleet";
 /** The metric the nodes' log lines give, by a metric filter: Elastic IP takeovers by a new lease holder. */
@@ -132,7 +138,7 @@ export interface ProxyFleetProps {
    */
   readonly logRetention?: logs.RetentionDays;
   /**
-   * What happens to the log groups when they leave the stack.
+   * What happens to the log groups and the Elastic IPs when they leave the stack.
    * @default RemovalPolicy.RETAIN
    */
   readonly removalPolicy?: RemovalPolicy;
@@ -169,6 +175,8 @@ export class ProxyFleet extends Construct {
   /** One Elastic IP in active-passive, one per node in active-active. */
   readonly elasticIps: ec2.CfnEIP[];
   readonly adminPort: number;
+  /** What happens to the log groups and Elastic IPs when they leave the stack. */
+  readonly removalPolicy: RemovalPolicy;
   /** The listener ports opened to `listenerCidrs`, ascending. */
   readonly listenerPorts: number[];
 
@@ -207,6 +215,7 @@ export class ProxyFleet extends Construct {
       throw new Error(`\`proxyEntry\` ${proxyEntry} does not exist: the node bundle is built from it`);
     }
     Tags.of(this).add(FLEET_TAG, fleetId);
+    this.removalPolicy = props.removalPolicy ?? RemovalPolicy.RETAIN;
 
     this.vpc = props.vpc ?? this.createVpc(props);
 
@@ -295,11 +304,13 @@ export class ProxyFleet extends Construct {
       }),
     );
 
-    const machineImage = props.machineImage ?? ec2.MachineImage.latestAmazonLinux2023();
+    const instanceType =
+      props.instanceType ?? ec2.InstanceType.of(ec2.InstanceClass.T3, ec2.InstanceSize.SMALL);
+    const machineImage = props.machineImage ?? this.defaultImage(instanceType);
     const userData = ec2.UserData.forLinux();
     this.writeUserData(userData, bundle, configJson, props.tables);
     this.launchTemplate = new ec2.LaunchTemplate(this, "LaunchTemplate", {
-      instanceType: props.instanceType ?? ec2.InstanceType.of(ec2.InstanceClass.T3, ec2.InstanceSize.SMALL),
+      instanceType,
       machineImage,
       userData,
       role: this.role,
@@ -358,7 +369,44 @@ export class ProxyFleet extends Construct {
       });
       // The agent acts at boot: its permissions must exist before the instance does.
       instance.node.addDependency(this.role);
+      // Done only when the node serves: its user data signals after /readyz answers 200 (or
+      // signals failure), so an update that breaks the nodes rolls back instead of going green.
+      instance.cfnOptions.creationPolicy = { resourceSignal: { count: 1, timeout: READY_TIMEOUT } };
+      Tags.of(instance).add(CFN_RESOURCE_TAG, Stack.of(this).getLogicalId(instance));
       return { name, instance, elasticIp };
+    });
+    // One at a time: a change of the launch template replaces every node, and CloudFormation
+    // would create the new instances together and count each done when merely running. Chained,
+    // each new node is ready (its signal) before the next one is created, and the old ones are
+    // deleted one by one, in reverse, at the end of the update; each hands over as it stops.
+    this.nodes.forEach((n, i) => {
+      if (i > 0) n.instance.addResourceDependency(this.nodes[i - 1]!.instance);
+    });
+  }
+
+  /**
+   * Amazon Linux 2023 for the instance type's architecture. With an account and region, the
+   * image id is looked up once and kept in cdk.context.json, so a deploy replaces the nodes only
+   * when someone updates it on purpose (`cdk context --reset`). Without them, CloudFormation
+   * resolves the latest image at every deploy: a new release replaces every node.
+   */
+  private defaultImage(instanceType: ec2.InstanceType): ec2.IMachineImage {
+    const stack = Stack.of(this);
+    const pinned = !Token.isUnresolved(stack.account) && !Token.isUnresolved(stack.region);
+    if (!pinned) {
+      Annotations.of(this).addWarningV2(
+        "hafleet:unpinned-image",
+        "The nodes' image is the latest Amazon Linux 2023 at each deploy, so a deploy after a new " +
+          "release replaces every node: give the stack an account and region (the image is then kept " +
+          "in cdk.context.json) or pin one with `machineImageId`.",
+      );
+    }
+    return ec2.MachineImage.latestAmazonLinux2023({
+      cpuType:
+        instanceType.architecture === ec2.InstanceArchitecture.ARM_64
+          ? ec2.AmazonLinuxCpuType.ARM_64
+          : ec2.AmazonLinuxCpuType.X86_64,
+      cachedInContext: pinned,
     });
   }
 
@@ -391,8 +439,11 @@ export class ProxyFleet extends Construct {
     });
     const scope = grantee instanceof Construct ? grantee : undefined;
     if (scope) {
-      const prefix =
-        "AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>";
+      // cdk-nag names a finding by the ARN as synthesized: pseudo parameters, or the stack's own
+      // account and region when it has them.
+      const region = Token.isUnresolved(stack.region) ? "<AWS::Region>" : stack.region;
+      const account = Token.isUnresolved(stack.account) ? "<AWS::AccountId>" : stack.account;
+      const prefix = `AwsSolutions::AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:${region}:${account}`;
       Validations.of(scope).acknowledge(
         {
           id: "AwsSolutions::AwsSolutions-IAM5[Resource::*]",
@@ -463,6 +514,9 @@ export class ProxyFleet extends Construct {
 
   private createElasticIp(id: string, role: string): ec2.CfnEIP {
     const eip = new ec2.CfnEIP(this, id, { domain: "vpc" });
+    // Clients (and allow-lists, and DNS outside the stack) use the address itself: kept with the
+    // stack's removal policy, retained by default, so that a replaced stack can take it back.
+    eip.applyRemovalPolicy(this.removalPolicy);
     Tags.of(eip).add("Name", `hafleet-${this.fleetId}-${role}`);
     return eip;
   }
@@ -504,31 +558,35 @@ export class ProxyFleet extends Construct {
         ? "--own-allocation-id $ALLOCATION_ID"
         : // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion, not a template
           "${ALLOCATION_ID:+--allocation-id $ALLOCATION_ID}";
+    const signal = (code: string) =>
+      `/opt/aws/bin/cfn-signal -e ${code} --stack ${Aws.STACK_NAME} --resource "$CFN_RESOURCE" --region ${region}`;
     userData.addCommands(
       "set -euo pipefail",
-      // 1. Node.js from the distribution (22, else 20), the CloudWatch agent, an unprivileged user.
-      "dnf install -y nodejs22 || dnf install -y nodejs20",
-      "dnf install -y amazon-cloudwatch-agent",
-      'NODE_BIN="$(command -v node-22 || command -v node-20 || command -v node)"',
-      "id hafleet >/dev/null 2>&1 || useradd --system --home-dir /var/lib/hafleet --shell /sbin/nologin hafleet",
-      "install -d -o hafleet -g hafleet /var/lib/hafleet /var/log/hafleet",
-      "install -d /opt/hafleet /etc/hafleet",
-      // 2. Who this node is, from instance metadata (IMDSv2 only) and its tags.
-      'IMDS_TOKEN="$(curl -sS -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 300")"',
-      'imds() { curl -sSf -H "X-aws-ec2-metadata-token: $IMDS_TOKEN" "http://169.254.169.254/latest/meta-data/$1"; }',
+      // What a boot fetches over the network is retried: a package mirror, the metadata service
+      // or S3 answering an error once must not leave a node that never starts.
+      'retry() { local n=1; until "$@"; do [ "$n" -ge 5 ] && return 1; sleep $((n * 3)); n=$((n + 1)); done; }',
+      // 1. Who this node is, from instance metadata (IMDSv2 only) and its tags.
+      'IMDS_TOKEN="$(retry curl -sSf -X PUT http://169.254.169.254/latest/api/token -H "X-aws-ec2-metadata-token-ttl-seconds: 21600")"',
+      'imds() { retry curl -sSf -H "X-aws-ec2-metadata-token: $IMDS_TOKEN" "http://169.254.169.254/latest/meta-data/$1"; }',
+      `CFN_RESOURCE="$(imds tags/instance/${CFN_RESOURCE_TAG})"`,
+      // 2. The readiness signal (the instance's CreationPolicy): failure on any error from here on.
+      "retry dnf install -y aws-cfn-bootstrap",
+      `trap '${signal("1")}' ERR`,
       `NODE_NAME="$(imds tags/instance/${NODE_TAG})"`,
       `ALLOCATION_ID="$(imds tags/instance/${ALLOCATION_TAG})"`,
       'INSTANCE_ID="$(imds instance-id)"',
       'LOCAL_IP="$(imds local-ipv4)"',
       'ZONE="$(imds placement/availability-zone)"',
+      // 3. Node.js from the distribution (22, else 20), the CloudWatch agent, an unprivileged user.
+      "retry dnf install -y nodejs22 || retry dnf install -y nodejs20",
+      "retry dnf install -y amazon-cloudwatch-agent",
+      'NODE_BIN="$(command -v node-22 || command -v node-20 || command -v node)"',
+      "id hafleet >/dev/null 2>&1 || useradd --system --home-dir /var/lib/hafleet --shell /sbin/nologin hafleet",
+      "install -d -o hafleet -g hafleet /var/lib/hafleet /var/log/hafleet",
+      "install -d /opt/hafleet /etc/hafleet",
+      // 4. The proxy bundle and the seed config (the last good config until the store has one).
+      `retry aws s3 cp 's3://${bundle.s3BucketName}/${bundle.s3ObjectKey}' '/opt/hafleet/proxy.js' --region ${region}`,
     );
-    // 3. The proxy bundle and the seed config (the last good config until the store has one).
-    userData.addS3DownloadCommand({
-      bucket: bundle.bucket,
-      bucketKey: bundle.s3ObjectKey,
-      localFile: "/opt/hafleet/proxy.js",
-      region,
-    });
     userData.addCommands(
       // The deploy-time config as the proxy's state file (its last good config), only when the
       // node has none yet: the proxy starts from it while the store has no config for the fleet,
@@ -558,7 +616,7 @@ export class ProxyFleet extends Construct {
       `install -m 600 -o hafleet -g hafleet /dev/null ${ADMIN_TOKEN_FILE}`,
       `od -An -N32 -tx1 /dev/urandom | tr -d ' \\n' > ${ADMIN_TOKEN_FILE}`,
       "fi",
-      // 4. The proxy under systemd: restarted whatever way it exits, given the drain time to stop.
+      // 5. The proxy under systemd: restarted whatever way it exits, given the drain time to stop.
       "cat > /etc/systemd/system/hafleet-proxy.service <<HAFLEET_UNIT",
       "[Unit]",
       "Description=hafleet proxy and node agent",
@@ -602,7 +660,7 @@ export class ProxyFleet extends Construct {
       "  copytruncate",
       "}",
       "HAFLEET_LOGROTATE",
-      // 5. The log file to CloudWatch Logs, one stream per instance.
+      // 6. The log file to CloudWatch Logs, one stream per instance.
       "cat > /opt/aws/amazon-cloudwatch-agent/etc/hafleet.json <<'HAFLEET_CWAGENT'",
       JSON.stringify({
         logs: {
@@ -624,6 +682,11 @@ export class ProxyFleet extends Construct {
         "-c file:/opt/aws/amazon-cloudwatch-agent/etc/hafleet.json",
       "systemctl daemon-reload",
       "systemctl enable --now hafleet-proxy.service",
+      // 7. Ready when the proxy says so (a config in force, listeners open): then CloudFormation
+      // may go on to the next node. Not ready within 4 minutes: the ERR trap signals failure.
+      `for i in $(seq 1 120); do curl -sf "http://$LOCAL_IP:${this.adminPort}/readyz" >/dev/null && break; sleep 2; done`,
+      `curl -sf "http://$LOCAL_IP:${this.adminPort}/readyz" >/dev/null`,
+      signal("0"),
     );
   }
 }

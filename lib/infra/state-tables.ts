@@ -83,6 +83,9 @@ export class StateTables extends Construct {
         : dynamodb.TableEncryption.AWS_MANAGED,
       ...(props.encryptionKey ? { encryptionKey: props.encryptionKey } : {}),
       removalPolicy,
+      // Tables kept by the stack are also kept from a console slip; a stack that is told to
+      // delete them (RemovalPolicy.DESTROY) must be able to.
+      deletionProtection: removalPolicy !== RemovalPolicy.DESTROY,
     };
     this.state = new dynamodb.Table(this, "State", {
       ...common,

@@ -5,7 +5,7 @@ import { App, RemovalPolicy } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import type { FleetConfigInput } from "../../../lib/core/config";
 import { PRESET_CONFIG, stackPropsFromContext } from "../../../lib/infra/app";
-import { type HafleetDnsProps, HafleetStack } from "../../../lib/infra/hafleet-stack";
+import { type HafleetDnsProps, HafleetStack, type HafleetStackProps } from "../../../lib/infra/hafleet-stack";
 import { fleetConfig } from "./support";
 
 const ctx = (values: Record<string, unknown>) => ({ tryGetContext: (key: string) => values[key] });
@@ -126,12 +126,40 @@ describe("stackPropsFromContext", () => {
     expect(() => stackPropsFromContext(ctx(values))).toThrow(message);
   });
 
+  test("passes checkerConcurrency to the checker's reserved concurrency, 0 for none", () => {
+    expect(stackPropsFromContext(ctx({ checkerConcurrency: "0" })).props.checkerConcurrency).toBe(0);
+    expect(() => stackPropsFromContext(ctx({ checkerConcurrency: "11" }))).toThrow(
+      "context `checkerConcurrency` must be an integer from 0 to 10 (got '11')",
+    );
+    const t = Template.fromStack(dnsStackWith({ checkerConcurrency: 0 }));
+    t.hasResourceProperties("AWS::Lambda::Function", { ReservedConcurrentExecutions: Match.absent() });
+  });
+
+  test("passes healthCheckPrefixListId", () => {
+    expect(stackPropsFromContext(ctx({ healthCheckPrefixListId: "pl-0fed" })).props.healthCheckPrefixListId).toBe(
+      "pl-0fed",
+    );
+  });
+
   test("pins the environment only with both account and region", () => {
     expect(stackPropsFromContext(ctx({ account: "123456789012", region: "eu-west-1" })).props.env).toEqual({
       account: "123456789012",
       region: "eu-west-1",
     });
-    expect(stackPropsFromContext(ctx({ region: "eu-west-1" })).props.env).toBeUndefined();
+    expect(stackPropsFromContext(ctx({ region: "eu-west-1" }), dir, {}).props.env).toBeUndefined();
+  });
+
+  test("takes the environment the CDK CLI found in the credentials, so the image gets pinned", () => {
+    const cli = { CDK_DEFAULT_ACCOUNT: "210987654321", CDK_DEFAULT_REGION: "us-west-2" };
+    expect(stackPropsFromContext(ctx({}), dir, cli).props.env).toEqual({
+      account: "210987654321",
+      region: "us-west-2",
+    });
+    expect(stackPropsFromContext(ctx({ region: "eu-west-1" }), dir, cli).props.env).toEqual({
+      account: "210987654321",
+      region: "eu-west-1",
+    });
+    expect(stackPropsFromContext(ctx({}), dir, {}).props.env).toBeUndefined();
   });
 });
 
@@ -157,6 +185,83 @@ describe("HafleetStack", () => {
       expect(new Set(Object.values(t.findResources(type)).map((r) => r.DeletionPolicy))).toEqual(
         new Set(["Retain"]),
       );
+    }
+  });
+
+  const ENV = { account: "111111111111", region: "eu-west-1" };
+  const PREFIX_LIST_KEY =
+    "cc-api-provider:account=111111111111:expectedMatchCount=exactly-one:propertiesToReturn.0=PrefixListId:" +
+    "propertyMatch.PrefixListName=com.amazonaws.eu-west-1.route53-healthchecks:region=eu-west-1:typeName=AWS$:$:EC2$:$:PrefixList";
+  const envApp = () =>
+    new App({
+      builtinCloudFormationValidation: false,
+      context: { "aws:cdk:bundling-stacks": [], [PREFIX_LIST_KEY]: [{ PrefixListId: "pl-0123abcd" }] },
+    });
+
+  test("with narrowed listenerCidrs and DNS, opens the health-check port to Route 53's health checkers", () => {
+    const stack = new HafleetStack(envApp(), "S", {
+      env: ENV,
+      config: fleetConfig("active-active"),
+      dns: { zoneName: "example.org" },
+      listenerCidrs: ["203.0.113.0/24"],
+    });
+    Template.fromStack(stack).hasResourceProperties("AWS::EC2::SecurityGroupIngress", {
+      SourcePrefixListId: "pl-0123abcd",
+      FromPort: 80,
+      ToPort: 80,
+    });
+  });
+
+  test("opens nothing more when the listeners are open to all, or without DNS", () => {
+    for (const [dns, cidrs] of [
+      [true, ["0.0.0.0/0"]],
+      [false, ["203.0.113.0/24"]],
+    ] as const) {
+      const stack = new HafleetStack(envApp(), "S", {
+        env: ENV,
+        config: fleetConfig(),
+        ...(dns ? { dns: { zoneName: "example.org" } } : {}),
+        listenerCidrs: [...cidrs],
+      });
+      expect(JSON.stringify(Template.fromStack(stack).toJSON())).not.toContain("SourcePrefixListId");
+    }
+  });
+
+  test("refuses narrowed listenerCidrs with DNS when the stack has no account and region to look up the list", () => {
+    expect(() => dnsStackWith({ listenerCidrs: ["203.0.113.0/24"] })).toThrow(
+      "`listenerCidrs` narrows the listeners, so Route 53's health checkers need the " +
+        "com.amazonaws.<region>.route53-healthchecks prefix list, which is looked up in your account: " +
+        "give the stack an account and region (context `account` and `region`, or your credentials), " +
+        "or the list's id as `healthCheckPrefixListId`",
+    );
+    const given = dnsStackWith({ listenerCidrs: ["203.0.113.0/24"], healthCheckPrefixListId: "pl-0fed" });
+    Template.fromStack(given).hasResourceProperties("AWS::EC2::SecurityGroupIngress", {
+      SourcePrefixListId: "pl-0fed",
+    });
+  });
+
+  test("keeps the tables from accidental deletion and the Elastic IPs when the stack goes", () => {
+    const stack = dnsStack("active-active");
+    const t = Template.fromStack(stack);
+    t.allResourcesProperties("AWS::DynamoDB::Table", { DeletionProtectionEnabled: true });
+    const eips = t.findResources("AWS::EC2::EIP");
+    expect(stack.fleet.elasticIps.map((e) => eips[stack.getLogicalId(e)]?.DeletionPolicy)).toEqual([
+      "Retain",
+      "Retain",
+      "Retain",
+    ]);
+  });
+
+  test("alarms on each node's failed status checks, to the notice topic", () => {
+    const stack = dnsStack("active-active");
+    const t = Template.fromStack(stack);
+    for (const n of stack.fleet.nodes) {
+      t.hasResourceProperties("AWS::CloudWatch::Alarm", {
+        MetricName: "StatusCheckFailed",
+        Namespace: "AWS/EC2",
+        Dimensions: [{ Name: "InstanceId", Value: stack.resolve(n.instance.ref) }],
+        AlarmActions: [stack.resolve(stack.controlPlane.topic.topicArn)],
+      });
     }
   });
 
@@ -227,6 +332,18 @@ describe("HafleetStack", () => {
     t.allResourcesProperties("AWS::Route53::RecordSet", { TTL: "10", Weight: 100 });
   });
 });
+
+function dnsStackWith(extra: Partial<HafleetStackProps>): HafleetStack {
+  const app = new App({
+    builtinCloudFormationValidation: false,
+    context: { "aws:cdk:bundling-stacks": [] },
+  });
+  return new HafleetStack(app, "S", {
+    config: fleetConfig("active-active"),
+    dns: { zoneName: "example.org" },
+    ...extra,
+  });
+}
 
 function dnsStack(
   mode: "active-passive" | "active-active",

@@ -93,8 +93,8 @@ describe("ControlPlane", () => {
       d.t.hasResourceProperties("AWS::Lambda::EventInvokeConfig", { MaximumRetryAttempts: 0 });
     });
 
-    test("gets the fleet, its tables, admin port, addresses and notice topic in its environment", () => {
-      const { stack, tables, fleet, cp } = d;
+    test("gets the fleet, its tables, admin port and addresses in its environment", () => {
+      const { stack, tables, fleet } = d;
       d.t.hasResourceProperties("AWS::Lambda::Function", {
         Environment: {
           Variables: {
@@ -104,10 +104,10 @@ describe("ControlPlane", () => {
             HAFLEET_ADMIN_PORT: "9900",
             HAFLEET_ALLOCATION_IDS: stack.resolve(fleet.elasticIps[0]!.attrAllocationId),
             HAFLEET_SHARED_ALLOCATION_ID: stack.resolve(fleet.elasticIps[0]!.attrAllocationId),
-            HAFLEET_NOTICE_TOPIC_ARN: stack.resolve(cp.topic.topicArn),
             POWERTOOLS_SERVICE_NAME: "health-checker",
             POWERTOOLS_METRICS_NAMESPACE: "hafleet",
             HAFLEET_HOSTED_ZONE_ID: Match.absent(),
+            HAFLEET_NOTICE_TOPIC_ARN: Match.absent(),
           },
         },
       });
@@ -176,6 +176,29 @@ describe("ControlPlane", () => {
       expect(map.sources.some((s) => s.endsWith("lambdas/health-checker/handler.ts"))).toBe(true);
     });
 
+    test("bundles the AWS SDK the project tests with, not the runtime's", () => {
+      const { stack, cp } = d;
+      const code = (cp.checker.node.defaultChild as lambda.CfnFunction).code as { s3Key: string };
+      const hash = String(stack.resolve(code.s3Key)).replace(/\.zip$/, "");
+      const outdir = (stack.node.root as unknown as { outdir: string }).outdir;
+      const map = JSON.parse(readFileSync(join(outdir, `asset.${hash}`, "index.js.map"), "utf8")) as {
+        sources: string[];
+      };
+      for (const client of ["client-dynamodb", "client-ec2", "client-route-53"]) {
+        expect(map.sources.some((s) => s.includes(`node_modules/@aws-sdk/${client}/`))).toBe(true);
+      }
+    });
+
+    test("sets NODE_OPTIONS so that stack traces point at the TypeScript source", () => {
+      d.t.hasResourceProperties("AWS::Lambda::Function", {
+        Environment: { Variables: Match.objectLike({ NODE_OPTIONS: "--enable-source-maps" }) },
+      });
+    });
+
+    test("reserves concurrency: overlapping runs queue on the checker lease, never pile up", () => {
+      d.t.hasResourceProperties("AWS::Lambda::Function", { ReservedConcurrentExecutions: 2 });
+    });
+
     test("refuses a checkerEntry that does not exist", () => {
       const missing = join(__dirname, "no-such-entry.ts");
       expect(() => build({ checkerEntry: missing })).toThrow(
@@ -225,6 +248,14 @@ describe("ControlPlane", () => {
       expect(assoc.map((s) => s.Condition)).toEqual([
         { StringEquals: { "aws:ResourceTag/hafleet:fleet": "blue" } },
       ]);
+    });
+
+    test("the checker has no grant it does not use: it publishes nothing and uses no key", () => {
+      const { cp, t } = d;
+      const unused = statements(t, cp.role)
+        .flatMap(actionsOf)
+        .filter((a) => a.startsWith("sns:") || a.startsWith("kms:"));
+      expect(unused).toEqual([]);
     });
 
     test("the checker changes no DNS without dns", () => {
@@ -294,6 +325,21 @@ describe("ControlPlane", () => {
         PolicyDocument: {
           Statement: Match.arrayWith([
             Match.objectLike({ Effect: "Deny", Condition: { Bool: { "aws:SecureTransport": "false" } } }),
+          ]),
+        },
+      });
+    });
+
+    test("lets CloudWatch alarms of this account publish to the topic (enforceSSL alone leaves only a Deny)", () => {
+      d.t.hasResourceProperties("AWS::SNS::TopicPolicy", {
+        PolicyDocument: {
+          Statement: Match.arrayWith([
+            Match.objectLike({
+              Effect: "Allow",
+              Principal: { Service: "cloudwatch.amazonaws.com" },
+              Action: "sns:Publish",
+              Condition: { StringEquals: { "aws:SourceAccount": { Ref: "AWS::AccountId" } } },
+            }),
           ]),
         },
       });

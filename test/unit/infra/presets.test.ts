@@ -31,9 +31,22 @@ interface Report {
 const PRESETS = {
   "active-passive": { mode: "active-passive" },
   "active-active": { mode: "active-active", zoneName: "example.org", secondaryAddresses: "192.0.2.10" },
+  // As `cdk deploy` synthesizes it: with the account and region of the credentials, and what the
+  // CLI's lookups keep in cdk.context.json.
+  "active-passive (account and region)": {
+    mode: "active-passive",
+    account: "111111111111",
+    region: "eu-west-1",
+    "availability-zones:account=111111111111:region=eu-west-1": ["eu-west-1a", "eu-west-1b", "eu-west-1c"],
+    "ssm:account=111111111111:parameterName=/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-x86_64:region=eu-west-1":
+      "ami-0123456789abcdef0",
+  },
 } as const;
 
-function synth(context: Record<string, string>) {
+/** A finding's id with a concrete account and region written as the pseudo parameters. */
+const generic = (id: string) => id.replace("eu-west-1:111111111111", "<AWS::Region>:<AWS::AccountId>");
+
+function synth(context: Record<string, unknown>) {
   const outdir = mkdtempSync(join(tmpdir(), "hafleet-presets-"));
   const app = new App({ context, outdir });
   const stack = buildApp(app);
@@ -45,13 +58,15 @@ function synth(context: Record<string, string>) {
 async function cfnLint(...templates: string[]): Promise<{ code: number; out: string }> {
   const bin = await ensureVenv();
   // W3005 (a DependsOn that a Ref already implies) is the CDK's own doing: a function
-  // depends on its role explicitly, so that the role's policy exists before it runs.
+  // depends on its role explicitly, so that the role's policy exists before it runs. W3010
+  // (hard-coded zones) too: with an account and region, the VPC names the zones the CLI
+  // looked up in that account.
   try {
     const { stdout } = await run(join(bin, "cfn-lint"), [
       "--format",
       "parseable",
       "--ignore-checks",
-      "W3005",
+      "W3005,W3010",
       "--",
       ...templates,
     ]);
@@ -70,7 +85,7 @@ beforeAll(async () => {
   lint = await cfnLint(...Object.values(built).map((b) => b.template));
 });
 
-test("cfn-lint finds nothing in either preset", () => {
+test("cfn-lint finds nothing in any preset", () => {
   expect(lint).toEqual({ code: 0, out: "" });
 });
 
@@ -96,13 +111,18 @@ describe.each(Object.keys(PRESETS) as (keyof typeof PRESETS)[])("the %s preset",
     }
     // The reviewed list: a new acknowledgement must be added here on purpose.
     expect(
-      [...new Set(suppressed.map((s) => s.acknowledgedId.replace(/^AwsSolutions::/, "")))].sort(),
+      [
+        ...new Set(
+          suppressed
+            .filter((s) => s.acknowledgedId.startsWith("AwsSolutions::"))
+            .map((s) => generic(s.acknowledgedId.replace(/^AwsSolutions::/, ""))),
+        ),
+      ].sort(),
     ).toEqual(
       [
         "AwsSolutions-EC23",
         "AwsSolutions-EC29",
         "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/AmazonSSMManagedInstanceCore]",
-        "AwsSolutions-IAM5[Action::kms:GenerateDataKey*]",
         "AwsSolutions-IAM5[Resource::*]",
         "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:instance/*]",
         "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ec2:<AWS::Region>:<AWS::AccountId>:network-interface/*]",

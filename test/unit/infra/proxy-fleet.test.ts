@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { RemovalPolicy } from "aws-cdk-lib";
-import { Match, Template } from "aws-cdk-lib/assertions";
+import { App, RemovalPolicy, Stack } from "aws-cdk-lib";
+import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as iam from "aws-cdk-lib/aws-iam";
 import type * as s3assets from "aws-cdk-lib/aws-s3-assets";
@@ -186,6 +186,51 @@ describe("ProxyFleet", () => {
       );
     });
 
+    test("uses the arm64 image for a Graviton instance type", () => {
+      const { t } = build({ instanceType: new ec2.InstanceType("t4g.small") });
+      const params = t.toJSON().Parameters as Record<string, { Default?: string }>;
+      expect(Object.values(params).map((p) => p.Default)).toContain(
+        "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-arm64",
+      );
+    });
+
+    test("with an account and region, pins the image in context (cdk.context.json) instead of each deploy's latest", () => {
+      const key =
+        "ssm:account=111111111111:parameterName=/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-6.1-x86_64:region=eu-west-1";
+      const app = new App({
+        builtinCloudFormationValidation: false,
+        context: { [key]: "ami-0123456789abcdef0" },
+      });
+      const stack = new Stack(app, "Pinned", { env: { account: "111111111111", region: "eu-west-1" } });
+      new ProxyFleet(stack, "Fleet", { fleetId: "blue", config: fleetConfig(), tables: tablesIn(stack) });
+      const t = Template.fromStack(stack);
+      t.allResourcesProperties("AWS::EC2::Instance", { ImageId: "ami-0123456789abcdef0" });
+      expect(JSON.stringify(t.toJSON().Parameters ?? {})).not.toContain("ami-amazon-linux-latest");
+    });
+
+    test("without an environment, warns that every deploy after a new image release replaces every node", () => {
+      const { stack } = defaultAp();
+      const warnings = Annotations.fromStack(stack).findWarning("*", Match.stringLikeRegexp("image"));
+      expect(warnings.map((w) => w.entry.data)).toEqual([expect.stringContaining("machineImageId")]);
+    });
+
+    test("waits for each node's readiness signal, with a timeout", () => {
+      defaultAp().t.hasResource("AWS::EC2::Instance", {
+        CreationPolicy: { ResourceSignal: { Count: 1, Timeout: "PT15M" } },
+      });
+      const { t } = defaultAp();
+      const instances = Object.values(t.findResources("AWS::EC2::Instance"));
+      expect(instances.every((i) => (i as { CreationPolicy?: unknown }).CreationPolicy)).toBe(true);
+    });
+
+    test("replaces nodes one at a time: each node's instance waits for the one before it", () => {
+      const { stack, fleet } = build({ nodeCount: 4 });
+      const t = Template.fromStack(stack);
+      const ids = fleet.nodes.map((n) => stack.getLogicalId(n.instance));
+      const resources = t.toJSON().Resources as Record<string, { DependsOn?: string[] }>;
+      for (let i = 1; i < ids.length; i++) expect(resources[ids[i]!]!.DependsOn).toContain(ids[i - 1]);
+    });
+
     test("turns on detailed monitoring", () => {
       defaultAp().t.allResourcesProperties("AWS::EC2::Instance", { Monitoring: true });
     });
@@ -223,8 +268,8 @@ describe("ProxyFleet", () => {
   describe("user data", () => {
     test("installs Node.js and the CloudWatch agent, and downloads the proxy bundle", () => {
       const ud = userData(defaultAp().t);
-      expect(ud).toContain("dnf install -y nodejs22 || dnf install -y nodejs20");
-      expect(ud).toContain("dnf install -y amazon-cloudwatch-agent");
+      expect(ud).toContain("retry dnf install -y nodejs22 || retry dnf install -y nodejs20");
+      expect(ud).toContain("retry dnf install -y amazon-cloudwatch-agent");
       expect(ud).toMatch(/aws s3 cp 's3:\/\/<token>\/[0-9a-f]{64}\.js' '\/opt\/hafleet\/proxy\.js'/);
     });
 
@@ -266,6 +311,24 @@ describe("ProxyFleet", () => {
           "install -m 600 -o hafleet -g hafleet /dev/null /etc/hafleet/admin-token\n" +
           "od -An -N32 -tx1 /dev/urandom | tr -d ' \\n' > /etc/hafleet/admin-token\nfi\n",
       );
+    });
+
+    test("signals readiness to CloudFormation once /readyz answers, and failure on any error", () => {
+      const ud = userData(defaultAp().t);
+      expect(ud).toContain("dnf install -y aws-cfn-bootstrap");
+      // The node's own logical id comes from its tag, since every node shares the launch template.
+      expect(ud).toMatch(/CFN_RESOURCE="\$\(imds tags\/instance\/hafleet:cfn-resource\)"/);
+      expect(ud).toMatch(/trap '.*cfn-signal -e 1 .*' ERR/);
+      expect(ud).toMatch(/curl -sf "http:\/\/\$LOCAL_IP:9900\/readyz"/);
+      expect(ud).toMatch(/cfn-signal -e 0 --stack <token> --resource "\$CFN_RESOURCE" --region <token>$/);
+    });
+
+    test("retries what a boot fetches over the network: packages, metadata, the bundle", () => {
+      const ud = userData(defaultAp().t);
+      expect(ud).toMatch(/retry dnf install -y nodejs22/);
+      expect(ud).toMatch(/retry dnf install -y amazon-cloudwatch-agent/);
+      expect(ud).toMatch(/IMDS_TOKEN="\$\(retry curl/);
+      expect(ud).toMatch(/retry aws s3 cp/);
     });
 
     test("gives the proxy the drain time plus 10 s to stop", () => {
