@@ -19,7 +19,7 @@
  * deploys one preset only; `HAFLEET_VERBOSE=1` shows the CLI's output.
  */
 import { spawn } from "node:child_process";
-import { mkdir, readFile, rm } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { CloudFormationClient, DescribeStackResourcesCommand } from "@aws-sdk/client-cloudformation";
 import {
@@ -29,8 +29,10 @@ import {
   DynamoDBClient,
 } from "@aws-sdk/client-dynamodb";
 import {
+  CreateManagedPrefixListCommand,
   DescribeAddressesCommand,
   DescribeInstancesCommand,
+  DescribeLaunchTemplateVersionsCommand,
   DescribeSecurityGroupsCommand,
   EC2Client,
 } from "@aws-sdk/client-ec2";
@@ -40,6 +42,7 @@ import {
   ListResourceRecordSetsCommand,
   Route53Client,
 } from "@aws-sdk/client-route-53";
+import { PRESET_CONFIG } from "../lib/infra/app";
 import {
   EMULATOR_ACCOUNT_ID,
   EMULATOR_REGION,
@@ -75,20 +78,34 @@ interface Preset {
   readonly update: Record<string, string>;
 }
 
+/**
+ * The update: the preset config with a second backend, which is new user data and so a new
+ * launch template version, the change that replaces every node on AWS. (It used to narrow
+ * `listenerCidrs`; with DNS that now adds an ingress rule from Route 53's health-checker prefix
+ * list, which moto's CloudFormation cannot create: it fails the whole update and reports it
+ * complete. The unit tests check that rule in the template.)
+ */
+const UPDATED_CONFIG_FILE = join(WORK_DIR, "deploy-local-update.json");
+const UPDATED_BACKEND = "10.0.100.11";
+const UPDATED_CONFIG = {
+  ...PRESET_CONFIG,
+  pools: { web: { backends: [...PRESET_CONFIG.pools.web!.backends, { host: UPDATED_BACKEND, port: 8080 }] } },
+};
+
 const ALL_PRESETS: Preset[] = [
   {
     mode: "active-passive",
     fleetId: "local-ap",
     nodes: 2,
     context: { zoneName: "ap.hafleet.test", secondaryAddresses: "192.0.2.10" },
-    update: { listenerCidrs: "10.0.0.0/8" },
+    update: { config: UPDATED_CONFIG_FILE },
   },
   {
     mode: "active-active",
     fleetId: "local-aa",
     nodes: 3,
     context: { zoneName: "aa.hafleet.test", secondaryAddresses: "192.0.2.20" },
-    update: { listenerCidrs: "10.0.0.0/8" },
+    update: { config: UPDATED_CONFIG_FILE },
   },
 ];
 
@@ -111,17 +128,22 @@ async function main(): Promise<void> {
   const motoLog = join(WORK_DIR, "logs", "deploy-local-moto.log");
   await mkdir(join(WORK_DIR, "logs"), { recursive: true });
   await rm(motoLog, { force: true });
+  await writeFile(UPDATED_CONFIG_FILE, `${JSON.stringify(UPDATED_CONFIG, null, 2)}\n`);
   const emulator = await startEmulator({ localhostName: true, logFile: motoLog, log });
   log(`emulator: ${emulator.endpoint} (account ${EMULATOR_ACCOUNT_ID}), started in ${elapsed(t0)}`);
   const failures: string[] = [];
   const timings: Record<string, string> = {};
+  // The CLI keeps what it looks up (zones, the image) in cdk.context.json, which pins a real
+  // deployment's image: the emulator's answers must not stay there.
+  const contextFile = join(REPO_ROOT, "cdk.context.json");
+  const savedContext = await readFile(contextFile, "utf8").catch(() => undefined);
   try {
     const env = cdkEnv(emulator.endpoint);
     for (const preset of PRESETS) {
       const t1 = Date.now();
       const stack = `hafleet-${preset.fleetId}`;
       const outDir = join(WORK_DIR, `cdk.out-${preset.fleetId}`);
-      const context = {
+      const context: Record<string, string> = {
         mode: preset.mode,
         fleetId: preset.fleetId,
         removalPolicy: "destroy",
@@ -133,6 +155,17 @@ async function main(): Promise<void> {
       await cdk(env, ["bootstrap", `aws://${EMULATOR_ACCOUNT_ID}/${EMULATOR_REGION}`], outDir, WORK_DIR);
       timings[`${preset.mode} bootstrap`] = elapsed(t1);
       log(`bootstrap: ${elapsed(t1)}`);
+      // Route 53's health checkers as AWS manages them (the emulator has no such list): the
+      // update narrows listenerCidrs, which opens the health-checked port to this list.
+      const healthCheckers = await new EC2Client(emulatorClientConfig(emulator.endpoint)).send(
+        new CreateManagedPrefixListCommand({
+          PrefixListName: `com.amazonaws.${EMULATOR_REGION}.route53-healthchecks`,
+          AddressFamily: "IPv4",
+          MaxEntries: 2,
+          Entries: [{ Cidr: "54.183.255.128/26" }, { Cidr: "54.228.16.0/26" }],
+        }),
+      );
+      context.healthCheckPrefixListId = healthCheckers.PrefixList!.PrefixListId!;
       // Only this preset's part of moto's log is read for skipped resources.
       const logStart = (await readFile(motoLog, "utf8")).length;
       const t2 = Date.now();
@@ -177,13 +210,17 @@ async function main(): Promise<void> {
         outDir,
       );
       timings[`${preset.mode} update`] = elapsed(t3);
-      log(
-        `update (${Object.entries(preset.update)
-          .map(([k, v]) => `${k}=${v}`)
-          .join(" ")}): ${elapsed(t3)}`,
-      );
+      log(`update (a config with backend ${UPDATED_BACKEND} added): ${elapsed(t3)}`);
 
       const outputs = JSON.parse(await readFile(outputsFile, "utf8"))[stack] as Record<string, string>;
+      if (first.NodeInstanceIds !== outputs.NodeInstanceIds) {
+        log(`  ok    the update replaced the nodes: ${outputs.NodeInstanceIds}`);
+      } else {
+        log(
+          "  NOTE  the emulator kept the nodes on a new launch template version (AWS replaces them; the " +
+            "order, one at a time after each one's readiness signal, is the template's, checked by the unit tests)",
+        );
+      }
       const template = JSON.parse(await readFile(join(outDir, `${stack}.template.json`), "utf8")) as Template;
       try {
         await checkPreset(
@@ -224,6 +261,8 @@ async function main(): Promise<void> {
   } catch (err) {
     failures.push((err as Error).message);
   } finally {
+    if (savedContext === undefined) await rm(contextFile, { force: true });
+    else await writeFile(contextFile, savedContext);
     if (keep) {
       log(`\nemulator running at ${emulator.endpoint} with the stacks deployed; Ctrl-C stops it`);
       await new Promise<void>((resolveWait) => process.once("SIGINT", () => resolveWait()));
@@ -329,17 +368,34 @@ async function checkPreset(
       );
     }
 
-    // Security groups: listener ports from the configured CIDRs (the update's), the admin port
-    // from the health checker's group and from no address range.
+    // The update applied: the launch template's newest version carries the changed config.
+    const cfnResources =
+      (await cfn.send(new DescribeStackResourcesCommand({ StackName: stack }))).StackResources ?? [];
+    const lt = cfnResources.find((r) => r.ResourceType === "AWS::EC2::LaunchTemplate");
+    const versions =
+      (
+        await ec2.send(
+          new DescribeLaunchTemplateVersionsCommand({
+            LaunchTemplateId: lt?.PhysicalResourceId,
+            Versions: ["$Latest"],
+          }),
+        )
+      ).LaunchTemplateVersions ?? [];
+    const userData = Buffer.from(versions[0]?.LaunchTemplateData?.UserData ?? "", "base64").toString();
+    expect(
+      userData.includes(UPDATED_BACKEND),
+      `the update applied: the launch template's latest version (${versions[0]?.VersionNumber}) has the changed config`,
+    );
+
+    // Security groups: listener ports from the configured CIDRs, the admin port from the health
+    // checker's group and from no address range.
     const nodeSg = (
       await ec2.send(new DescribeSecurityGroupsCommand({ GroupIds: [outputs.NodeSecurityGroupId!] }))
     ).SecurityGroups?.[0];
     const rules = nodeSg?.IpPermissions ?? [];
-    const cidrs = preset.update.listenerCidrs!.split(",");
     expect(
-      rules.some((r) => r.FromPort === 80 && cidrs.every((c) => r.IpRanges?.some((x) => x.CidrIp === c))) &&
-        !rules.some((r) => r.FromPort === 80 && r.IpRanges?.some((x) => x.CidrIp === "0.0.0.0/0")),
-      `node security group: port 80 from ${cidrs.join(", ")} only (the update applied)`,
+      rules.some((r) => r.FromPort === 80 && r.IpRanges?.some((x) => x.CidrIp === "0.0.0.0/0")),
+      "node security group: port 80 from 0.0.0.0/0 (listenerCidrs' default)",
     );
     expect(
       !rules.some(
