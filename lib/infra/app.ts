@@ -11,6 +11,7 @@
  *   `healthCheckPrefixListId` (Route 53's health checkers, when `listenerCidrs` narrows the
  *   listeners; looked up by name by default), `adminPort`, `maxAzs`, `natGateways`,
  *   `notificationEmails` (comma-separated), `checkerConcurrency` (reserved for the checker, 0-10),
+ *   `accessLog` (`true`: a log line per request on the nodes),
  *   `removalPolicy` (`retain` or `destroy`), `proxyEntry`, `checkerEntry`.
  * - DNS: `zoneName`, `hostedZoneId`, `recordName`, `secondaryAddresses`, `failoverRecordName`.
  * - `account` and `region`: the stack's environment; by default the ones the CDK CLI found in
@@ -61,6 +62,13 @@ export function stackPropsFromContext(
       throw new Error(`context \`${key}\` must be an integer from ${min} to ${max} (got '${v}')`);
     }
     return n;
+  };
+  const bool = (key: string): boolean | undefined => {
+    const v = str(key);
+    if (v === undefined) return undefined;
+    if (v !== "true" && v !== "false")
+      throw new Error(`context \`${key}\` must be true or false (got '${v}')`);
+    return v === "true";
   };
   const list = (key: string): string[] | undefined => {
     const v = ctx.tryGetContext(key);
@@ -141,6 +149,7 @@ export function stackPropsFromContext(
       nodeCount: int("nodeCount", 2, 32),
       adminPort: int("adminPort", 1, 65535),
       checkerConcurrency: int("checkerConcurrency", 0, 10),
+      accessLog: bool("accessLog"),
       maxAzs: int("maxAzs", 1, 16),
       natGateways: int("natGateways", 0, 16),
       listenerCidrs: list("listenerCidrs"),

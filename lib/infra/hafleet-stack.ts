@@ -59,6 +59,8 @@ export interface HafleetStackProps extends StackProps {
   readonly healthCheckPrefixListId?: string;
   /** @default see `ProxyFleetProps.adminPort` */
   readonly adminPort?: number;
+  /** @default see `ProxyFleetProps.accessLog` */
+  readonly accessLog?: boolean;
   /** @default see `ProxyFleetProps.vpc` */
   readonly vpc?: ec2.IVpc;
   /** @default see `ProxyFleetProps.maxAzs` */
@@ -113,6 +115,7 @@ export class HafleetStack extends Stack {
         "machineImage",
         "listenerCidrs",
         "adminPort",
+        "accessLog",
         "proxyEntry",
       ]),
     });

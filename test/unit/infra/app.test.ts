@@ -135,10 +135,18 @@ describe("stackPropsFromContext", () => {
     t.hasResourceProperties("AWS::Lambda::Function", { ReservedConcurrentExecutions: Match.absent() });
   });
 
-  test("passes healthCheckPrefixListId", () => {
-    expect(stackPropsFromContext(ctx({ healthCheckPrefixListId: "pl-0fed" })).props.healthCheckPrefixListId).toBe(
-      "pl-0fed",
+  test("accessLog=true turns the nodes' per-request log on; anything but true or false is refused", () => {
+    expect(stackPropsFromContext(ctx({ accessLog: "true" })).props.accessLog).toBe(true);
+    expect(stackPropsFromContext(ctx({})).props.accessLog).toBeUndefined();
+    expect(() => stackPropsFromContext(ctx({ accessLog: "yes" }))).toThrow(
+      "context `accessLog` must be true or false (got 'yes')",
     );
+  });
+
+  test("passes healthCheckPrefixListId", () => {
+    expect(
+      stackPropsFromContext(ctx({ healthCheckPrefixListId: "pl-0fed" })).props.healthCheckPrefixListId,
+    ).toBe("pl-0fed");
   });
 
   test("pins the environment only with both account and region", () => {

@@ -280,7 +280,7 @@ describe("ProxyFleet", () => {
       expect(ud).toContain(
         "ExecStart=$NODE_BIN /opt/hafleet/proxy.js --fleet blue --state-file /var/lib/hafleet/state.json " +
           "--admin-port 9900 --admin-host $LOCAL_IP --admin-token-file /etc/hafleet/admin-token " +
-          "--node-id $INSTANCE_ID --workers auto " +
+          "--node-id $INSTANCE_ID --workers auto --no-access-log " +
           // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion in the user data, not a template
           "--agent --instance-id $INSTANCE_ID --address $LOCAL_IP --zone $ZONE ${ALLOCATION_ID:+--allocation-id $ALLOCATION_ID}",
       );
@@ -297,7 +297,7 @@ describe("ProxyFleet", () => {
     test("passes the tagged allocation as the node's own address in active-active, and no shared one", () => {
       const ud = userData(defaultAa().t);
       expect(ud).toContain(
-        "--node-id $INSTANCE_ID --workers auto --agent --instance-id $INSTANCE_ID --address $LOCAL_IP " +
+        "--node-id $INSTANCE_ID --workers auto --no-access-log --agent --instance-id $INSTANCE_ID --address $LOCAL_IP " +
           "--zone $ZONE --own-allocation-id $ALLOCATION_ID\n",
       );
       expect(ud).not.toContain("--allocation-id");
@@ -329,6 +329,18 @@ describe("ProxyFleet", () => {
       expect(ud).toMatch(/retry dnf install -y amazon-cloudwatch-agent/);
       expect(ud).toMatch(/IMDS_TOKEN="\$\(retry curl/);
       expect(ud).toMatch(/retry aws s3 cp/);
+    });
+
+    test("logs no line per request by default, and one with accessLog", () => {
+      expect(userData(defaultAp().t)).toMatch(/--workers auto --no-access-log --agent/);
+      expect(userData(build({ accessLog: true }).t)).not.toContain("--no-access-log");
+    });
+
+    test("rotates the log by size as well as daily, so a burst cannot fill the disk", () => {
+      const ud = userData(defaultAp().t);
+      expect(ud).toContain("  daily\n  maxsize 100M\n  rotate 5\n");
+      // Checked hourly: logrotate's own timer runs daily.
+      expect(ud).toContain("OnCalendar=hourly");
     });
 
     test("gives the proxy the drain time plus 10 s to stop", () => {
