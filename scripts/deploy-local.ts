@@ -97,14 +97,14 @@ const ALL_PRESETS: Preset[] = [
     mode: "active-passive",
     fleetId: "local-ap",
     nodes: 2,
-    context: { zoneName: "ap.hafleet.test", secondaryAddresses: "192.0.2.10" },
+    context: { zoneName: "ap.hafleet.test", createZone: "true", secondaryAddresses: "192.0.2.10" },
     update: { config: UPDATED_CONFIG_FILE },
   },
   {
     mode: "active-active",
     fleetId: "local-aa",
     nodes: 3,
-    context: { zoneName: "aa.hafleet.test", secondaryAddresses: "192.0.2.20" },
+    context: { zoneName: "aa.hafleet.test", createZone: "true", secondaryAddresses: "192.0.2.20" },
     update: { config: UPDATED_CONFIG_FILE },
   },
 ];

@@ -13,7 +13,8 @@
  *   `notificationEmails` (comma-separated), `checkerConcurrency` (reserved for the checker, 0-10),
  *   `accessLog` (`true`: a log line per request on the nodes),
  *   `removalPolicy` (`retain` or `destroy`), `proxyEntry`, `checkerEntry`.
- * - DNS: `zoneName`, `hostedZoneId`, `recordName`, `secondaryAddresses`, `failoverRecordName`.
+ * - DNS: `zoneName`, and the zone: `hostedZoneId`, or `createZone=true` for a new one, or neither
+ *   to look it up by name in the account; `recordName`, `secondaryAddresses`, `failoverRecordName`.
  * - `account` and `region`: the stack's environment; by default the ones the CDK CLI found in
  *   your credentials (`CDK_DEFAULT_ACCOUNT`, `CDK_DEFAULT_REGION`). With an environment the CLI
  *   looks up the real zones and pins the nodes' image in cdk.context.json; without one (no
@@ -129,9 +130,13 @@ export function stackPropsFromContext(
     throw new Error(`context \`removalPolicy\` must be 'retain' or 'destroy' (got '${removal}')`);
   }
   const zoneName = str("zoneName");
-  const dnsOnly = ["hostedZoneId", "recordName", "secondaryAddresses", "failoverRecordName"].filter(
-    (k) => ctx.tryGetContext(k) !== undefined,
-  );
+  const dnsOnly = [
+    "hostedZoneId",
+    "createZone",
+    "recordName",
+    "secondaryAddresses",
+    "failoverRecordName",
+  ].filter((k) => ctx.tryGetContext(k) !== undefined);
   if (!zoneName && dnsOnly.length > 0) {
     throw new Error(`context \`${dnsOnly[0]}\` needs \`zoneName\` too`);
   }
@@ -170,6 +175,7 @@ export function stackPropsFromContext(
             zoneName,
             ...defined({
               hostedZoneId: str("hostedZoneId"),
+              createZone: bool("createZone"),
               recordName: str("recordName"),
               secondaryAddresses: list("secondaryAddresses"),
               failoverRecordName: str("failoverRecordName"),

@@ -53,9 +53,16 @@ export interface DnsFailoverProps {
   readonly zoneName: string;
   /**
    * Id of an existing public hosted zone named `zoneName` to put the records in.
-   * @default a new public hosted zone named `zoneName` (delegate to its name servers yourself)
+   * @default looked up by `zoneName` in the stack's account (needs its account and region), unless
+   * `createZone`
    */
   readonly hostedZoneId?: string;
+  /**
+   * Create a new public hosted zone named `zoneName` (delegate to its name servers yourself). Only
+   * for a name nobody hosts yet: a second zone for a domain you already host is never answered.
+   * @default false
+   */
+  readonly createZone?: boolean;
   /**
    * Name of the weighted record set, relative to the zone (`lb` makes `lb.example.org`).
    * @default the fleet id
@@ -150,12 +157,7 @@ export class DnsFailover extends Construct {
     }
     const ttl = String((props.ttl ?? Duration.seconds(10)).toSeconds());
 
-    this.zone = props.hostedZoneId
-      ? route53.PublicHostedZone.fromPublicHostedZoneAttributes(this, "Zone", {
-          hostedZoneId: props.hostedZoneId,
-          zoneName,
-        })
-      : new route53.PublicHostedZone(this, "Zone", { zoneName });
+    this.zone = this.findZone(zoneName, props);
     const fqdn = (relative: string, prop: string) => {
       const name = relative.replace(/\.$/, "").toLowerCase();
       if (!/^[a-z0-9*]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$/.test(name)) {
@@ -301,5 +303,27 @@ export class DnsFailover extends Construct {
       });
     }
     return grant;
+  }
+
+  /** The zone of `zoneName`: imported by id, created on request, or looked up in the account. */
+  private findZone(zoneName: string, props: DnsFailoverProps): route53.IHostedZone {
+    if (props.hostedZoneId && props.createZone) {
+      throw new Error("`hostedZoneId` and `createZone` are both set: give one");
+    }
+    if (props.hostedZoneId) {
+      return route53.PublicHostedZone.fromPublicHostedZoneAttributes(this, "Zone", {
+        hostedZoneId: props.hostedZoneId,
+        zoneName,
+      });
+    }
+    if (props.createZone) return new route53.PublicHostedZone(this, "Zone", { zoneName });
+    const stack = Stack.of(this);
+    if (Token.isUnresolved(stack.account) || Token.isUnresolved(stack.region)) {
+      throw new Error(
+        `\`zoneName\` ${zoneName}: give \`hostedZoneId\` (the zone you host it in), or an account and region so ` +
+          "that it is looked up, or `createZone` for a new zone that you delegate yourself",
+      );
+    }
+    return route53.HostedZone.fromLookup(this, "Zone", { domainName: zoneName });
   }
 }

@@ -20,6 +20,7 @@ import { StateTables } from "./state-tables";
 export interface HafleetDnsProps {
   readonly zoneName: string;
   readonly hostedZoneId?: string;
+  readonly createZone?: boolean;
   readonly recordName?: string;
   readonly secondaryAddresses?: string[];
   readonly failoverRecordName?: string;

@@ -348,7 +348,7 @@ function dnsStackWith(extra: Partial<HafleetStackProps>): HafleetStack {
   });
   return new HafleetStack(app, "S", {
     config: fleetConfig("active-active"),
-    dns: { zoneName: "example.org" },
+    dns: { zoneName: "example.org", createZone: true },
     ...extra,
   });
 }
@@ -364,6 +364,6 @@ function dnsStack(
   });
   return new HafleetStack(app, "S", {
     config: fleetConfig(mode, config),
-    dns: { zoneName: "example.org", ...dns },
+    dns: { zoneName: "example.org", createZone: true, ...dns },
   });
 }

@@ -25,6 +25,7 @@ function build(
     ? new DnsFailover(stack, "Dns", {
         fleetId: "blue",
         zoneName: "example.org",
+        createZone: true,
         endpoints:
           mode === "active-active"
             ? fleet.nodes.map((n) => ({ id: n.instance.ref, name: n.name, address: n.elasticIp.ref }))

@@ -1,4 +1,4 @@
-import { Duration } from "aws-cdk-lib";
+import { App, Duration, Stack } from "aws-cdk-lib";
 import { Match, Template } from "aws-cdk-lib/assertions";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import * as iam from "aws-cdk-lib/aws-iam";
@@ -23,16 +23,61 @@ function build(props: Partial<DnsFailoverProps> = {}) {
     zoneName: "example.org",
     endpoints,
     healthCheckPort: 80,
+    ...(props.hostedZoneId ? {} : { createZone: true }),
     ...props,
   });
   return { stack, dns, t: Template.fromStack(stack) };
 }
 
 describe("DnsFailover", () => {
-  test("creates a public hosted zone named zoneName by default", () => {
+  test("creates a public hosted zone named zoneName with createZone", () => {
     const { t } = build();
     t.resourceCountIs("AWS::Route53::HostedZone", 1);
     t.hasResourceProperties("AWS::Route53::HostedZone", { Name: "example.org." });
+  });
+
+  test("with neither hostedZoneId nor createZone, looks the zone up in the account (no second zone)", () => {
+    const app = new App({
+      builtinCloudFormationValidation: false,
+      context: {
+        "hosted-zone:account=111111111111:domainName=example.org:region=eu-west-1": {
+          Id: "/hostedzone/Z0FOUND",
+          Name: "example.org.",
+        },
+      },
+    });
+    const stack = new Stack(app, "S", { env: { account: "111111111111", region: "eu-west-1" } });
+    new DnsFailover(stack, "Dns", {
+      fleetId: "blue",
+      zoneName: "example.org",
+      endpoints,
+      healthCheckPort: 80,
+    });
+    const t = Template.fromStack(stack);
+    t.resourceCountIs("AWS::Route53::HostedZone", 0);
+    t.allResourcesProperties("AWS::Route53::RecordSet", { HostedZoneId: "Z0FOUND" });
+  });
+
+  test("without an account and region to look it up in, asks for the zone's id or createZone", () => {
+    const stack = newStack();
+    expect(
+      () =>
+        new DnsFailover(stack, "Dns", {
+          fleetId: "blue",
+          zoneName: "example.org",
+          endpoints,
+          healthCheckPort: 80,
+        }),
+    ).toThrow(
+      "`zoneName` example.org: give `hostedZoneId` (the zone you host it in), or an account and region so " +
+        "that it is looked up, or `createZone` for a new zone that you delegate yourself",
+    );
+  });
+
+  test("refuses hostedZoneId with createZone", () => {
+    expect(() => build({ hostedZoneId: "Z0123456789ABC", createZone: true })).toThrow(
+      "`hostedZoneId` and `createZone` are both set: give one",
+    );
   });
 
   test("imports the zone by hostedZoneId and creates none", () => {
@@ -84,6 +129,7 @@ describe("DnsFailover", () => {
       zoneName: "example.org",
       endpoints: [{ id: instance.ref, name: "node-0", address: "198.51.100.10" }],
       healthCheckPort: 80,
+      createZone: true,
     });
     expect(setIdentifiers(Template.fromStack(stack))).toEqual([
       { "Fn::Join": ["", ["blue.example.org#", { Ref: stack.getLogicalId(instance) }]] },
@@ -207,6 +253,7 @@ describe("DnsFailover", () => {
       zoneName: "example.org",
       endpoints,
       healthCheckPort: 80,
+      createZone: true,
     });
     const role = new iam.Role(stack, "Role", { assumedBy: new iam.ServicePrincipal("lambda.amazonaws.com") });
     dns.grantWeightChanges(role);

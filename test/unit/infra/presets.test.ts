@@ -30,7 +30,12 @@ interface Report {
 
 const PRESETS = {
   "active-passive": { mode: "active-passive" },
-  "active-active": { mode: "active-active", zoneName: "example.org", secondaryAddresses: "192.0.2.10" },
+  "active-active": {
+    mode: "active-active",
+    zoneName: "example.org",
+    createZone: "true",
+    secondaryAddresses: "192.0.2.10",
+  },
   // As `cdk deploy` synthesizes it: with the account and region of the credentials, and what the
   // CLI's lookups keep in cdk.context.json.
   "active-passive (account and region)": {
