@@ -7,6 +7,9 @@
  * HAFLEET_SESSIONS_TABLE, or, when `hafleet local up` runs it here, through
  * the local fleet's state file. Exit codes: 0 ok, 1 failure, 2 bad usage.
  */
+import { execFile } from "node:child_process";
+import { access } from "node:fs/promises";
+import { promisify } from "node:util";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { fleetIdFlag, intFlag } from "../lib/core/cli";
 import { loadFleetConfigFile } from "../lib/core/config";
@@ -19,14 +22,59 @@ import { fleetStatus, renderStatus } from "../lib/core/status";
 import { StateStore } from "../lib/core/store";
 import { tableNamesFromEnv } from "../lib/core/tables";
 import { emulatorEnv } from "../test/harness/emulator";
-import { LocalFleet, readLocalState } from "../test/harness/local-fleet";
+import { LocalFleet, type LocalFleetState, readLocalState, stateFile } from "../test/harness/local-fleet";
 import { runActiveActiveTour, runTour } from "../test/harness/tour";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
+const run = promisify(execFile);
+
+/** Whether a process with this pid exists (EPERM: it does, under another user). */
+function alive(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** Whether `pid` is this fleet's node: its command line names both (a pid may be reused). */
+async function isFleetNode(pid: number, fleetId: string, nodeId: string): Promise<boolean> {
+  const args = await run("ps", ["-o", "args=", "-p", String(pid)]).then(
+    (r) => ` ${r.stdout.trim()} `,
+    () => "",
+  );
+  return args.includes(` --fleet ${fleetId} `) && args.includes(` --node-id ${nodeId} `);
+}
+
+/**
+ * The state file of a local fleet that still runs. A file whose owner has exited is left
+ * behind (a closed terminal): the fleet is gone, and its pids may belong to anyone now.
+ */
+async function liveLocalState(fleetId: string): Promise<LocalFleetState> {
+  const state = await readLocalState(fleetId);
+  if (!alive(state.ownerPid)) {
+    throw new Error(
+      `no local fleet '${fleetId}' is running (its process ${state.ownerPid} has exited); start one with npm run local`,
+    );
+  }
+  return state;
+}
 
 /** The store and EC2 client of a fleet: the local one if it runs here, otherwise the AWS environment's. */
 async function connect(fleetId: string) {
-  const local = await readLocalState(fleetId).catch(() => undefined);
+  const hasFile = await access(stateFile(fleetId)).then(
+    () => true,
+    () => false,
+  );
+  const local = hasFile ? await liveLocalState(fleetId) : undefined;
+  if (!local && !process.env.HAFLEET_STATE_TABLE) {
+    throw new Error(
+      `no local fleet '${fleetId}' is running here; start one with npm run local, or for a deployed ` +
+        "fleet set HAFLEET_STATE_TABLE (the stack's StateTableName output) and your AWS credentials",
+    );
+  }
   if (local) Object.assign(process.env, emulatorEnv(local.endpoint));
   const store = new StateStore({ tables: local?.tables ?? tableNamesFromEnv() });
   const elasticIps = new ElasticIps();
@@ -47,12 +95,20 @@ async function signalNode(
   signal: NodeJS.Signals,
   verb: string,
 ): Promise<void> {
-  const state = await readLocalState(fleetId);
+  const state = await liveLocalState(fleetId);
   const node = state.nodes.find((n) => n.nodeId === nodeId);
-  if (!node?.pid)
+  if (!node)
     throw new Error(
       `no node '${nodeId}' in local fleet '${fleetId}' (nodes: ${state.nodes.map((n) => n.nodeId).join(", ")})`,
     );
+  if (!node.pid || !alive(node.pid)) {
+    throw new Error(`${nodeId} is not running: its process ${node.pid ?? "(none)"} has exited`);
+  }
+  if (!(await isFleetNode(node.pid, fleetId, nodeId))) {
+    throw new Error(
+      `${nodeId} is not running: pid ${node.pid} is another process now, so nothing was signalled`,
+    );
+  }
   process.kill(node.pid, signal);
   process.stdout.write(`${verb} ${nodeId} (pid ${node.pid}, ${signal})\n`);
 }
@@ -131,7 +187,7 @@ export function program(): Command {
           `  lease holder:     ${active?.nodeId ?? "(electing)"}`,
           `  nodes:            ${fleet.nodes.map((n) => `${n.nodeId} ${n.address}${own(n)} admin :${n.adminPort}`).join("; ")}`,
           `  emulator:         ${fleet.endpoint}`,
-          "  in another terminal: hafleet status | hafleet kill node-1 | hafleet pause node-1 | hafleet failover",
+          "  in another terminal: npx hafleet status | npx hafleet kill node-1 | npx hafleet failover",
           "Ctrl-C stops everything.",
           "",
         ].join("\n"),
@@ -249,7 +305,7 @@ export function program(): Command {
 
 type Mode = "active-passive" | "active-active";
 
-async function main(): Promise<void> {
+export async function main(): Promise<void> {
   try {
     await program().parseAsync(process.argv);
   } catch (err) {
