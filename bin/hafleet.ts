@@ -12,13 +12,14 @@ import { access } from "node:fs/promises";
 import { promisify } from "node:util";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { fleetIdFlag, intFlag } from "../lib/core/cli";
-import { loadFleetConfigFile } from "../lib/core/config";
+import { FAILOVER_DEFAULTS, loadFleetConfigFile } from "../lib/core/config";
 import { ConfigStore } from "../lib/core/config-store";
 import { ElasticIps } from "../lib/core/elastic-ip";
 import { HafleetError } from "../lib/core/errors";
-import { sendNodeCommand } from "../lib/core/heartbeat";
+import { dnsDrainMs } from "../lib/core/failover";
+import { listNodes, sendNodeCommand, staleAfterMs } from "../lib/core/heartbeat";
 import { DynamoLeaseStore } from "../lib/core/lease";
-import { fleetStatus, renderStatus } from "../lib/core/status";
+import { type FleetStatus, fleetStatus, renderStatus } from "../lib/core/status";
 import { StateStore } from "../lib/core/store";
 import { tableNamesFromEnv } from "../lib/core/tables";
 import { emulatorEnv } from "../test/harness/emulator";
@@ -113,14 +114,114 @@ async function signalNode(
   process.stdout.write(`${verb} ${nodeId} (pid ${node.pid}, ${signal})\n`);
 }
 
-async function command(fleetId: string, nodeId: string, kind: "drain" | "yield"): Promise<void> {
+/**
+ * Drains a node and waits until it has stopped: refused at once when the node is not running,
+ * an error when it does not stop within its drain time and the wait to leave DNS.
+ */
+async function drain(fleetId: string, nodeId: string, timeoutS: number | undefined): Promise<void> {
+  const say = (line: string) => process.stdout.write(`${line}\n`);
   const c = await connect(fleetId);
   try {
-    const sent = await sendNodeCommand(c.store, fleetId, nodeId, kind);
-    process.stdout.write(`sent '${kind}' to ${nodeId} (${sent.id}); it acts on its next heartbeat\n`);
+    const config = (await new ConfigStore(c.store, fleetId).get())?.config;
+    const staleMs = staleAfterMs(config?.failover.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs);
+    const find = async () => (await listNodes(c.store, fleetId)).find((n) => n.nodeId === nodeId);
+    const node = await find();
+    if (!node) throw new Error(`node '${nodeId}' is not registered in fleet '${fleetId}'`);
+    const ageMs = c.store.clock.wallMs() - node.heartbeatAtMs;
+    if (ageMs >= staleMs || node.role === "stopped") {
+      throw new Error(
+        `${nodeId} is not running (heartbeat ${(ageMs / 1000).toFixed(0)} s old, role ${node.role}): nothing to drain`,
+      );
+    }
+    const sent = await sendNodeCommand(c.store, fleetId, nodeId, "drain");
+    say(`asked ${nodeId} to drain (${sent.id}); waiting for it to stop...`);
+    // Its drain time, and in active-active its wait to leave DNS, with room.
+    const boundMs =
+      (timeoutS ?? 0) * 1000 ||
+      (config?.timeouts.drainMs ?? 30_000) + dnsDrainMs(config?.dns.ttlS ?? 10) + 15_000;
+    let saidDraining = false;
+    const stopped = await waitFor(boundMs, async () => {
+      const n = await find();
+      if (!n) return true;
+      if (n.role === "draining" && !saidDraining) {
+        saidDraining = true;
+        say(`${nodeId} is draining: it took no new work and finishes what it has`);
+      }
+      const quiet = c.store.clock.wallMs() - n.heartbeatAtMs >= staleMs;
+      return n.role === "stopped" || (saidDraining && quiet) ? true : undefined;
+    });
+    if (!stopped) throw new Error(`${nodeId} had not stopped after ${Math.round(boundMs / 1000)} s`);
+    say(`${nodeId} has stopped`);
   } finally {
     c.close();
   }
+}
+
+type Connection = Awaited<ReturnType<typeof connect>>;
+
+/** Polls `check` every 250 ms until it returns a value, for at most `ms`; undefined if it never does. */
+async function waitFor<T>(ms: number, check: () => Promise<T | undefined>): Promise<T | undefined> {
+  const until = Date.now() + ms;
+  for (;;) {
+    const got = await check();
+    if (got !== undefined || Date.now() >= until) return got;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+/**
+ * Hands the lease from its holder to a standby and waits until a standby holds it and the
+ * shared Elastic IP is on it. Refuses at once when no node could take over.
+ */
+async function failover(c: Connection, fleetId: string, timeoutMs: number): Promise<void> {
+  const say = (line: string) => process.stdout.write(`${line}\n`);
+  const heartbeatMs = (await new ConfigStore(c.store, fleetId).get())?.config.failover.heartbeatMs;
+  const before = await fleetStatus(c.store, c.elasticIps, fleetId);
+  const holder = before.lease?.holder;
+  if (!holder || !before.lease) throw new Error(`fleet '${fleetId}' has no lease holder to fail over from`);
+  const staleMs = staleAfterMs(heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs);
+  const why = (n: FleetStatus["nodes"][number]): string | undefined => {
+    if (n.heartbeatAgeMs >= staleMs) return `dead (heartbeat ${(n.heartbeatAgeMs / 1000).toFixed(0)} s old)`;
+    if (n.role === "stopped") return "stopped";
+    if (n.drain || n.role === "draining") return "draining";
+    if (n.failed) return `marked failed (${n.failed})`;
+    if (n.ready === false) return "not ready";
+    return undefined;
+  };
+  const others = before.nodes.filter((n) => n.nodeId !== holder);
+  if (!others.some((n) => why(n) === undefined)) {
+    const reasons = others.map((n) => `${n.nodeId} is ${why(n)}`).join(", ");
+    throw new Error(
+      `no node can take over from ${holder}: ${reasons || "it is the only node"}; nothing was changed`,
+    );
+  }
+  await sendNodeCommand(c.store, fleetId, holder, "yield");
+  say(
+    `asked ${holder} (token ${before.lease.token}) to hand over; waiting for a standby to take the lease...`,
+  );
+  const lease = new DynamoLeaseStore(c.store, fleetId);
+  const taken = await waitFor(timeoutMs, async () => {
+    const l = await lease.get("fleet");
+    return l?.holder && l.holder !== holder ? l : undefined;
+  });
+  if (!taken?.holder) {
+    throw new Error(
+      `${holder} still holds the lease after ${timeoutMs / 1000} s: is it paused? (hafleet status)`,
+    );
+  }
+  say(`${taken.holder} took over the lease (token ${taken.token})`);
+  const shared = before.elasticIps.filter((a) => a.desiredOwner !== null);
+  const moved = await waitFor(timeoutMs, async () => {
+    const now = await fleetStatus(c.store, c.elasticIps, fleetId);
+    const on = now.elasticIps.filter((a) => shared.some((s) => s.allocationId === a.allocationId));
+    return on.every((a) => a.node === taken.holder) ? on : undefined;
+  });
+  if (!moved) {
+    throw new Error(
+      `${taken.holder} holds the lease, but the Elastic IP is not on it after ${timeoutMs / 1000} s`,
+    );
+  }
+  for (const a of moved) say(`Elastic IP ${a.publicIp} is on ${taken.holder}`);
 }
 
 export function program(): Command {
@@ -227,20 +328,21 @@ export function program(): Command {
       "gracefully take a node out: it hands its lease over at once, finishes in-flight requests and exits",
     )
     .option(...fleetOpt)
-    .action((node: string, o: { fleet: string }) => command(o.fleet, node, "drain"));
+    .option(
+      "--timeout-s <s>",
+      "how long to wait for it to stop (default: its drain time and DNS wait)",
+      intFlag(1, 3600),
+    )
+    .action((node: string, o: { fleet: string; timeoutS?: number }) => drain(o.fleet, node, o.timeoutS));
   cli
     .command("failover")
     .description("make the active node hand the lease (and the Elastic IP) to a standby now")
     .option(...fleetOpt)
-    .action(async (o: { fleet: string }) => {
+    .option("--timeout-s <s>", "how long to wait for the takeover", intFlag(1, 600), 30)
+    .action(async (o: { fleet: string; timeoutS: number }) => {
       const c = await connect(o.fleet);
       try {
-        const lease = await new DynamoLeaseStore(c.store, o.fleet).get("fleet");
-        if (!lease?.holder) throw new Error(`fleet '${o.fleet}' has no lease holder to fail over from`);
-        await sendNodeCommand(c.store, o.fleet, lease.holder, "yield");
-        process.stdout.write(
-          `asked ${lease.holder} (token ${lease.token}) to hand over; a standby takes over within a poll\n`,
-        );
+        await failover(c, o.fleet, o.timeoutS * 1000);
       } finally {
         c.close();
       }

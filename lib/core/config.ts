@@ -145,6 +145,9 @@ export const FailoverSchema = z.strictObject({
   heartbeatMs: ms(100, 60_000).default(1000),
 });
 
+/** The failover settings a config gets when it names none: the one home of these defaults. */
+export const FAILOVER_DEFAULTS: z.output<typeof FailoverSchema> = FailoverSchema.parse({});
+
 /**
  * Route 53 weights in active-active (the zone and record name are deployment
  * facts, given to the health checker by the stack or the local fleet).

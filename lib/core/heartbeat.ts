@@ -22,6 +22,14 @@ import { type LeaseGuard, leaseGuardedUpdate } from "./fence";
 import type { Item, StateStore } from "./store";
 import { keys } from "./tables";
 
+/**
+ * A heartbeat older than this is stale: three periods, so that one lost or slow write
+ * (DynamoDB's p99 is tens of ms, an attempt times out in seconds) does not make a node look dead.
+ */
+export function staleAfterMs(heartbeatMs: number): number {
+  return 3 * heartbeatMs;
+}
+
 export type NodeRole = "starting" | "active" | "standby" | "serving" | "draining" | "stopped";
 
 /** What a node says about itself in each heartbeat. */

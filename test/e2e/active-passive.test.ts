@@ -219,8 +219,11 @@ test("a graceful handover (`hafleet failover`), then SIGTERM of the new active: 
     });
   const startedAt = Date.now();
 
+  // The command returns once the standby holds the lease and the Elastic IP, and says so.
   const out = await hafleet("failover");
   expect(out.stdout).toContain(`asked ${active.nodeId}`);
+  expect(out.stdout).toMatch(new RegExp(`${other.nodeId} took over the lease \\(token \\d+\\)`));
+  expect(out.stdout).toContain(`Elastic IP ${f.elasticIp.publicIp} is on ${other.nodeId}`);
   await f.waitFor(
     async () => (await f.activeNode())?.nodeId === other.nodeId,
     20_000,
@@ -267,4 +270,18 @@ test("a graceful handover (`hafleet failover`), then SIGTERM of the new active: 
   await t.stop();
   expect(t.failuresBetween(startedAt)).toEqual([]);
   expect(t.sessionsKept(startedAt).moved).toEqual([]);
+
+  // With the other node gone, a failover cannot happen: the command says why, changes nothing,
+  // and exits 1.
+  const refused = await hafleet("failover").then(
+    () => undefined,
+    (err: { code: number; stderr: string }) => err,
+  );
+  expect(refused?.code).toBe(1);
+  expect(refused?.stderr).toMatch(
+    new RegExp(
+      `no node can take over from ${active.nodeId}: ${other.nodeId} is (stopped|draining|dead|marked failed)`,
+    ),
+  );
+  expect((await leaseHolder(f))?.holder).toBe(active.nodeId);
 });
