@@ -22,6 +22,7 @@ import { DynamoLeaseStore } from "../lib/core/lease";
 import { type FleetStatus, fleetStatus, renderStatus } from "../lib/core/status";
 import { StateStore } from "../lib/core/store";
 import { tableNamesFromEnv } from "../lib/core/tables";
+import { VERSION } from "../lib/core/version";
 import { emulatorEnv } from "../test/harness/emulator";
 import { LocalFleet, type LocalFleetState, readLocalState, stateFile } from "../test/harness/local-fleet";
 import { runActiveActiveTour, runTour } from "../test/harness/tour";
@@ -228,6 +229,7 @@ export function program(): Command {
   const cli = new Command()
     .name("hafleet")
     .description("highly available load-balancer fleets on AWS")
+    .version(VERSION)
     .exitOverride();
   const fleetOpt = ["--fleet <id>", "fleet id", fleetIdFlag, "local"] as const;
   const modeOpt = () =>

@@ -29,6 +29,7 @@ import { ConfigInvalidError, HafleetError } from "../lib/core/errors";
 import { dnsDrainMs } from "../lib/core/failover";
 import { SessionTable } from "../lib/core/sessions";
 import { StateStore } from "../lib/core/store";
+import { VERSION } from "../lib/core/version";
 import { AdminServer } from "./admin";
 import { readAdminToken } from "./admin-token";
 import { NodeAgent } from "./agent";
@@ -578,7 +579,7 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
     address,
     adminUrl: `http://${o.adminHost === "0.0.0.0" ? address : o.adminHost}:${node.admin.port}`,
     ...(o.zone ? { zone: o.zone } : {}),
-    version: PROXY_VERSION,
+    version: VERSION,
     elasticIps,
     allocationIds,
     ...(o.ownAllocationId ? { ownAllocationId: o.ownAllocationId } : {}),
@@ -598,8 +599,6 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
   );
   return agent;
 }
-
-const PROXY_VERSION = "0.1.0";
 
 /** The instance id from IMDSv2 (EC2 only); a clear error elsewhere. */
 async function instanceIdFromMetadata(): Promise<string> {

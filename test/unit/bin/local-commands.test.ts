@@ -5,6 +5,7 @@
  * Each row: the state left behind, the command, and what must happen.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { mkdir, rm, writeFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
@@ -110,9 +111,11 @@ describe("hafleet kill / pause / resume on a fleet that is gone", () => {
     expect(other.alive()).toBe(true);
   });
 
-  it("npx hafleet runs the CLI in the checkout (package.json bin)", async () => {
+  it("npx hafleet runs the CLI in the checkout (package.json bin), with package.json's version", async () => {
     const { stdout } = await run("npx", ["--no-install", "hafleet", "--help"], { cwd: ROOT });
     expect(stdout).toMatch(/^Usage: hafleet /);
+    const version = await run("npx", ["--no-install", "hafleet", "--version"], { cwd: ROOT });
+    expect(version.stdout.trim()).toBe(JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version);
   });
 
   it("status of a fleet that runs nowhere says so in a sentence, not as a credentials error", async () => {
