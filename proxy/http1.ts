@@ -15,6 +15,9 @@
  *   5.1), a control byte (other than HTAB) in a value, a bare CR or bare LF;
  * - chunk sizes that are not hex, longer than 13 hex digits (2^52, the safe
  *   integer range), or chunk data not followed by CRLF.
+ * Not refused but never honoured: `Connection` naming Content-Length,
+ * Transfer-Encoding or Host (either direction). Those are not removable; the
+ * message is forwarded with the framing it was parsed with.
  */
 
 /** RFC 9110 5.6.2 token characters. */
@@ -81,6 +84,13 @@ const HOP_BY_HOP = new Set([
   "transfer-encoding",
   "upgrade",
 ]);
+
+/**
+ * Headers `Connection` cannot remove: the message is forwarded with the
+ * framing it was parsed with (dropping Content-Length while forwarding the
+ * body turns the body into a second request), and with its Host.
+ */
+const FRAMING_NAMES = new Set(["content-length", "transfer-encoding", "host"]);
 
 export interface RequestHead {
   readonly error: false;
@@ -224,7 +234,7 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
       const token = trimOws(part).toLowerCase();
       if (token === "close") close = true;
       else if (token === "keep-alive") keepAlive = true;
-      else if (token === "upgrade" || token === "") continue;
+      else if (token === "upgrade" || token === "" || FRAMING_NAMES.has(token)) continue;
       else {
         extra ??= [];
         extra.push(token);
@@ -330,7 +340,7 @@ export function parseResponseHead(head: string, noBody: boolean): ResponseHead |
       if (token === "close") close = true;
       else if (token === "keep-alive") {
         if (minor === 0) close = false;
-      } else if (token && token !== "upgrade") extra.push(token);
+      } else if (token && token !== "upgrade" && !FRAMING_NAMES.has(token)) extra.push(token);
     }
     if (extra.length) {
       const [statusLine, ...rest] = forwardHead.split("\r\n");

@@ -356,6 +356,34 @@ describe("smuggling and limits: refused with a status and the connection closed"
     expect(a.bodies).toEqual([smuggled]);
   });
 
+  it("a body behind `Connection: content-length` never captures the next client's request", async () => {
+    // The attack: Connection names Content-Length, so a proxy that drops the
+    // named header forwards a body the backend reads as a second request, a
+    // POST whose own length swallows the next request on that pooled
+    // connection: the victim's head, cookie and all, and the victim is
+    // answered with the attacker's response.
+    const a = h.add(await startBackend("a"));
+    a.handler = (req, res) => res.end(`url=${req.url}`);
+    const proxy = h.add(await startProxy(webConfig([a])));
+    const port = proxy.port("web");
+    const smuggled = "POST /capture HTTP/1.1\r\nHost: a\r\nContent-Length: 90\r\n\r\n";
+    const attack = await raw(
+      port,
+      "POST /attack HTTP/1.1\r\nHost: a\r\nConnection: close, content-length\r\n" +
+        `Content-Length: ${smuggled.length}\r\n\r\n${smuggled}`,
+    );
+    expect(statuses(attack.text)).toEqual([200]);
+    const victim = await get(port, "/victim", { headers: { cookie: "session=VICTIM-SECRET" } });
+    expect(victim.body).toBe("url=/victim");
+    // The backend saw the two requests the clients sent, and nothing else.
+    expect(a.seen.map((s) => s.url)).toEqual(["/attack", "/victim"]);
+    expect(a.bodies).toEqual([smuggled, ""]);
+    for (const [i, s] of a.seen.entries()) {
+      if (s.url === "/victim") continue;
+      expect(`${JSON.stringify(s.headers)}${a.bodies[i]}`).not.toContain("VICTIM-SECRET");
+    }
+  });
+
   it("a slow client (slowloris) is cut off by the head timeout with 408", async () => {
     const a = h.add(await startBackend("a"));
     const proxy = h.add(await startProxy(webConfig([a], {}, { timeouts: { headMs: 300 } })));

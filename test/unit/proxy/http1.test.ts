@@ -90,6 +90,27 @@ describe("parseRequestHead", () => {
     expect(r.host).toBe("example.com");
   });
 
+  // Connection names hop-by-hop headers, but never the framing or Host: the
+  // message goes on with the framing it was parsed with.
+  const protectedByName: [string, string, string][] = [
+    [
+      "content-length",
+      head("POST / HTTP/1.1", "Host: a", "Connection: content-length", "Content-Length: 3"),
+      "Host: a\r\nContent-Length: 3\r\n",
+    ],
+    [
+      "transfer-encoding",
+      head("POST / HTTP/1.1", "Host: a", "Connection: Transfer-Encoding", "Transfer-Encoding: chunked"),
+      "Host: a\r\ntransfer-encoding: chunked\r\n",
+    ],
+    ["host", head("GET / HTTP/1.1", "Host: a", "Connection: close, HOST"), "Host: a\r\n"],
+  ];
+  it.each(protectedByName)("keeps %s when Connection names it", (_name, text, lines) => {
+    const r = parseRequestHead(text);
+    if (r.error) throw new Error(r.reason);
+    expect(r.forwardLines).toBe(lines);
+  });
+
   const framing: [string, string, Framing, number, boolean][] = [
     ["no body", head("GET / HTTP/1.1", "Host: a"), Framing.None, 0, true],
     ["Content-Length", head("POST / HTTP/1.1", "Host: a", "Content-Length: 12"), Framing.Length, 12, true],
@@ -161,6 +182,19 @@ describe("parseResponseHead", () => {
     );
     if (r.error) throw new Error(r.reason);
     expect(r.forwardHead).toBe("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n");
+  });
+
+  it.each([
+    ["content-length", head("HTTP/1.1 200 OK", "Connection: content-length", "Content-Length: 2")],
+    [
+      "transfer-encoding",
+      head("HTTP/1.1 200 OK", "Connection: transfer-encoding", "Transfer-Encoding: chunked"),
+    ],
+  ])("keeps %s in the answer when Connection names it", (name, text) => {
+    const r = parseResponseHead(text, false);
+    if (r.error) throw new Error(r.reason);
+    expect(r.forwardHead.toLowerCase()).toContain(`\r\n${name}: `);
+    expect(r.reusable).toBe(true);
   });
 
   it.each([
