@@ -14,7 +14,9 @@
  * - a header name that is not a token, whitespace before the colon (RFC 9112
  *   5.1), a control byte (other than HTAB) in a value, a bare CR or bare LF;
  * - chunk sizes that are not hex, longer than 13 hex digits (2^52, the safe
- *   integer range), or chunk data not followed by CRLF.
+ *   integer range), or chunk data not followed by CRLF;
+ * - a trailer line that is not a field (`token ":" value`), or a trailer
+ *   carrying Content-Length, Transfer-Encoding or Host (RFC 9110 6.5.1).
  * Not refused but never honoured: `Connection` naming Content-Length,
  * Transfer-Encoding or Host (either direction). Those are not removable; the
  * message is forwarded with the framing it was parsed with.
@@ -379,6 +381,21 @@ const S_TRAILER_START = 7;
 const S_TRAILER = 8;
 const S_TRAILER_LF = 9;
 const S_END_LF = 10;
+const S_TRAILER_NAME = 11;
+
+/** RFC 9110 5.6.2 tchar, as a byte table for the scanner. */
+const TCHAR = (() => {
+  const t = new Uint8Array(256);
+  for (const c of "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+    t[c.charCodeAt(0)] = 1;
+  return t;
+})();
+/**
+ * Fields a trailer may not carry (RFC 9110 6.5.1): framing and routing are
+ * decided by the header section, and a recipient that merged trailers into
+ * it would read another message than the proxy did.
+ */
+const TRAILER_FORBIDDEN = new Set(["content-length", "transfer-encoding", "host"]);
 
 /** `feed` returned this: more bytes are needed. */
 export const NEED_MORE = -1;
@@ -397,6 +414,8 @@ export class ChunkScanner {
   private digits = 0;
   private remaining = 0;
   private trailerBytes = 0;
+  /** The trailer name being read, lower-cased (only while it could be a forbidden one). */
+  private trailerName = "";
   /** Decoded body bytes seen so far. */
   bodyBytes = 0;
   error: "bad chunk" | "too large" | undefined;
@@ -412,6 +431,7 @@ export class ChunkScanner {
     this.digits = 0;
     this.remaining = 0;
     this.trailerBytes = 0;
+    this.trailerName = "";
     this.bodyBytes = 0;
     this.error = undefined;
   }
@@ -474,10 +494,27 @@ export class ChunkScanner {
           this.state = S_SIZE;
           continue;
         case S_TRAILER_START: {
+          // Each trailer line is a field, `token ":" value` (RFC 9112 7.1.2),
+          // or the blank line that ends the body: a request line here is refused.
           const c = buf[i++]!;
           if (c === 0x0d) this.state = S_END_LF;
-          else if (c === 0x20 || c === 0x09 || c < 0x20 || c === 0x7f) return this.bad("bad chunk");
-          else this.state = S_TRAILER;
+          else if (TCHAR[c] === 1) {
+            this.trailerName = String.fromCharCode(c | 0x20);
+            this.state = S_TRAILER_NAME;
+          } else return this.bad("bad chunk");
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.bad("bad chunk");
+          continue;
+        }
+        case S_TRAILER_NAME: {
+          const c = buf[i++]!;
+          if (TCHAR[c] === 1) {
+            // `| 0x20` lower-cases letters; the forbidden names are letters and '-'.
+            if (this.trailerName.length < 17) this.trailerName += String.fromCharCode(c | 0x20);
+            else this.trailerName = "-";
+          } else if (c === 0x3a /* : */) {
+            if (TRAILER_FORBIDDEN.has(this.trailerName)) return this.bad("bad chunk");
+            this.state = S_TRAILER;
+          } else return this.bad("bad chunk");
           if (++this.trailerBytes > this.maxTrailerBytes) return this.bad("bad chunk");
           continue;
         }

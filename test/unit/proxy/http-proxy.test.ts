@@ -311,6 +311,11 @@ describe("smuggling and limits: refused with a status and the connection closed"
       "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n0\r\n\r\n",
       400,
     ],
+    [
+      "request line as a chunked trailer",
+      "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nGET /admin HTTP/1.1\r\n\r\n",
+      400,
+    ],
     ["obs-fold", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\n  2\r\n\r\n", 400],
     ["bad header byte", "GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\u00012\r\n\r\n", 400],
     ["space before colon", "GET / HTTP/1.1\r\nHost: a\r\nContent-Length : 0\r\n\r\n", 400],

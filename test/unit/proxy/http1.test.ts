@@ -236,9 +236,29 @@ describe("ChunkScanner", () => {
     ["bare LF after size", "1\na\r\n0\r\n\r\n"],
     ["empty size line", "\r\n"],
     ["space before size", " 1\r\na\r\n0\r\n\r\n"],
+    // After the last chunk, each line is a field (token ":" value) or the end.
+    ["request line as a trailer", "1\r\na\r\n0\r\nGET /admin HTTP/1.1\r\n\r\n"],
+    ["trailer without a colon", "0\r\nX-T\r\n\r\n"],
+    ["trailer with an empty name", "0\r\n: v\r\n\r\n"],
+    ["trailer with space before the colon", "0\r\nX-T : v\r\n\r\n"],
+    ["trailer name with a slash", "0\r\nX/T: v\r\n\r\n"],
+    ["folded trailer", "0\r\nX-T: v\r\n w\r\n\r\n"],
+    ["Transfer-Encoding as a trailer", "0\r\nTransfer-Encoding: chunked\r\n\r\n"],
+    ["Content-Length as a trailer", "0\r\ncontent-length: 5\r\n\r\n"],
+    ["Host as a trailer", "0\r\nHOST: b\r\n\r\n"],
+    ["bare LF ending a trailer", "0\r\nX-T: v\n\r\n"],
   ];
   it.each(bad)("refuses %s", (_n, text) => {
     expect(feedAll(text).r).toBe(MALFORMED);
+  });
+
+  it.each([
+    ["a plain trailer", "0\r\nX-T: v\r\n\r\n"],
+    ["an empty value", "0\r\nX-T:\r\n\r\n"],
+    ["obs-text and HTAB in a value", "0\r\nX-T: a\tb\xff\r\n\r\n"],
+    ["two trailers", "0\r\nA: 1\r\nContent-Type-X: 2\r\n\r\n"],
+  ])("accepts %s", (_n, text) => {
+    expect(feedAll(text, 1).r).toBe(text.length);
   });
 
   it("refuses a body over the limit", () => {
