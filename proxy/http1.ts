@@ -15,6 +15,9 @@
  *   5.1), a control byte (other than HTAB) in a value, a bare CR or bare LF;
  * - chunk sizes that are not hex, longer than 13 hex digits (2^52, the safe
  *   integer range), or chunk data not followed by CRLF;
+ * - a request target that is not origin-form (`/...`), absolute-form http(s)
+ *   without userinfo, or `*` for OPTIONS (RFC 9112 3.2); an absolute-form
+ *   target is forwarded as origin-form with Host from its authority;
  * - a trailer line that is not a field (`token ":" value`), or a trailer
  *   carrying Content-Length, Transfer-Encoding or Host (RFC 9110 6.5.1).
  * Not refused but never honoured: `Connection` naming Content-Length,
@@ -50,6 +53,13 @@ const REQUEST_LINE_RE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^\x00-\x20\x7f]+) HTTP
 // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control bytes is the point (RFC 9110 5.5)
 const STATUS_LINE_RE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
 const DIGITS_RE = /^\d{1,15}$/;
+/**
+ * Absolute-form http(s) target (RFC 9112 3.2.2): the authority (a reg-name or
+ * an IP literal, an optional port; no userinfo, RFC 9110 4.2.4), then the
+ * path and query. Only non-origin-form targets meet it.
+ */
+const ABSOLUTE_RE =
+  /^https?:\/\/((?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{0,5})?)([/?].*)?$/i;
 
 export const CRLFCRLF = Buffer.from("\r\n\r\n", "latin1");
 
@@ -149,8 +159,29 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
     return fail(400, "bad request line");
   }
   const method = m[1]!;
-  const target = m[2]!;
+  let target = m[2]!;
   const minor = m[3] === "1" ? 1 : 0;
+  // The authority of an absolute-form target, which replaces Host (below).
+  let authority: string | undefined;
+  if (target.charCodeAt(0) !== 0x2f /* / */ && method !== "CONNECT") {
+    // CONNECT (authority-form) is answered 501 by the listener.
+    if (target === "*") {
+      if (method !== "OPTIONS") return fail(400, "asterisk-form other than OPTIONS");
+    } else {
+      // RFC 9112 3.2.2: a server must ignore Host when the target is
+      // absolute-form, and a proxy must send Host from the target's
+      // authority. Forwarding both while they differ lets the backend and
+      // whatever sits in front of it disagree on the site (routing, caches,
+      // virtual hosts); so the backend gets origin-form and that Host, as
+      // HAProxy does. Anything that is not origin-form, absolute-form http(s)
+      // or asterisk-form is refused (RFC 9112 3.2).
+      const a = ABSOLUTE_RE.exec(target);
+      if (!a) return fail(400, "bad request target");
+      authority = a[1]!;
+      const rest = a[2] ?? "";
+      target = rest === "" ? "/" : rest.charCodeAt(0) === 0x3f /* ? */ ? `/${rest}` : rest;
+    }
+  }
 
   let contentLength = -1;
   let chunked = false;
@@ -197,7 +228,7 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
       case "host":
         if (host !== undefined) return fail(400, "repeated host");
         host = trimOws(raw);
-        forwardLines += line + "\r\n";
+        forwardLines += authority === undefined ? `${line}\r\n` : `host: ${authority}\r\n`;
         continue;
       case "connection":
         connection = connection === undefined ? raw : `${connection},${raw}`;
@@ -226,6 +257,10 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
   if (chunked && minor === 0) return fail(400, "transfer-encoding in HTTP/1.0");
   if (chunked) forwardLines += "transfer-encoding: chunked\r\n";
   if (minor === 1 && host === undefined) return fail(400, "missing host");
+  if (authority !== undefined) {
+    if (host === undefined) forwardLines += `host: ${authority}\r\n`;
+    host = authority;
+  }
 
   let keepAlive = minor === 1;
   if (connection !== undefined) {

@@ -152,6 +152,19 @@ describe("forwarding", () => {
     expect(r.body).toBe(sha(big));
   });
 
+  it("sends an absolute-form target as origin-form, Host from its authority (RFC 9112 3.2.2)", async () => {
+    const a = h.add(await startBackend("a"));
+    const proxy = h.add(await startProxy(webConfig([a])));
+    const r = await raw(
+      proxy.port("web"),
+      "GET http://real.example/x?q=1 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+    );
+    expect(statuses(r.text)).toEqual([200]);
+    expect(a.seen.map((s) => [s.url, s.headers.host, s.headers["x-forwarded-host"]])).toEqual([
+      ["/x?q=1", "real.example", "real.example"],
+    ]);
+  });
+
   it("answers pipelined requests in order on one connection", async () => {
     const a = h.add(await startBackend("a"));
     a.handler = (req, res) => res.end(req.url);

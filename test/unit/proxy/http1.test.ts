@@ -111,6 +111,55 @@ describe("parseRequestHead", () => {
     expect(r.forwardLines).toBe(lines);
   });
 
+  // RFC 9112 3.2.2: a proxy must ignore Host when the target is absolute-form
+  // and send Host from the target's authority; the backend gets origin-form.
+  const targets: [string, string, string, string][] = [
+    [
+      "absolute-form",
+      head("GET http://b.example/x?y=1 HTTP/1.1", "Host: a"),
+      "/x?y=1",
+      "host: b.example\r\n",
+    ],
+    [
+      "upper-case scheme, port, no path",
+      head("GET HTTP://B:8080 HTTP/1.1", "Host: a"),
+      "/",
+      "host: B:8080\r\n",
+    ],
+    ["query without a path", head("GET http://b?q HTTP/1.1", "Host: b"), "/?q", "host: b\r\n"],
+    [
+      "https and an IPv6 literal",
+      head("GET https://[::1]:8443/p HTTP/1.1", "Host: a"),
+      "/p",
+      "host: [::1]:8443\r\n",
+    ],
+    ["HTTP/1.0 without Host", head("GET http://b/x HTTP/1.0"), "/x", "host: b\r\n"],
+    ["asterisk-form with OPTIONS", head("OPTIONS * HTTP/1.1", "Host: a"), "*", "Host: a\r\n"],
+    ["origin-form", head("GET /p HTTP/1.1", "Host: a"), "/p", "Host: a\r\n"],
+  ];
+  it.each(targets)("forwards %s as origin-form with Host from the authority", (_n, text, target, lines) => {
+    const r = parseRequestHead(text);
+    if (r.error) throw new Error(r.reason);
+    expect(r.target).toBe(target);
+    expect(r.forwardLines).toBe(lines);
+    expect(r.host).toBe(/host: (.*)\r\n/i.exec(lines)![1]);
+  });
+
+  it.each([
+    ["userinfo", "http://u:p@b/x"],
+    ["an empty authority", "http:///x"],
+    ["another scheme", "ftp://b/x"],
+    ["a relative target", "b/x"],
+    ["a query alone", "?x"],
+    ["a bad port", "http://b:8x/"],
+    ["a bad authority byte", 'http://b"c/'],
+    ["asterisk-form with GET", "*"],
+    ["one slash after the scheme", "http:/b"],
+  ])("refuses a target with %s", (_n, target) => {
+    const r = parseRequestHead(head(`GET ${target} HTTP/1.1`, "Host: b"));
+    expect(r.error && r.status).toBe(400);
+  });
+
   const framing: [string, string, Framing, number, boolean][] = [
     ["no body", head("GET / HTTP/1.1", "Host: a"), Framing.None, 0, true],
     ["Content-Length", head("POST / HTTP/1.1", "Host: a", "Content-Length: 12"), Framing.Length, 12, true],
