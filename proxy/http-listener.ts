@@ -23,10 +23,10 @@ import type { Socket } from "node:net";
 import { hash32 } from "./hash";
 import {
   ChunkScanner,
-  CRLFCRLF,
   cookieValue,
   errorResponse,
   Framing,
+  findHeadEnd,
   IDEMPOTENT,
   MALFORMED,
   NEED_MORE,
@@ -79,6 +79,8 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   private state = READ_HEAD;
   /** Client bytes not yet consumed (partial head, or bytes after the current request). */
   private pending: Buffer | undefined;
+  /** Bytes of a partial head in `pending` already scanned by `findHeadEnd`. */
+  private headScanned = 0;
   private deadlineKind = D_HEAD;
   private deadlineMs: number;
   private draining = false;
@@ -188,9 +190,15 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     if (skip > 0) {
       buf = buf.subarray(skip);
       this.pending = buf;
+      this.headScanned = 0;
     }
-    const end = buf.indexOf(CRLFCRLF);
-    if (end < 0) {
+    const headEnd = findHeadEnd(buf, this.headScanned);
+    if (headEnd === MALFORMED) {
+      this.refuse(400, "bare CR or LF in head");
+      return;
+    }
+    if (headEnd === NEED_MORE) {
+      this.headScanned = buf.length;
       if (buf.length > limits.maxHeaderBytes) {
         this.refuse(431, "head too large");
         return;
@@ -201,7 +209,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
       }
       return;
     }
-    const headEnd = end + 4;
+    this.headScanned = 0;
     if (headEnd > limits.maxHeaderBytes) {
       this.refuse(431, "head too large");
       return;
@@ -411,20 +419,26 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   }
 
   private readResponseHead(conn: UpstreamConnection, chunk: Buffer): void {
+    let scanned = this.resHeadBuf === undefined ? 0 : this.resHeadBuf.length;
     let buf = this.resHeadBuf === undefined ? chunk : Buffer.concat([this.resHeadBuf, chunk]);
     for (;;) {
-      const end = buf.indexOf(CRLFCRLF);
-      if (end < 0) {
-        if (buf.length > MAX_RESPONSE_HEAD) {
-          this.badUpstream(conn, "response head too large");
-          return;
-        }
+      const headEnd = findHeadEnd(buf, scanned);
+      if (headEnd === MALFORMED) {
+        this.badUpstream(conn, "bare CR or LF in response head");
+        return;
+      }
+      // The limit holds whether the head came in many reads or ended in the one that crossed it.
+      if (headEnd === NEED_MORE ? buf.length > MAX_RESPONSE_HEAD : headEnd > MAX_RESPONSE_HEAD) {
+        this.badUpstream(conn, "response head too large");
+        return;
+      }
+      if (headEnd === NEED_MORE) {
         // `chunk` is the connection's read buffer: keep a copy of a partial head.
         this.resHeadBuf = buf === chunk ? Buffer.from(chunk) : buf;
         this.resStarted = true;
         return;
       }
-      const headEnd = end + 4;
+      scanned = 0;
       const req = this.req!;
       const res = parseResponseHead(buf.toString("latin1", 0, headEnd), req.method === "HEAD");
       if (res.error) {

@@ -12,7 +12,8 @@
  *   proxy to refuse), or any Transfer-Encoding other than exactly `chunked`;
  * - obsolete line folding (a line starting with SP or HTAB; RFC 9112 5.2);
  * - a header name that is not a token, whitespace before the colon (RFC 9112
- *   5.1), a control byte (other than HTAB) in a value, a bare CR or bare LF;
+ *   5.1), a control byte (other than HTAB) in a value, a bare CR or bare LF
+ *   (refused as soon as it arrives: `findHeadEnd`);
  * - chunk sizes that are not hex, longer than 13 hex digits (2^52, the safe
  *   integer range), or chunk data not followed by CRLF;
  * - a request target that is not origin-form (`/...`), absolute-form http(s)
@@ -62,6 +63,30 @@ const ABSOLUTE_RE =
   /^https?:\/\/((?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::\d{0,5})?)([/?].*)?$/i;
 
 export const CRLFCRLF = Buffer.from("\r\n\r\n", "latin1");
+
+/**
+ * Where a head ends in `buf`: the offset just past its blank line, NEED_MORE,
+ * or MALFORMED when an LF without its CR, or a CR without its LF, has come
+ * (RFC 9112 2.2 lets a recipient take a bare LF as a line end; this proxy
+ * never does, and a head ended by LF LF would otherwise wait for a CRLFCRLF
+ * that never comes, until the head timeout). `from` is how many bytes of
+ * `buf` an earlier call already saw, so a head sent a byte at a time is
+ * scanned once, not once per byte. Bare CR or LF before a CRLFCRLF is left to
+ * the head parser's byte check.
+ */
+export function findHeadEnd(buf: Buffer, from = 0): number {
+  const end = buf.indexOf(CRLFCRLF, from > 3 ? from - 3 : 0);
+  if (end >= 0) return end + 4;
+  // The byte before `from` may be a CR whose LF has just come.
+  const start = from > 0 ? from - 1 : 0;
+  for (let i = buf.indexOf(10, start); i >= 0; i = buf.indexOf(10, i + 1)) {
+    if (i === 0 || buf[i - 1] !== 13) return MALFORMED;
+  }
+  for (let i = buf.indexOf(13, start); i >= 0 && i + 1 < buf.length; i = buf.indexOf(13, i + 1)) {
+    if (buf[i + 1] !== 10) return MALFORMED;
+  }
+  return NEED_MORE;
+}
 
 /** Body framing of a message. */
 export const Framing = {

@@ -20,6 +20,7 @@ import {
   statuses,
   webConfig,
 } from "./helpers";
+import { startRawBackend } from "./raw-backend";
 
 const h = new Harness();
 afterEach(() => h.closeAll());
@@ -349,6 +350,22 @@ describe("smuggling and limits: refused with a status and the connection closed"
     expect(a.seen).toHaveLength(0);
   });
 
+  // A head with bare LF line ends never sends the CRLFCRLF a strict reader
+  // waits for: refused at once, not by the head timeout (60 s here).
+  it.each([
+    ["LF LF", "GET / HTTP/1.1\nHost: a\n\n"],
+    ["CRLF LF", "GET / HTTP/1.1\r\nHost: a\r\n\n"],
+    ["LF CRLF", "GET / HTTP/1.1\r\nHost: a\n\r\n"],
+    ["a bare CR ending a line", "GET / HTTP/1.1\r\nHost: a\r\rX: b"],
+  ])("a head ended by %s is refused with 400 at once", async (_n, request) => {
+    const a = h.add(await startBackend("a"));
+    const proxy = h.add(await startProxy(webConfig([a], {}, { timeouts: { headMs: 60_000 } })));
+    const r = await raw(proxy.port("web"), request, 15_000);
+    expect(statuses(r.text)).toEqual([400]);
+    expect(r.closed).toBe(true);
+    expect(a.seen).toHaveLength(0);
+  });
+
   it("a chunked body over the limit is cut with 413 and the connection closed", async () => {
     const a = h.add(await startBackend("a"));
     const proxy = h.add(await startProxy(webConfig([a], {}, { limits: { maxBodyBytes: 10 } })));
@@ -441,6 +458,22 @@ describe("smuggling and limits: refused with a status and the connection closed"
 });
 
 describe("backend failures", () => {
+  it("answers 502 to a response head over the limit, even when it ends in the read that crosses it", async () => {
+    // 64 KiB is the response head limit; this head ends 2 KiB past it.
+    const big = `HTTP/1.1 200 OK\r\nx-big: ${"a".repeat(66 * 1024)}\r\ncontent-length: 2\r\n\r\nok`;
+    const b = h.add(await startRawBackend([big]));
+    const proxy = h.add(await startProxy(webConfig([b])));
+    const r = await raw(proxy.port("web"), "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect(statuses(r.text)).toEqual([502]);
+  });
+
+  it("answers 502 at once to a response head with bare LF line ends", async () => {
+    const b = h.add(await startRawBackend(["HTTP/1.1 200 OK\ncontent-length: 2\n\nok"]));
+    const proxy = h.add(await startProxy(webConfig([b], {}, { timeouts: { requestMs: 60_000 } })));
+    const r = await raw(proxy.port("web"), "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 15_000);
+    expect(statuses(r.text)).toEqual([502]);
+  });
+
   // Scenario rows: backends (live or dead, in order), method, expected status and answering backend.
   const rows: [string, ("a" | "dead")[], string, number, string | undefined, number][] = [
     ["GET retried on the live backend", ["dead", "a"], "GET", 200, "a", 1],

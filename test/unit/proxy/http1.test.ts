@@ -2,6 +2,7 @@ import {
   ChunkScanner,
   cookieValue,
   Framing,
+  findHeadEnd,
   MALFORMED,
   NEED_MORE,
   parseRequestHead,
@@ -254,6 +255,28 @@ describe("parseResponseHead", () => {
   ])("answers 502 to a backend's %s", (_n, text) => {
     const r = parseResponseHead(text, false);
     expect(r.error && r.status).toBe(502);
+  });
+});
+
+describe("findHeadEnd", () => {
+  // Rows: bytes so far, where scanning may start, and the answer: the offset
+  // past the blank line, NEED_MORE, or MALFORMED at once (never a wait for a
+  // CRLFCRLF that a head with bare line ends will not send).
+  const rows: [string, string, number, number][] = [
+    ["a complete head", "GET / HTTP/1.1\r\nHost: a\r\n\r\nNEXT", 0, 27],
+    ["an incomplete head", "GET / HTTP/1.1\r\nHost: a\r\n", 0, NEED_MORE],
+    ["a CR at the end, LF still to come", "GET / HTTP/1.1\r", 0, NEED_MORE],
+    ["LF LF", "GET / HTTP/1.1\nHost: a\n\n", 0, MALFORMED],
+    ["CRLF LF", "GET / HTTP/1.1\r\nHost: a\r\n\n", 0, MALFORMED],
+    ["LF CRLF", "GET / HTTP/1.1\r\nHost: a\n\r\n", 0, MALFORMED],
+    ["a bare LF, more to come", "GET / HTTP/1.1\nHost", 0, MALFORMED],
+    ["a leading LF", "\nGET / HTTP/1.1", 0, MALFORMED],
+    ["a bare CR", "GET / HTTP/1.1\rHost: a", 0, MALFORMED],
+    ["a bare LF after where scanning starts", "GET / HTTP/1.1\r\nHost: a\n", 20, MALFORMED],
+    ["a CRLF split at where scanning starts", "GET / HTTP/1.1\r\nHost", 15, NEED_MORE],
+  ];
+  it.each(rows)("%s", (_n, text, from, expected) => {
+    expect(findHeadEnd(Buffer.from(text, "latin1"), from)).toBe(expected);
   });
 });
 
