@@ -20,6 +20,7 @@
  * that sends faster. Pipelined requests are read one after the other.
  */
 import type { Socket } from "node:net";
+import { isTrustedPeer } from "./forwarded";
 import { hash32 } from "./hash";
 import {
   ChunkScanner,
@@ -109,6 +110,9 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   /** The pool of the exchange in flight (a reload may give the listener another). */
   private pool: Pool;
   private staleRetried = false;
+  /** The `trustedProxies` list `trusted` was decided for. */
+  private trustedFor: readonly string[] | undefined;
+  private trusted = false;
 
   constructor(listener: HttpListener, socket: Socket) {
     this.listener = listener;
@@ -331,14 +335,30 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     this.sendRequest();
   }
 
+  /** The peer is inside the listener's `trustedProxies` (decided once per connection and config). */
+  private peerTrusted(): boolean {
+    const cidrs = this.listener.settings.listener.trustedProxies;
+    if (cidrs.length === 0) return false;
+    if (cidrs !== this.trustedFor) {
+      this.trustedFor = cidrs;
+      this.trusted = isTrustedPeer(cidrs, this.ip);
+    }
+    return this.trusted;
+  }
+
   /** The head sent to the backend; a latin1 string, which the socket writes without a Buffer of ours. */
   private buildUpstreamHead(req: RequestHead): string {
     // 1.0 clients are forwarded as 1.0 (so the backend never answers chunked to
     // them), asking the backend to keep the connection for reuse.
     let head = `${req.method} ${req.target} HTTP/1.${req.minor}\r\n${req.forwardLines}`;
-    head += `x-forwarded-for: ${req.forwardedFor ? `${req.forwardedFor}, ${this.ip}` : this.ip}\r\n`;
-    head += "x-forwarded-proto: http\r\n";
-    if (req.host !== undefined) head += `x-forwarded-host: ${req.host}\r\n`;
+    // Forwarded headers (README, "Forwarded headers and trust"): a client's
+    // are replaced, a trusted proxy's believed (its X-Forwarded-For appended to).
+    const trusted = this.peerTrusted();
+    const xff = trusted && req.forwardedFor ? `${req.forwardedFor}, ${this.ip}` : this.ip;
+    head += `x-forwarded-for: ${xff}\r\n`;
+    head += `x-forwarded-proto: ${trusted && req.forwardedProto ? req.forwardedProto : "http"}\r\n`;
+    const xfh = trusted && req.forwardedHost ? req.forwardedHost : req.host;
+    if (xfh !== undefined) head += `x-forwarded-host: ${xfh}\r\n`;
     if (req.upgrade !== undefined) head += `connection: upgrade\r\nupgrade: ${req.upgrade}\r\n`;
     else if (req.minor === 0) head += "connection: keep-alive\r\n";
     return `${head}\r\n`;

@@ -21,6 +21,10 @@
  *   target is forwarded as origin-form with Host from its authority;
  * - a trailer line that is not a field (`token ":" value`), or a trailer
  *   carrying Content-Length, Transfer-Encoding or Host (RFC 9110 6.5.1).
+ * Removed from every request, whatever the peer: X-Real-IP, Forwarded,
+ * X-Forwarded-Port and the X-Forwarded-For/-Proto/-Host lines (the listener
+ * sets its own, believing a trusted proxy's values; README, "Forwarded
+ * headers and trust").
  * Not refused but never honoured: `Connection` naming Content-Length,
  * Transfer-Encoding or Host (either direction). Those are not removable; the
  * message is forwarded with the framing it was parsed with.
@@ -38,14 +42,15 @@ const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const BAD_HEAD_RE = /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\r(?!\n)|(?<!\r)\n/;
 /**
  * Lengths of the header names the parsers act on (host 4, te 2, cookie 6,
- * trailer/upgrade 7, connection/keep-alive 10, content-length 14,
- * x-forwarded-for 15, proxy-connection/x-forwarded-host 16,
- * transfer-encoding/x-forwarded-proto 17, proxy-authenticate 18,
- * proxy-authorization 19): other names are forwarded without lower-casing.
+ * trailer/upgrade 7, x-real-ip/forwarded 9, connection/keep-alive 10,
+ * content-length 14, x-forwarded-for 15, proxy-connection/x-forwarded-host/
+ * x-forwarded-port 16, transfer-encoding/x-forwarded-proto 17,
+ * proxy-authenticate 18, proxy-authorization 19): other names are forwarded
+ * without lower-casing.
  */
 const NOTABLE_LENGTH = (() => {
   const a = new Uint8Array(64);
-  for (const n of [2, 4, 6, 7, 10, 14, 15, 16, 17, 18, 19]) a[n] = 1;
+  for (const n of [2, 4, 6, 7, 9, 10, 14, 15, 16, 17, 18, 19]) a[n] = 1;
   return a;
 })();
 /** method SP request-target SP HTTP/1.x; the target has no controls or spaces. */
@@ -143,10 +148,20 @@ export interface RequestHead {
   /** The `Upgrade` value when the client asked for a protocol switch (WebSocket). */
   readonly upgrade: string | undefined;
   readonly cookie: string | undefined;
+  /**
+   * The client's X-Forwarded-For, -Proto and -Host (repeated lines joined):
+   * used only when the peer is a trusted proxy, replaced otherwise.
+   */
   readonly forwardedFor: string | undefined;
+  readonly forwardedProto: string | undefined;
+  readonly forwardedHost: string | undefined;
   /** Value of the header named by `hashHeader`, when asked for. */
   readonly hashValue: string | undefined;
-  /** Header lines to forward, each ending in CRLF: hop-by-hop and X-Forwarded-* removed. */
+  /**
+   * Header lines to forward, each ending in CRLF: hop-by-hop removed, and
+   * every forwarded header a client might spoof (X-Forwarded-For/-Proto/
+   * -Host/-Port, X-Real-IP, Forwarded), which the proxy sets itself.
+   */
   readonly forwardLines: string;
 }
 
@@ -216,6 +231,8 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
   let upgrade: string | undefined;
   let cookie: string | undefined;
   let forwardedFor: string | undefined;
+  let forwardedProto: string | undefined;
+  let forwardedHost: string | undefined;
   let hashValue: string | undefined;
   let forwardLines = "";
   const hashLength = hashHeader === undefined ? -1 : hashHeader.length;
@@ -269,8 +286,15 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
         forwardedFor = forwardedFor === undefined ? trimOws(raw) : `${forwardedFor}, ${trimOws(raw)}`;
         continue;
       case "x-forwarded-proto":
+        forwardedProto = forwardedProto === undefined ? trimOws(raw) : `${forwardedProto}, ${trimOws(raw)}`;
+        continue;
       case "x-forwarded-host":
-        continue; // set by the proxy, which is the one that knows
+        forwardedHost = forwardedHost === undefined ? trimOws(raw) : `${forwardedHost}, ${trimOws(raw)}`;
+        continue;
+      case "x-forwarded-port":
+      case "x-real-ip":
+      case "forwarded":
+        continue; // the proxy sets none of these and passes on no client's
       default:
         if (lower === hashHeader && hashValue === undefined) hashValue = trimOws(raw);
         if (HOP_BY_HOP.has(lower)) continue;
@@ -321,6 +345,8 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
     upgrade,
     cookie,
     forwardedFor,
+    forwardedProto,
+    forwardedHost,
     hashValue,
     forwardLines,
   };

@@ -12,6 +12,7 @@ import { readFile } from "node:fs/promises";
 import { extname } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { parseCidr } from "./cidr";
 import { ConfigInvalidError, type FieldIssue } from "./errors";
 
 /** Fleet, listener and pool names: also DNS labels and DynamoDB key parts. */
@@ -101,6 +102,20 @@ export const ListenerSchema = z.strictObject({
   pool: name,
   /** Sticky sessions; on tcp listeners the key is the client address. */
   stickiness: StickinessSchema.optional(),
+  /**
+   * Peers (CIDR blocks) whose forwarded headers are believed: from them the
+   * client's X-Forwarded-For is appended to and X-Forwarded-Proto/-Host kept;
+   * from anyone else they are replaced (README, "Forwarded headers and trust").
+   */
+  trustedProxies: z
+    .array(
+      z.string().superRefine((text, ctx) => {
+        const c = parseCidr(text);
+        if (typeof c === "string") ctx.addIssue({ code: "custom", message: c });
+      }),
+    )
+    .max(1000)
+    .default([]),
 });
 
 export const TimeoutsSchema = z.strictObject({
@@ -194,6 +209,13 @@ export const FleetConfigSchema = z
         });
       }
       seen.set(at, i);
+      if (l.protocol === "tcp" && l.trustedProxies.length > 0) {
+        ctx.addIssue({
+          code: "custom",
+          path: ["listeners", i, "trustedProxies"],
+          message: "applies to http listeners only (a tcp listener sets no forwarded headers)",
+        });
+      }
       const names = doc.listeners.findIndex((o) => o.name === l.name);
       if (names !== i) {
         ctx.addIssue({

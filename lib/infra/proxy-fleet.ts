@@ -43,6 +43,7 @@ import * as logs from "aws-cdk-lib/aws-logs";
 import * as s3assets from "aws-cdk-lib/aws-s3-assets";
 import { Construct } from "constructs";
 import { buildSync } from "esbuild";
+import { parseCidr } from "../core/cidr";
 import type { FleetConfig } from "../core/config";
 import { dnsDrainMs } from "../core/failover";
 import { checkFleetId, type StateTables } from "./state-tables";
@@ -737,10 +738,7 @@ function checkPort(port: number, prop: string): void {
 }
 
 function cidrPeer(cidr: string, prop: string): ec2.IPeer {
-  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})\/(\d{1,2})$/.exec(cidr);
-  if (v4?.slice(1, 5).every((o) => Number(o) <= 255) && Number(v4[5]) <= 32) return ec2.Peer.ipv4(cidr);
-  if (/^[0-9a-fA-F:]+\/\d{1,3}$/.test(cidr) && cidr.includes(":") && Number(cidr.split("/")[1]) <= 128) {
-    return ec2.Peer.ipv6(cidr);
-  }
-  throw new Error(`\`${prop}\` must be an IPv4 or IPv6 CIDR block such as 203.0.113.0/24 (got '${cidr}')`);
+  const c = parseCidr(cidr);
+  if (typeof c === "string") throw new Error(`\`${prop}\`: ${c}`);
+  return c.family === "ipv4" ? ec2.Peer.ipv4(cidr) : ec2.Peer.ipv6(cidr);
 }

@@ -102,6 +102,31 @@ describe("fleet config", () => {
       "failover.heartbeatMs: must be below leaseMs (1000)",
     ],
     [
+      "a trusted proxy that is no CIDR block",
+      (d) => Object.assign(d.listeners[0]!, { trustedProxies: ["10.0.0.0/8", "10.0.0.300/24"] }),
+      "listeners[0].trustedProxies[1]: '10.0.0.300/24' is not a CIDR block (address/prefix, such as 10.0.0.0/8 or fd00::/8)",
+    ],
+    [
+      "a trusted proxy with a prefix too long",
+      (d) => Object.assign(d.listeners[0]!, { trustedProxies: ["fd00::/129"] }),
+      "listeners[0].trustedProxies[0]: 'fd00::/129' is not a CIDR block: an IPv6 prefix is 0 to 128",
+    ],
+    [
+      "a trusted proxy without a prefix",
+      (d) => Object.assign(d.listeners[0]!, { trustedProxies: ["10.1.2.3"] }),
+      "listeners[0].trustedProxies[0]: '10.1.2.3' is not a CIDR block: write the prefix too (10.1.2.3/32 for one address)",
+    ],
+    [
+      "trusted proxies on a tcp listener",
+      (d) =>
+        Object.assign(d.listeners[0]!, {
+          protocol: "tcp",
+          stickiness: undefined,
+          trustedProxies: ["10.0.0.0/8"],
+        }),
+      "listeners[0].trustedProxies: applies to http listeners only (a tcp listener sets no forwarded headers)",
+    ],
+    [
       "a failover mode that does not exist",
       (d) => Object.assign(d, { failover: { mode: "active-standby" } }),
       'failover.mode: Invalid option: expected one of "active-passive"|"active-active"',
@@ -119,6 +144,20 @@ describe("fleet config", () => {
     expect(error).toBeInstanceOf(ConfigInvalidError);
     expect((error as ConfigInvalidError).code).toBe("HAFLEET_CONFIG_INVALID");
     expect((error as ConfigInvalidError).message).toContain(expected);
+  });
+
+  test("trusted proxies: none by default, IPv4 and IPv6 CIDR blocks accepted", () => {
+    expect(parseFleetConfig(valid).listeners[0]!.trustedProxies).toEqual([]);
+    const doc = structuredClone(valid);
+    Object.assign(doc.listeners[0]!, {
+      trustedProxies: ["10.0.0.0/8", "192.0.2.7/32", "fd00::/8", "::1/128"],
+    });
+    expect(parseFleetConfig(doc).listeners[0]!.trustedProxies).toEqual([
+      "10.0.0.0/8",
+      "192.0.2.7/32",
+      "fd00::/8",
+      "::1/128",
+    ]);
   });
 
   test("every bad field is reported, not only the first", () => {

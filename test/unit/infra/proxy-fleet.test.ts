@@ -471,7 +471,7 @@ describe("ProxyFleet", () => {
 
     test("refuses a listenerCidrs entry that is not a CIDR block", () => {
       expect(() => build({ listenerCidrs: ["0.0.0.0/0", "10.0.0.300/8"] })).toThrow(
-        "`listenerCidrs[1]` must be an IPv4 or IPv6 CIDR block such as 203.0.113.0/24 (got '10.0.0.300/8')",
+        "`listenerCidrs[1]`: '10.0.0.300/8' is not a CIDR block (address/prefix, such as 10.0.0.0/8 or fd00::/8)",
       );
     });
 

@@ -51,12 +51,62 @@ describe("forwarding", () => {
     expect(bodies).toEqual(["a", "b", "a", "b"]);
     const seen = a.seen[0]!;
     expect(seen.url).toBe("/p0?q=1");
-    expect(seen.headers["x-forwarded-for"]).toBe("203.0.113.9, 127.0.0.1");
+    // The client is no trusted proxy: its X-Forwarded-For is replaced, not appended to.
+    expect(seen.headers["x-forwarded-for"]).toBe("127.0.0.1");
     expect(seen.headers["x-forwarded-proto"]).toBe("http");
     expect(seen.headers["x-forwarded-host"]).toBe(`127.0.0.1:${port}`);
     expect(seen.headers["x-end"]).toBe("kept");
     expect(seen.headers["x-hop"]).toBeUndefined();
     expect(seen.headers["keep-alive"]).toBeUndefined();
+  });
+
+  // Rows: the listener's trustedProxies (the client is 127.0.0.1), and the
+  // forwarded headers the backend sees for a client that sent its own.
+  const spoofed = {
+    "x-forwarded-for": "203.0.113.9",
+    "x-forwarded-proto": "https",
+    "x-forwarded-host": "shop.example",
+    "x-forwarded-port": "443",
+    "x-real-ip": "203.0.113.9",
+    forwarded: "for=203.0.113.9;proto=https",
+  };
+  const trustRows: [string, string[], Record<string, string | undefined>][] = [
+    [
+      "no trusted proxies: the proxy's own values replace the client's",
+      [],
+      { "x-forwarded-for": "127.0.0.1", "x-forwarded-proto": "http", "x-forwarded-host": "a.example" },
+    ],
+    [
+      "a trusted peer: its X-Forwarded-For is appended to, its proto and host kept",
+      ["10.0.0.0/8", "127.0.0.0/8"],
+      {
+        "x-forwarded-for": "203.0.113.9, 127.0.0.1",
+        "x-forwarded-proto": "https",
+        "x-forwarded-host": "shop.example",
+      },
+    ],
+    [
+      "a peer outside every trusted block is not trusted",
+      ["10.0.0.0/8", "::1/128"],
+      { "x-forwarded-for": "127.0.0.1", "x-forwarded-proto": "http", "x-forwarded-host": "a.example" },
+    ],
+  ];
+  it.each(trustRows)("forwarded headers, %s", async (_n, trustedProxies, expected) => {
+    const a = h.add(await startBackend("a"));
+    const proxy = h.add(await startProxy(webConfig([a], {}, { listener: { trustedProxies } })));
+    await get(proxy.port("web"), "/", { headers: { ...spoofed, host: "a.example" } });
+    const seen = a.seen[0]!.headers;
+    expect({
+      "x-forwarded-for": seen["x-forwarded-for"],
+      "x-forwarded-proto": seen["x-forwarded-proto"],
+      "x-forwarded-host": seen["x-forwarded-host"],
+    }).toEqual(expected);
+    // Never the client's: the proxy sets neither, whoever the peer is.
+    expect([seen["x-real-ip"], seen.forwarded, seen["x-forwarded-port"]]).toEqual([
+      undefined,
+      undefined,
+      undefined,
+    ]);
   });
 
   it.each([true, false])(

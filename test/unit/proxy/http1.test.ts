@@ -161,6 +161,30 @@ describe("parseRequestHead", () => {
     expect(r.error && r.status).toBe(400);
   });
 
+  it("takes out the forwarded headers a client may not set, keeping the values for a trusted peer", () => {
+    const r = parseRequestHead(
+      head(
+        "GET / HTTP/1.1",
+        "Host: a",
+        "X-Real-IP: 10.9.9.9",
+        "Forwarded: for=10.9.9.9;proto=https",
+        "X-Forwarded-For: 10.9.9.9",
+        "X-Forwarded-Host: evil.example",
+        "X-Forwarded-Proto: https",
+        "X-Forwarded-Port: 443",
+        "X-Forwarded-For: 10.8.8.8",
+        "Accept: */*",
+      ),
+    );
+    if (r.error) throw new Error(r.reason);
+    expect(r.forwardLines).toBe("Host: a\r\nAccept: */*\r\n");
+    expect([r.forwardedFor, r.forwardedHost, r.forwardedProto]).toEqual([
+      "10.9.9.9, 10.8.8.8",
+      "evil.example",
+      "https",
+    ]);
+  });
+
   const framing: [string, string, Framing, number, boolean][] = [
     ["no body", head("GET / HTTP/1.1", "Host: a"), Framing.None, 0, true],
     ["Content-Length", head("POST / HTTP/1.1", "Host: a", "Content-Length: 12"), Framing.Length, 12, true],
