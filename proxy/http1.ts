@@ -15,8 +15,9 @@
  *   5.1), a control byte (other than HTAB) in a value, a bare CR or bare LF
  *   (refused as soon as it arrives: `findHeadEnd`);
  * - chunk sizes that are not hex, longer than 13 hex digits (2^52, the safe
- *   integer range), or chunk data not followed by CRLF;
- * - a request target that is not origin-form (`/...`), absolute-form http(s)
+ *   integer range), or chunk data not followed by CRLF; chunk extensions
+ *   other than `;token[=token|quoted-string]`, whitespace in a size line;
+ * - a request target with a byte outside visible ASCII, or one that is not origin-form (`/...`), absolute-form http(s)
  *   without userinfo, or `*` for OPTIONS (RFC 9112 3.2); an absolute-form
  *   target is forwarded as origin-form with Host from its authority;
  * - a trailer line that is not a field (`token ":" value`), or a trailer
@@ -53,9 +54,8 @@ const NOTABLE_LENGTH = (() => {
   for (const n of [2, 4, 6, 7, 9, 10, 14, 15, 16, 17, 18, 19]) a[n] = 1;
   return a;
 })();
-/** method SP request-target SP HTTP/1.x; the target has no controls or spaces. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control bytes is the point (RFC 9110 5.5)
-const REQUEST_LINE_RE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([^\x00-\x20\x7f]+) HTTP\/1\.([01])$/;
+/** method SP request-target SP HTTP/1.x; the target is visible ASCII (RFC 3986; llhttp refuses other bytes). */
+const REQUEST_LINE_RE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e]+) HTTP\/1\.([01])$/;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control bytes is the point (RFC 9110 5.5)
 const STATUS_LINE_RE = /^HTTP\/1\.([01]) ([1-9]\d\d)(?: ([^\x00-\x08\x0a-\x1f\x7f]*))?$/;
 const DIGITS_RE = /^\d{1,15}$/;
@@ -408,6 +408,8 @@ export function parseResponseHead(head: string, noBody: boolean): ResponseHead |
       if (!DIGITS_RE.test(v) || (contentLength >= 0 && contentLength !== Number(v))) {
         return fail(502, "bad content-length");
       }
+      // The same length again (RFC 9110 8.6 allows it): forwarded once, as a strict client wants it.
+      if (contentLength >= 0) continue;
       contentLength = Number(v);
     } else if (lower === "transfer-encoding") {
       if (chunked || trimOws(raw).toLowerCase() !== "chunked")
@@ -468,6 +470,12 @@ const S_TRAILER = 8;
 const S_TRAILER_LF = 9;
 const S_END_LF = 10;
 const S_TRAILER_NAME = 11;
+const S_EXT_VALUE_START = 12;
+const S_EXT_TOKEN = 13;
+const S_EXT_QUOTED = 14;
+const S_EXT_QUOTED_PAIR = 15;
+const S_EXT_QUOTED_END = 16;
+const S_EXT_NAME = 17;
 
 /** RFC 9110 5.6.2 tchar, as a byte table for the scanner. */
 const TCHAR = (() => {
@@ -544,16 +552,58 @@ export class ChunkScanner {
             this.size = this.size * 16 + v;
             this.state = S_SIZE_OR_EXT;
           } else if (this.state === S_SIZE) return this.bad("bad chunk");
-          else if (c === 0x3b /* ; */ || c === 0x20 || c === 0x09) this.state = S_EXT;
+          else if (c === 0x3b /* ; */) this.state = S_EXT;
           else if (c === 0x0d) this.state = S_SIZE_LF;
           else return this.bad("bad chunk");
           i++;
           continue;
         }
-        case S_EXT: {
+        // Extensions: *( ";" token [ "=" ( token / quoted-string ) ] ), RFC
+        // 9112 7.1.1 without its optional whitespace, which llhttp refuses:
+        // whatever a backend's parser would refuse is refused here first.
+        // Their bytes count against the trailer limit.
+        case S_EXT: // after ";": a name
+        case S_EXT_NAME: {
           const c = buf[i++]!;
-          if (c === 0x0d) this.state = S_SIZE_LF;
+          if (TCHAR[c] === 1) this.state = S_EXT_NAME;
+          else if (this.state === S_EXT) return this.bad("bad chunk");
+          else if (c === 0x3d /* = */) this.state = S_EXT_VALUE_START;
+          else if (!this.extEnd(c)) return this.bad("bad chunk");
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.bad("bad chunk");
+          continue;
+        }
+        case S_EXT_VALUE_START: {
+          const c = buf[i++]!;
+          if (TCHAR[c] === 1) this.state = S_EXT_TOKEN;
+          else if (c === 0x22 /* " */) this.state = S_EXT_QUOTED;
+          else return this.bad("bad chunk");
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.bad("bad chunk");
+          continue;
+        }
+        case S_EXT_TOKEN: {
+          const c = buf[i++]!;
+          if (TCHAR[c] !== 1 && !this.extEnd(c)) return this.bad("bad chunk");
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.bad("bad chunk");
+          continue;
+        }
+        case S_EXT_QUOTED: {
+          // qdtext (HTAB, SP, VCHAR but '"' and '\', obs-text) or a quoted pair.
+          const c = buf[i++]!;
+          if (c === 0x22) this.state = S_EXT_QUOTED_END;
+          else if (c === 0x5c /* \ */) this.state = S_EXT_QUOTED_PAIR;
           else if ((c < 0x20 && c !== 0x09) || c === 0x7f) return this.bad("bad chunk");
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.bad("bad chunk");
+          continue;
+        }
+        case S_EXT_QUOTED_PAIR: {
+          const c = buf[i++]!;
+          if ((c < 0x20 && c !== 0x09) || c === 0x7f) return this.bad("bad chunk");
+          this.state = S_EXT_QUOTED;
+          if (++this.trailerBytes > this.maxTrailerBytes) return this.bad("bad chunk");
+          continue;
+        }
+        case S_EXT_QUOTED_END: {
+          if (!this.extEnd(buf[i++]!)) return this.bad("bad chunk");
           if (++this.trailerBytes > this.maxTrailerBytes) return this.bad("bad chunk");
           continue;
         }
@@ -621,6 +671,14 @@ export class ChunkScanner {
       }
     }
     return NEED_MORE;
+  }
+
+  /** After a complete extension: ";" starts the next, CR ends the size line; true when `c` was one. */
+  private extEnd(c: number): boolean {
+    if (c === 0x3b) this.state = S_EXT;
+    else if (c === 0x0d) this.state = S_SIZE_LF;
+    else return false;
+    return true;
   }
 
   private bad(error: "bad chunk" | "too large"): number {

@@ -59,6 +59,8 @@ describe("parseRequestHead", () => {
     ["missing Host in HTTP/1.1", head("GET / HTTP/1.1"), 400],
     ["repeated Host", head("GET / HTTP/1.1", "Host: a", "Host: b"), 400],
     ["space in target", head("GET /a b HTTP/1.1", "Host: a"), 400],
+    // RFC 3986: a target is ASCII (llhttp refuses other bytes, so a node backend would).
+    ["high byte in target", head("GET /caf\u00e9 HTTP/1.1", "Host: a"), 400],
     ["lower-case version", head("GET / http/1.1", "Host: a"), 400],
     ["HTTP/2.0 request line", head("GET / HTTP/2.0", "Host: a"), 505],
     ["no method", head(" / HTTP/1.1", "Host: a"), 400],
@@ -271,6 +273,16 @@ describe("parseResponseHead", () => {
     expect(r.reusable).toBe(true);
   });
 
+  it("forwards one Content-Length when a backend repeats the same one (a strict client refuses two)", () => {
+    const r = parseResponseHead(
+      head("HTTP/1.1 200 OK", "Content-Length: 2", "X-A: 1", "content-length: 2"),
+      false,
+    );
+    if (r.error) throw new Error(r.reason);
+    expect(r.forwardHead).toBe("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\r\n");
+    expect(r.contentLength).toBe(2);
+  });
+
   it.each([
     ["bad status line", head("HTTP/1.1 20 OK")],
     ["conflicting lengths", head("HTTP/1.1 200 OK", "Content-Length: 1", "Content-Length: 2")],
@@ -332,6 +344,21 @@ describe("ChunkScanner", () => {
     ["bare LF after size", "1\na\r\n0\r\n\r\n"],
     ["empty size line", "\r\n"],
     ["space before size", " 1\r\na\r\n0\r\n\r\n"],
+    // Chunk extensions: ";" token ["=" (token / quoted-string)], repeated, and
+    // no whitespace (RFC 9112 7.1.1 allows BWS; llhttp refuses it).
+    ["a space after the size", "1 \r\na\r\n0\r\n\r\n"],
+    ["a tab after the size", "1\t\r\na\r\n0\r\n\r\n"],
+    ["a space before ';'", "1 ;a=b\r\na\r\n0\r\n\r\n"],
+    ["a space after ';'", "1; a=b\r\na\r\n0\r\n\r\n"],
+    ["a space around '='", "1;a =b\r\na\r\n0\r\n\r\n"],
+    ["an empty extension", "1;\r\na\r\n0\r\n\r\n"],
+    ["an empty extension name", "1;=b\r\na\r\n0\r\n\r\n"],
+    ["an empty extension value", "1;a=\r\na\r\n0\r\n\r\n"],
+    ["a value that is no token", "1;a=b@c\r\na\r\n0\r\n\r\n"],
+    ["an unterminated quoted value", '1;a="b\r\na\r\n0\r\n\r\n'],
+    ["bytes after a quoted value", '1;a="b"c\r\na\r\n0\r\n\r\n'],
+    ["a control byte in a quoted value", '1;a="b\u0001"\r\na\r\n0\r\n\r\n'],
+    ["a bare CR in an extension", "1;a\rb\r\na\r\n0\r\n\r\n"],
     // After the last chunk, each line is a field (token ":" value) or the end.
     ["request line as a trailer", "1\r\na\r\n0\r\nGET /admin HTTP/1.1\r\n\r\n"],
     ["trailer without a colon", "0\r\nX-T\r\n\r\n"],
@@ -349,6 +376,9 @@ describe("ChunkScanner", () => {
   });
 
   it.each([
+    ["extensions with and without values", '1;a;b=c;d="e f"\r\nx\r\n0;z\r\n\r\n'],
+    ["a quoted pair and obs-text in a quoted value", '1;a="\\"\tb\u00ff"\r\nx\r\n0\r\n\r\n'],
+    ["token characters in an extension", "1;!#$%&'*+.^_`|~=!#$%&'*+.^_`|~\r\nx\r\n0\r\n\r\n"],
     ["a plain trailer", "0\r\nX-T: v\r\n\r\n"],
     ["an empty value", "0\r\nX-T:\r\n\r\n"],
     ["obs-text and HTAB in a value", "0\r\nX-T: a\tb\xff\r\n\r\n"],
