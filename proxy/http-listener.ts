@@ -465,11 +465,17 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
         this.badUpstream(conn, res.reason);
         return;
       }
+      if (res.status === 101 && req.upgrade === undefined) {
+        // Before anything is sent: the client can still get a clean 502.
+        this.badUpstream(conn, "101 without upgrade");
+        return;
+      }
       this.resStarted = true;
       this.resHeadBuf = undefined;
       if (res.status < 200 && res.status !== 101) {
-        // Interim answer (100 Continue, 103 Early Hints): forward, keep reading.
-        this.socket.write(`${res.forwardHead}\r\n`, "latin1");
+        // Interim answer (100 Continue, 103 Early Hints): forward, keep
+        // reading; never to an HTTP/1.0 client (RFC 9110 15.2).
+        if (req.minor === 1) this.socket.write(`${res.forwardHead}\r\n`, "latin1");
         buf = buf.subarray(headEnd);
         if (buf.length === 0) {
           this.resStarted = false;
@@ -481,10 +487,6 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
       if (res.status >= 500) this.pool.reportFailure(conn.backend);
       else this.pool.reportSuccess(conn.backend);
       if (res.status === 101) {
-        if (req.upgrade === undefined) {
-          this.badUpstream(conn, "101 without upgrade");
-          return;
-        }
         this.socket.write(
           `${res.forwardHead}connection: upgrade\r\nupgrade: ${req.upgrade}\r\n\r\n`,
           "latin1",

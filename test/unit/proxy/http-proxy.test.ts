@@ -517,6 +517,26 @@ describe("backend failures", () => {
     expect(statuses(r.text)).toEqual([502]);
   });
 
+  it("answers 502 to a 101 the request did not ask for (nothing was sent, so no reset)", async () => {
+    const b = h.add(
+      await startRawBackend([
+        "HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: x\r\n\r\n",
+      ]),
+    );
+    const proxy = h.add(await startProxy(webConfig([b])));
+    const r = await raw(proxy.port("web"), "GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+    expect(statuses(r.text)).toEqual([502]);
+  });
+
+  it("sends no 1xx to an HTTP/1.0 client (RFC 9110 15.2)", async () => {
+    const b = h.add(
+      await startRawBackend(["HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"]),
+    );
+    const proxy = h.add(await startProxy(webConfig([b])));
+    const r = await raw(proxy.port("web"), "GET / HTTP/1.0\r\n\r\n");
+    expect(r.text).toBe("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+  });
+
   it("answers 502 at once to a response head with bare LF line ends", async () => {
     const b = h.add(await startRawBackend(["HTTP/1.1 200 OK\ncontent-length: 2\n\nok"]));
     const proxy = h.add(await startProxy(webConfig([b], {}, { timeouts: { requestMs: 60_000 } })));
