@@ -212,8 +212,9 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
       // absolute-form, and a proxy must send Host from the target's
       // authority. Forwarding both while they differ lets the backend and
       // whatever sits in front of it disagree on the site (routing, caches,
-      // virtual hosts); so the backend gets origin-form and that Host, as
-      // HAProxy does. Anything that is not origin-form, absolute-form http(s)
+      // virtual hosts); so the backend gets origin-form and that Host, which
+      // is what the RFC asks of a proxy (HAProxy 2.6 refuses a mismatch with
+      // 400 instead). Anything that is not origin-form, absolute-form http(s)
       // or asterisk-form is refused (RFC 9112 3.2).
       const a = ABSOLUTE_RE.exec(target);
       if (!a) return fail(400, "bad request target");
