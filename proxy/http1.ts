@@ -8,6 +8,7 @@
  * whatever two parsers could read differently is refused with 400 and the
  * connection closed, rather than "repaired":
  * - more than one Content-Length, or one that is not all digits;
+ * - an HTAB after a Content-Length or Transfer-Encoding value (llhttp refuses it);
  * - Transfer-Encoding together with Content-Length (RFC 9112 6.1 allows a
  *   proxy to refuse), or any Transfer-Encoding other than exactly `chunked`;
  * - obsolete line folding (a line starting with SP or HTAB; RFC 9112 5.2);
@@ -174,6 +175,20 @@ function trimOws(s: string): string {
   return a === 0 && b === s.length ? s : s.slice(a, b);
 }
 
+/**
+ * An HTAB in the whitespace after a value. RFC 9110 5.6.3 counts it as OWS,
+ * but llhttp refuses it after Content-Length and Transfer-Encoding, so a
+ * backend or client on node would read such a message otherwise: refused.
+ */
+function tabAfter(raw: string): boolean {
+  for (let i = raw.length - 1; i >= 0; i--) {
+    const c = raw.charCodeAt(i);
+    if (c === 9) return true;
+    if (c !== 32) return false;
+  }
+  return false;
+}
+
 function hasToken(list: string, token: string): boolean {
   for (const part of list.split(",")) if (trimOws(part).toLowerCase() === token) return true;
   return false;
@@ -255,7 +270,7 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
       case "content-length": {
         if (contentLength >= 0) return fail(400, "repeated content-length");
         const v = trimOws(raw);
-        if (!DIGITS_RE.test(v)) return fail(400, "bad content-length");
+        if (!DIGITS_RE.test(v) || tabAfter(raw)) return fail(400, "bad content-length");
         contentLength = Number(v);
         forwardLines += line + "\r\n";
         continue;
@@ -263,7 +278,7 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
       case "transfer-encoding": {
         if (sawTransferEncoding) return fail(400, "repeated transfer-encoding");
         sawTransferEncoding = true;
-        if (trimOws(raw).toLowerCase() !== "chunked")
+        if (trimOws(raw).toLowerCase() !== "chunked" || tabAfter(raw))
           return fail(400, "transfer-encoding other than chunked");
         chunked = true;
         continue; // re-emitted below
@@ -406,14 +421,14 @@ export function parseResponseHead(head: string, noBody: boolean): ResponseHead |
     const lower = len < 64 && NOTABLE_LENGTH[len] === 1 ? name.toLowerCase() : "";
     if (lower === "content-length") {
       const v = trimOws(raw);
-      if (!DIGITS_RE.test(v) || (contentLength >= 0 && contentLength !== Number(v))) {
+      if (!DIGITS_RE.test(v) || tabAfter(raw) || (contentLength >= 0 && contentLength !== Number(v))) {
         return fail(502, "bad content-length");
       }
       // The same length again (RFC 9110 8.6 allows it): forwarded once, as a strict client wants it.
       if (contentLength >= 0) continue;
       contentLength = Number(v);
     } else if (lower === "transfer-encoding") {
-      if (chunked || trimOws(raw).toLowerCase() !== "chunked")
+      if (chunked || trimOws(raw).toLowerCase() !== "chunked" || tabAfter(raw))
         return fail(502, "transfer-encoding other than chunked");
       chunked = true;
       forwardHead += line + "\r\n"; // the chunked bytes are forwarded as they are

@@ -341,6 +341,14 @@ export const CORPUS: readonly HostileCase[] = [
     follows: "HAProxy 2.6 and nginx 1.22",
   },
   {
+    name: "Content-Length followed by a tab",
+    cls: "content-length",
+    send: `${post("Content-Length: 3\t")}abc`,
+    expect: refused(400),
+    follows: "neither",
+    why: "OWS to RFC 9110, but llhttp refuses it (found by the differential fuzz); both peers accept it",
+  },
+  {
     name: "Content-Length with spaces around the value",
     cls: "content-length",
     send: `${post("Content-Length:   3  ")}abc`,

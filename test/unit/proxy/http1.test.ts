@@ -26,6 +26,10 @@ describe("parseRequestHead", () => {
     ],
     ["Content-Length list", head("POST / HTTP/1.1", "Host: a", "Content-Length: 5, 5"), 400],
     ["signed Content-Length", head("POST / HTTP/1.1", "Host: a", "Content-Length: +5"), 400],
+    // OWS to RFC 9110, but llhttp refuses an HTAB after these two values: found by the differential fuzz.
+    ["HTAB after Content-Length", head("POST / HTTP/1.1", "Host: a", "Content-Length: 5\t"), 400],
+    ["SP HTAB after Content-Length", head("POST / HTTP/1.1", "Host: a", "Content-Length: 5 \t"), 400],
+    ["HTAB after Transfer-Encoding", head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked\t"), 400],
     [
       "Transfer-Encoding with Content-Length",
       head("POST / HTTP/1.1", "Host: a", "Transfer-Encoding: chunked", "Content-Length: 5"),
@@ -288,6 +292,8 @@ describe("parseResponseHead", () => {
     ["conflicting lengths", head("HTTP/1.1 200 OK", "Content-Length: 1", "Content-Length: 2")],
     ["chunked with length", head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked", "Content-Length: 2")],
     ["header injection", head("HTTP/1.1 200 OK", "X-A: a\rb")],
+    ["HTAB after Content-Length", head("HTTP/1.1 200 OK", "Content-Length: 2\t")],
+    ["HTAB after Transfer-Encoding", head("HTTP/1.1 200 OK", "Transfer-Encoding: chunked \t")],
   ])("answers 502 to a backend's %s", (_n, text) => {
     const r = parseResponseHead(text, false);
     expect(r.error && r.status).toBe(502);
