@@ -29,14 +29,21 @@
  * a while) and `drain` (hand it over, finish in-flight requests, exit).
  */
 import { type Clock, systemClock } from "../lib/core/clock";
-import { listDnsPlans } from "../lib/core/dns";
-import type { ElasticIps } from "../lib/core/elastic-ip";
-import { isHafleetError } from "../lib/core/errors";
-import { appendEvent } from "../lib/core/events";
+import { type DnsPlan, listDnsPlans } from "../lib/core/dns";
+import type { ElasticIpApi } from "../lib/core/elastic-ip";
+import { isHafleetError, SettingsError } from "../lib/core/errors";
+import { appendEvent, type FleetEvent } from "../lib/core/events";
 import { dnsDrainMs } from "../lib/core/failover";
 import { fencedPut } from "../lib/core/fence";
-import { Heartbeater, listNodes, type NodeRecord, type NodeRole } from "../lib/core/heartbeat";
-import { DynamoLeaseStore, Lease } from "../lib/core/lease";
+import {
+  Heartbeater,
+  listNodes,
+  type NodeRecord,
+  type NodeReport,
+  type NodeRole,
+  writeHeartbeat,
+} from "../lib/core/heartbeat";
+import type { Lease } from "../lib/core/lease";
 import type { StateStore } from "../lib/core/store";
 import { keys } from "../lib/core/tables";
 
@@ -55,9 +62,77 @@ export interface ProxyHandle {
   drain(): Promise<void>;
 }
 
+/** The desired owner of a shared Elastic IP, as the holder records it in `vip#<allocationId>`. */
+export interface VipRecord {
+  readonly allocationId: string;
+  readonly owner: string;
+  readonly instanceId: string;
+  /** The fleet lease token it is recorded under. */
+  readonly token: number;
+}
+
+/**
+ * What the agent reads and writes in the fleet's state. Narrow, like the
+ * lease's `LeaseStore`, so that the agent's orderings can be tested on their
+ * own (test/harness/memory-agent-store.ts); `DynamoAgentStore` is the real one.
+ */
+export interface AgentStore {
+  /** Writes one heartbeat; returns the stored record (with the checker's mark and operator commands). */
+  beat(report: NodeReport): Promise<NodeRecord>;
+  listNodes(): Promise<NodeRecord[]>;
+  listDnsPlans(): Promise<DnsPlan[]>;
+  /** Records the desired owner, fenced by the fleet lease (docs/architecture.md §6); throws `FencedError`. */
+  putVip(vip: VipRecord): Promise<void>;
+  appendEvent(event: FleetEvent): Promise<void>;
+}
+
+/** `AgentStore` on the `State` table, for one node of one fleet. */
+export class DynamoAgentStore implements AgentStore {
+  constructor(
+    private readonly store: StateStore,
+    private readonly fleetId: string,
+    private readonly nodeId: string,
+    private readonly heartbeatMs = 1000,
+  ) {}
+
+  beat(report: NodeReport): Promise<NodeRecord> {
+    return writeHeartbeat(this.store, this.fleetId, this.nodeId, report, { periodMs: this.heartbeatMs });
+  }
+
+  listNodes(): Promise<NodeRecord[]> {
+    return listNodes(this.store, this.fleetId);
+  }
+
+  listDnsPlans(): Promise<DnsPlan[]> {
+    return listDnsPlans(this.store, this.fleetId);
+  }
+
+  putVip(vip: VipRecord): Promise<void> {
+    return fencedPut(this.store, {
+      fleetId: this.fleetId,
+      sk: keys.vip(vip.allocationId),
+      token: vip.token,
+      attrs: {
+        kind: "vip",
+        allocationId: vip.allocationId,
+        owner: vip.owner,
+        instanceId: vip.instanceId,
+        at: this.store.clock.wallMs(),
+      },
+      lease: { name: "fleet", holder: this.nodeId },
+    });
+  }
+
+  async appendEvent(event: FleetEvent): Promise<void> {
+    await appendEvent(this.store, this.fleetId, event);
+  }
+}
+
 export interface NodeAgentOptions {
-  readonly store: StateStore;
-  readonly fleetId: string;
+  /** The fleet's state as this node sees it (heartbeats, `vip#`, events). */
+  readonly store: AgentStore;
+  /** This node's contender for the fleet lease: name `fleet`, holder id the node id. */
+  readonly lease: Lease;
   readonly nodeId: string;
   /** EC2 instance id of this node (in local mode, the emulator's). */
   readonly instanceId: string;
@@ -66,16 +141,14 @@ export interface NodeAgentOptions {
   readonly adminUrl: string;
   readonly zone?: string;
   readonly version: string;
-  readonly elasticIps: ElasticIps;
+  readonly elasticIps: ElasticIpApi;
   /** The fleet's shared Elastic IP(s), owned by the lease holder; none: no lease contest. */
   readonly allocationIds: readonly string[];
   /** This node's own Elastic IP (active-active's weighted record points at it). */
   readonly ownAllocationId?: string;
-  /** @default 2000 */
-  readonly leaseMs?: number;
   /** @default 1000 */
   readonly heartbeatMs?: number;
-  /** After yielding, stay out of the contest this long so another node takes over. @default 2 x leaseMs */
+  /** After yielding, stay out of the contest this long so another node takes over. @default 2 x the lease's leaseMs */
   readonly yieldMs?: number;
   /**
    * With an own address: how long a drain may wait for the node's weighted
@@ -102,7 +175,8 @@ export class NodeAgent {
   private yieldUntilMs = 0;
   private lastCommand: string | undefined;
   private promoting: Promise<void> | undefined;
-  private yieldTimer: NodeJS.Timeout | undefined;
+  /** Ends the wait for the yield window to close (a new yield or a stop). */
+  private yieldWait: AbortController | undefined;
   private readonly pending = new Set<Promise<unknown>>();
   /** True when the fleet has a shared address: the lease decides who holds it. */
   private readonly shared: boolean;
@@ -116,16 +190,15 @@ export class NodeAgent {
     this.clock = options.clock ?? systemClock;
     this.log = options.log ?? (() => {});
     this.shared = options.allocationIds.length > 0;
-    const leaseMs = options.leaseMs ?? 2000;
-    this.lease = new Lease(
-      new DynamoLeaseStore(options.store, options.fleetId),
-      { name: "fleet", holderId: options.nodeId, leaseMs },
-      this.clock,
-    );
+    const { name, holderId } = options.lease.settings;
+    if (name !== "fleet" || holderId !== options.nodeId) {
+      throw new SettingsError(
+        `\`lease\` must be the fleet lease of node '${options.nodeId}' (name 'fleet', holderId '${options.nodeId}'), got name '${name}', holderId '${holderId}'`,
+      );
+    }
+    this.lease = options.lease;
     this.heartbeater = new Heartbeater({
-      store: options.store,
-      fleetId: options.fleetId,
-      nodeId: options.nodeId,
+      write: (report) => options.store.beat(report),
       periodMs: options.heartbeatMs ?? 1000,
       clock: this.clock,
       report: () => ({
@@ -193,7 +266,7 @@ export class NodeAgent {
    */
   async stop(options: { handoverMs?: number; propagationMs?: number } = {}): Promise<void> {
     const wasActive = this.shared && this.lease.isLeader();
-    if (this.yieldTimer) clearTimeout(this.yieldTimer);
+    this.yieldWait?.abort();
     this.draining = true;
     this.setRole("draining");
     // Tell the checker now, not at the next beat: it takes a draining node out of DNS.
@@ -225,7 +298,7 @@ export class NodeAgent {
     const deadline = this.clock.nowMs() + maxWaitMs;
     const started = this.clock.nowMs();
     for (;;) {
-      const plans = await listDnsPlans(this.o.store, this.o.fleetId).catch((err: unknown) => {
+      const plans = await this.o.store.listDnsPlans().catch((err: unknown) => {
         this.log("warn", "could not read the DNS weights", { error: String(err) });
         return undefined;
       });
@@ -264,7 +337,7 @@ export class NodeAgent {
   /** Whether another node heartbeats and serves (not draining or stopped); true when it cannot tell. */
   private async anotherNodeServes(): Promise<boolean> {
     const freshMs = 3 * (this.o.heartbeatMs ?? 1000) + 1000;
-    const nodes = await listNodes(this.o.store, this.o.fleetId).catch(() => undefined);
+    const nodes = await this.o.store.listNodes().catch(() => undefined);
     if (!nodes) return true;
     return nodes.some(
       (n) =>
@@ -317,17 +390,20 @@ export class NodeAgent {
       this.lastCommand = command.id;
       this.log("info", `operator command: ${command.kind}`, { id: command.id });
       if (command.kind === "yield") {
-        const yieldMs = this.o.yieldMs ?? 2 * (this.o.leaseMs ?? 2000);
+        const yieldMs = this.o.yieldMs ?? 2 * this.lease.settings.leaseMs;
         this.yieldUntilMs = this.clock.nowMs() + yieldMs;
-        await this.lease.setEligible(false);
         // Contend again the moment the window ends, not at the next heartbeat: a
         // graceful handover by another node may be waiting for this one.
-        if (this.yieldTimer) clearTimeout(this.yieldTimer);
-        this.yieldTimer = setTimeout(() => {
-          this.yieldTimer = undefined;
-          if (this.shared) this.track(this.lease.setEligible(this.eligible()));
-        }, yieldMs + 1);
-        this.yieldTimer.unref?.();
+        this.yieldWait?.abort();
+        const wait = new AbortController();
+        this.yieldWait = wait;
+        this.track(
+          this.clock.sleep(yieldMs + 1, wait.signal).then(async () => {
+            if (wait.signal.aborted) return;
+            if (this.shared) await this.lease.setEligible(this.eligible());
+          }),
+        );
+        await this.lease.setEligible(false);
       } else if (command.kind === "drain") {
         await this.drain();
       }
@@ -392,18 +468,11 @@ export class NodeAgent {
     for (const allocationId of this.o.allocationIds) {
       try {
         if (why === "promote") {
-          await fencedPut(this.o.store, {
-            fleetId: this.o.fleetId,
-            sk: keys.vip(allocationId),
+          await this.o.store.putVip({
+            allocationId,
+            owner: this.o.nodeId,
+            instanceId: this.o.instanceId,
             token,
-            attrs: {
-              kind: "vip",
-              allocationId,
-              owner: this.o.nodeId,
-              instanceId: this.o.instanceId,
-              at: this.clock.wallMs(),
-            },
-            lease: { name: "fleet", holder: this.o.nodeId },
           });
         } else {
           const now = await this.o.elasticIps.describe(allocationId);
@@ -417,7 +486,7 @@ export class NodeAgent {
               ? `took over the lease from ${from}`
               : "acquired the free fleet lease"
             : "the Elastic IP was associated elsewhere while this node holds the lease";
-        await appendEvent(this.o.store, this.o.fleetId, {
+        await this.o.store.appendEvent({
           kind: why === "promote" ? "vip-moved" : "vip-repaired",
           by: this.o.nodeId,
           token,

@@ -42,6 +42,9 @@ export interface ElasticIpsOptions {
   readonly clock?: Clock;
 }
 
+/** What a user of Elastic IPs needs of `ElasticIps`: narrow, so that tests can put a fake in its place. */
+export type ElasticIpApi = Pick<ElasticIps, "describe" | "moveTo">;
+
 export class ElasticIps {
   readonly ec2: EC2Client;
   private readonly clock: Clock;

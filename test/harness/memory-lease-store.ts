@@ -72,3 +72,24 @@ export class MemoryLeaseStore implements LeaseStore {
     }
   }
 }
+
+/** One contender's view of a shared `MemoryLeaseStore`, which can be cut off on its own. */
+export class LeaseStoreView implements LeaseStore {
+  down = false;
+  constructor(private readonly inner: MemoryLeaseStore) {}
+  private check() {
+    if (this.down) throw new StoreError("HAFLEET_STORE_UNAVAILABLE", "test", "partitioned", true);
+  }
+  async get(name: string) {
+    this.check();
+    return this.inner.get(name);
+  }
+  async create(r: LeaseRecord) {
+    this.check();
+    return this.inner.create(r);
+  }
+  async updateIf(name: string, c: LeaseCondition, ch: LeaseChange) {
+    this.check();
+    return this.inner.updateIf(name, c, ch);
+  }
+}

@@ -1,35 +1,6 @@
-import { StoreError } from "../../../lib/core/errors";
-import {
-  Lease,
-  type LeaseChange,
-  type LeaseCondition,
-  type LeaseRecord,
-  type LeaseStore,
-  resolveLeaseSettings,
-} from "../../../lib/core/lease";
+import { Lease, resolveLeaseSettings } from "../../../lib/core/lease";
 import { ManualClock } from "../../harness/manual-clock";
-import { MemoryLeaseStore } from "../../harness/memory-lease-store";
-
-/** One contender's view of the shared store, which can be cut off on its own. */
-class View implements LeaseStore {
-  down = false;
-  constructor(private readonly inner: MemoryLeaseStore) {}
-  private check() {
-    if (this.down) throw new StoreError("HAFLEET_STORE_UNAVAILABLE", "test", "partitioned", true);
-  }
-  async get(name: string) {
-    this.check();
-    return this.inner.get(name);
-  }
-  async create(r: LeaseRecord) {
-    this.check();
-    return this.inner.create(r);
-  }
-  async updateIf(name: string, c: LeaseCondition, ch: LeaseChange) {
-    this.check();
-    return this.inner.updateIf(name, c, ch);
-  }
-}
+import { MemoryLeaseStore, LeaseStoreView as View } from "../../harness/memory-lease-store";
 
 interface World {
   clock: ManualClock;

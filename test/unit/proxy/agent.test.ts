@@ -1,0 +1,75 @@
+/**
+ * The node agent's promotion, repair and hand-over, on a manual clock with the
+ * fleet's state, the leases and the Elastic IPs in memory (./agent-world.ts).
+ * Each case is one ordering of the agent's steps against the lease and the
+ * cloud, written as data; the same items run against the emulator and the
+ * fault proxy in test/integration/proxy/agent.test.ts.
+ */
+import { AgentWorld, SHARED } from "./agent-world";
+
+let world: AgentWorld | undefined;
+/** A world for one test, stopped in its teardown. */
+function newWorld(ids: string[], options?: ConstructorParameters<typeof AgentWorld>[1]): AgentWorld {
+  world = new AgentWorld(ids, options);
+  return world;
+}
+afterEach(async () => {
+  await world?.stopAll();
+  world = undefined;
+});
+
+describe("promotion and hand-over", () => {
+  test("the first node takes the free lease, records itself in vip# and moves the address to itself", async () => {
+    const w = newWorld(["a", "b"]);
+    await w.start("a");
+    await w.start("b");
+    await w.until(() => w.node("a").agent.role === "active", 1000, "a active");
+    expect(w.holder()).toBe("a");
+    expect(w.memory.vips.get(SHARED)).toEqual({
+      allocationId: SHARED,
+      owner: "a",
+      instanceId: "i-a",
+      token: 1,
+    });
+    expect(w.addressOn()).toBe("i-a");
+    expect(w.memory.events.map((e) => [e.kind, e.by, e.token, e.reason])).toEqual([
+      ["vip-moved", "a", 1, "acquired the free fleet lease"],
+    ]);
+    expect(w.node("b").agent.role).toBe("standby");
+  });
+
+  const handovers: { name: string; release: (w: AgentWorld) => Promise<unknown> | undefined }[] = [
+    { name: "an operator's yield", release: (w) => void w.memory.command("a", "yield") },
+    { name: "an operator's drain", release: (w) => void w.memory.command("a", "drain") },
+    { name: "the checker's failed mark", release: (w) => void w.memory.markFailed("a", true) },
+    { name: "stop (SIGTERM)", release: (w) => w.node("a").agent.stop() },
+  ];
+  test.each(handovers)("$name hands the lease and the address to the standby", async ({ release }) => {
+    const w = newWorld(["a", "b"]);
+    await w.start("a");
+    await w.start("b");
+    await w.until(() => w.node("a").agent.role === "active", 1000, "a active");
+    const stopping = release(w);
+    await w.until(() => w.node("b").agent.role === "active", 5000, "b active");
+    await w.during(Promise.resolve(stopping));
+    expect(w.holder()).toBe("b");
+    expect(w.leases.records.get("fleet")?.token).toBe(2);
+    expect(w.memory.vips.get(SHARED)).toMatchObject({ owner: "b", token: 2 });
+    expect(w.addressOn()).toBe("i-b");
+    // A released lease is taken as a free one: no `from`, so the takeover alarm does not count a hand-over.
+    expect(w.memory.events.at(-1)).toMatchObject({ kind: "vip-moved", by: "b", token: 2 });
+  });
+
+  test("a holder cut off from the store stops acting, and the standby takes over after the lease", async () => {
+    const w = newWorld(["a", "b"]);
+    await w.start("a");
+    await w.start("b");
+    await w.until(() => w.node("a").agent.role === "active", 1000, "a active");
+    w.node("a").cut(true);
+    const took = await w.until(() => w.node("b").agent.role === "active", 6000, "b active");
+    expect(took).toBeGreaterThanOrEqual(2000);
+    expect(w.node("a").agent.role).toBe("standby");
+    expect(w.addressOn()).toBe("i-b");
+    w.node("a").cut(false);
+  });
+});
