@@ -7,8 +7,10 @@
  *   another's; `safetyMs` is checked against that bound when the lease is
  *   built (`minSafetyMs`). No node's clock is ever compared with another's: the
  *   waiter measures on its own clock how long it has seen the same `rvn`.
- * - Every change of holder increments `token`; tokens never repeat and never
- *   go down (the item is never deleted, releases keep it). Side effects made
+ * - Every change of holder increments `token`; tokens never go down. Releases
+ *   keep the item; and should the item be deleted after all, the next holder
+ *   starts above every token recorded under the lease (the fleet's token floor,
+ *   which every lease-guarded write raises: `fence.ts`). Side effects made
  *   through the store carry the token and are refused when a higher one is
  *   recorded (`fence.ts`), which covers a holder that was paused (GC, SIGSTOP)
  *   and resumes believing it still leads.
@@ -37,7 +39,10 @@
  *   *completed*, which is after the renewal that wrote it started.
  *
  * Protocol (item `lease#<name>` in the fleet's partition)
- * 1. Free (no item): put with `attribute_not_exists(sk)`, token 1.
+ * 1. Free (no item): read the token floor, then put with
+ *    `attribute_not_exists(sk)`, token floor + 1 (1 in a new fleet). One
+ *    conditional write: the floor cannot rise in between, since only a write
+ *    guarded by this lease raises it and no lease item exists to guard one.
  * 2. Released (item without `holder`): update with `rvn = :seen`, token + 1.
  * 3. Held: wait until the same rvn has been seen for the item's `leaseMs` on
  *    the local monotonic clock, then update with `rvn = :seen`, token + 1.
@@ -56,6 +61,7 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { type Clock, systemClock } from "./clock";
 import { LeaseLostError, SettingsError, StoreError } from "./errors";
+import { floorAttribute } from "./fence";
 import { isConditionFailed, type StateStore } from "./store";
 import { keys } from "./tables";
 
@@ -118,8 +124,12 @@ export interface LeaseChange {
 /** Storage of lease items, narrow so the state machine can be tested on its own. */
 export interface LeaseStore {
   get(name: string, deadlineMs?: number): Promise<LeaseRecord | undefined>;
-  /** Creates the item with `attribute_not_exists(sk)`; false when it exists. */
-  create(record: LeaseRecord, deadlineMs?: number): Promise<boolean>;
+  /**
+   * Creates the item with `attribute_not_exists(sk)`, its token above the
+   * lease's token floor when `record.token` is not; the record as created, or
+   * undefined when the item exists.
+   */
+  create(record: LeaseRecord, deadlineMs?: number): Promise<LeaseRecord | undefined>;
   /** Applies `change` when `condition` holds; the new record, or undefined when it did not hold. */
   updateIf(
     name: string,
@@ -329,7 +339,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
       if (!this.eligible) return s.pollMs;
       const rvn = newRvn();
       return this.attempt({ rvn, ...this.startedAt(), tookOverFrom: undefined }, async () => {
-        const ok = await this.store.create(
+        const created = await this.store.create(
           {
             name: s.name,
             holder: s.holderId,
@@ -340,7 +350,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
           },
           s.pollMs * 2,
         );
-        return ok ? 1 : undefined;
+        return created?.token;
       });
     }
 
@@ -613,21 +623,31 @@ export class DynamoLeaseStore implements LeaseStore {
     return item ? toRecord(name, item) : undefined;
   }
 
-  async create(record: LeaseRecord, deadlineMs?: number): Promise<boolean> {
-    return this.store.put(
+  async create(record: LeaseRecord, deadlineMs?: number): Promise<LeaseRecord | undefined> {
+    const startedAtMs = this.store.clock.nowMs();
+    const tokens = await this.store.get(
+      "state",
+      { pk: keys.fleet(this.fleetId), sk: keys.tokens },
+      { deadlineMs },
+    );
+    const floor = Number(tokens?.[floorAttribute(record.name)] ?? 0);
+    const created = { ...record, token: Math.max(record.token, floor + 1) };
+    const left = deadlineMs === undefined ? undefined : deadlineMs - (this.store.clock.nowMs() - startedAtMs);
+    const ok = await this.store.put(
       "state",
       {
         ...this.key(record.name),
         kind: "lease",
-        holder: record.holder,
-        token: record.token,
-        rvn: record.rvn,
-        leaseMs: record.leaseMs,
-        updatedAt: record.updatedAtMs,
+        holder: created.holder,
+        token: created.token,
+        rvn: created.rvn,
+        leaseMs: created.leaseMs,
+        updatedAt: created.updatedAtMs,
       },
       { condition: "attribute_not_exists(sk)" },
-      { deadlineMs },
+      { deadlineMs: left },
     );
+    return ok ? created : undefined;
   }
 
   async updateIf(

@@ -105,6 +105,7 @@ export class MemoryAgentStore implements AgentStore {
       throw new FencedError(`vip#${vip.allocationId}`, vip.token, "a higher token is recorded on the item");
     }
     this.fleet.vips.set(vip.allocationId, vip);
+    this.fleet.leases.raiseFloor("fleet", vip.token);
   }
 
   async appendEvent(event: FleetEvent): Promise<void> {

@@ -301,6 +301,18 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
       },
     },
     {
+      name: "a lease item deleted and created anew starts above the token floor the fleet recorded",
+      test: async () => {
+        const w = world(["a"]);
+        await w.run(20);
+        w.store.raiseFloor("fleet", 7); // e.g. vip# recorded under token 7 by an earlier holder
+        w.store.records.delete("fleet");
+        const b = new Lease(new View(w.store), { name: "fleet", holderId: "b" }, w.clock);
+        await b.tick();
+        expect(b.token).toBe(8);
+      },
+    },
+    {
       name: "tokens increase by one with every change of holder, over many changes",
       test: async () => {
         const w = world(["a", "b", "c"]);
