@@ -9,15 +9,21 @@
  * checker moves DNS between them. So a switch of mode is one config change
  * and no node stops serving for it.
  *
- * Promotion (on acquiring the lease), each step only while still leader:
- * 1. write `vip#<allocationId>` = {owner: me, instance, token}, fenced: the
- *    write is refused unless the lease still shows this node with this token;
- * 2. AssociateAddress with AllowReassociation, then read back with
- *    DescribeAddresses until it shows this instance;
- * 3. write an audit event (who, from whom, why, token, how long).
- * While leader, every heartbeat re-reads the association and repairs it: a
- * stale ex-leader's AssociateAddress that was in flight when it lost the lease
- * is undone within one period (cloud APIs cannot check a token).
+ * Holding the shared address, for each one, on acquiring the lease
+ * (promotion) and again at every heartbeat while leader (repair), each step
+ * only while still leader:
+ * 1. `vip#<allocationId>` must record {owner: me, instance, token}; when it
+ *    does not (a promotion, a write that failed), it is written, fenced: the
+ *    write is refused unless the lease still shows this node with this token.
+ *    Nothing in the cloud moves before it is recorded;
+ * 2. the address must be on this instance; when it is not, AssociateAddress
+ *    with AllowReassociation, then read back with DescribeAddresses until it
+ *    shows this instance;
+ * 3. a move writes an audit event (who, from whom, why, token, how long).
+ * The node is active once every address is recorded and on it. A failed step
+ * is taken again at the next heartbeat, and a stale ex-leader's
+ * AssociateAddress that was in flight when it lost the lease is undone
+ * within one period (cloud APIs cannot check a token).
  *
  * Demotion is immediate: on `lost` the role drops to standby before anything
  * else, and no side effect starts without `lease.isLeader()` being true at that
@@ -34,7 +40,7 @@ import type { ElasticIpApi } from "../lib/core/elastic-ip";
 import { isHafleetError, SettingsError } from "../lib/core/errors";
 import { appendEvent, type FleetEvent } from "../lib/core/events";
 import { dnsDrainMs } from "../lib/core/failover";
-import { fencedPut } from "../lib/core/fence";
+import { FENCE_ATTRIBUTE, fencedPut } from "../lib/core/fence";
 import {
   Heartbeater,
   listNodes,
@@ -81,6 +87,8 @@ export interface AgentStore {
   beat(report: NodeReport): Promise<NodeRecord>;
   listNodes(): Promise<NodeRecord[]>;
   listDnsPlans(): Promise<DnsPlan[]>;
+  /** The desired owner as recorded; undefined when nobody recorded one. */
+  getVip(allocationId: string): Promise<VipRecord | undefined>;
   /** Records the desired owner, fenced by the fleet lease (docs/architecture.md §6); throws `FencedError`. */
   putVip(vip: VipRecord): Promise<void>;
   appendEvent(event: FleetEvent): Promise<void>;
@@ -105,6 +113,17 @@ export class DynamoAgentStore implements AgentStore {
 
   listDnsPlans(): Promise<DnsPlan[]> {
     return listDnsPlans(this.store, this.fleetId);
+  }
+
+  async getVip(allocationId: string): Promise<VipRecord | undefined> {
+    const item = await this.store.get("state", { pk: keys.fleet(this.fleetId), sk: keys.vip(allocationId) });
+    if (!item) return undefined;
+    return {
+      allocationId,
+      owner: String(item.owner ?? ""),
+      instanceId: String(item.instanceId ?? ""),
+      token: Number(item[FENCE_ATTRIBUTE] ?? 0),
+    };
   }
 
   putVip(vip: VipRecord): Promise<void> {
@@ -174,7 +193,14 @@ export class NodeAgent {
   private failedMark = false;
   private yieldUntilMs = 0;
   private lastCommand: string | undefined;
-  private promoting: Promise<void> | undefined;
+  /** The run of `holdAddresses` under way (a promotion or a repair): one at a time. */
+  private holding: Promise<void> | undefined;
+  /** The lease's previous holder, for the audit trail of the first move under the new token. */
+  private tookOverFrom: string | undefined;
+  /** The token under which this node moved a shared address first: later moves are repairs. */
+  private movedUnder: number | undefined;
+  /** Whether this node reports itself active under a token is decided once per holding. */
+  private activeUnder: number | undefined;
   /** Ends the wait for the yield window to close (a new yield or a stop). */
   private yieldWait: AbortController | undefined;
   private readonly pending = new Set<Promise<unknown>>();
@@ -217,7 +243,14 @@ export class NodeAgent {
     });
     this.lease.on("acquired", (e) => {
       this.log("info", "acquired the fleet lease", { token: e.token, from: e.tookOverFrom });
-      this.promoting = this.track(this.promote(e.token, e.tookOverFrom));
+      this.tookOverFrom = e.tookOverFrom;
+      // After a run for an earlier holding (it stops at its next step): one run at a time.
+      const before = this.holding ?? Promise.resolve();
+      const run = this.track(before.then(() => this.holdAddresses(e.token)));
+      this.holding = run;
+      void run.finally(() => {
+        if (this.holding === run) this.holding = undefined;
+      });
     });
     this.lease.on("lost", (e) => {
       // Demote first: no side effect may start from here on.
@@ -422,7 +455,14 @@ export class NodeAgent {
     await this.ensureOwnAddress();
     if (!this.shared) return;
     await this.lease.setEligible(this.eligible());
-    if (this.lease.isLeader() && !this.promoting) await this.ensureAddresses(this.lease.token!, "repair");
+    const token = this.lease.token;
+    if (token !== undefined && !this.holding) {
+      const run = this.holdAddresses(token);
+      this.holding = run;
+      await run.finally(() => {
+        if (this.holding === run) this.holding = undefined;
+      });
+    }
   }
 
   /**
@@ -450,72 +490,84 @@ export class NodeAgent {
     }
   }
 
-  /** Steps 1-3 of a promotion; a failed step is retried by the next heartbeat's repair. */
-  private async promote(token: number, from: string | undefined): Promise<void> {
+  /**
+   * Steps 1-3 for every shared address under the holding with `token`; the
+   * node becomes active once all of them are recorded and on it. A step that
+   * failed is taken again by the next heartbeat's run.
+   */
+  private async holdAddresses(token: number): Promise<void> {
     const started = this.clock.nowMs();
-    try {
-      await this.ensureAddresses(token, "promote", from);
-      if (this.lease.token === token) {
-        this.setRole("active");
-        this.log("info", "active", { token, ms: Math.round(this.clock.nowMs() - started) });
-      }
-    } finally {
-      this.promoting = undefined;
-    }
-  }
-
-  private async ensureAddresses(token: number, why: "promote" | "repair", from?: string): Promise<void> {
+    let held = 0;
     for (const allocationId of this.o.allocationIds) {
+      if (this.lease.token !== token) return; // lost meanwhile: no side effect
       try {
-        if (why === "promote") {
-          await this.o.store.putVip({
-            allocationId,
-            owner: this.o.nodeId,
-            instanceId: this.o.instanceId,
-            token,
-          });
-        } else {
-          const now = await this.o.elasticIps.describe(allocationId);
-          if (now.instanceId === this.o.instanceId) continue;
-        }
-        if (this.lease.token !== token) return; // lost meanwhile: no side effect
-        const moved = await this.o.elasticIps.moveTo(allocationId, this.o.instanceId);
-        const reason =
-          why === "promote"
-            ? from
-              ? `took over the lease from ${from}`
-              : "acquired the free fleet lease"
-            : "the Elastic IP was associated elsewhere while this node holds the lease";
-        await this.o.store.appendEvent({
-          kind: why === "promote" ? "vip-moved" : "vip-repaired",
-          by: this.o.nodeId,
-          token,
-          reason,
-          detail: {
-            allocationId,
-            instanceId: this.o.instanceId,
-            from: from ?? null,
-            moveMs: Math.round(moved.elapsedMs),
-            verifyReads: moved.verifyReads,
-          },
-        });
-        this.log("info", `Elastic IP ${allocationId} now on ${this.o.instanceId}`, {
-          // The audit event's kind; the stack counts "vip-moved" lines with a `from` as takeovers
-          // (a log metric filter), so a fleet's first acquisition is no failover.
-          event: why === "promote" ? "vip-moved" : "vip-repaired",
-          ...(from ? { from } : {}),
-          token,
-          reason,
-          ms: Math.round(moved.elapsedMs),
-        });
+        await this.holdAddress(allocationId, token);
+        held++;
       } catch (err) {
         const fenced = isHafleetError(err, "HAFLEET_FENCED");
-        this.log(fenced ? "warn" : "error", `could not ${why} Elastic IP ${allocationId}`, {
+        this.log(fenced ? "warn" : "error", `could not hold Elastic IP ${allocationId}`, {
           token,
           error: String(err),
         });
         if (fenced) return;
       }
     }
+    if (held === this.o.allocationIds.length && this.lease.token === token && this.activeUnder !== token) {
+      this.activeUnder = token;
+      this.setRole("active");
+      this.log("info", "active", { token, ms: Math.round(this.clock.nowMs() - started) });
+    }
+  }
+
+  private async holdAddress(allocationId: string, token: number): Promise<void> {
+    // 1. The decision first, fenced, whenever the store does not record it (docs/architecture.md §6).
+    const recorded = await this.o.store.getVip(allocationId);
+    if (
+      recorded?.owner !== this.o.nodeId ||
+      recorded.instanceId !== this.o.instanceId ||
+      recorded.token !== token
+    ) {
+      if (this.lease.token !== token) return;
+      await this.o.store.putVip({ allocationId, owner: this.o.nodeId, instanceId: this.o.instanceId, token });
+      if (this.activeUnder === token)
+        this.log("warn", `vip# of ${allocationId} did not record this node: recorded it again`, { token });
+    }
+    // 2. Then the cloud, only when it differs.
+    const now = await this.o.elasticIps.describe(allocationId);
+    if (now.instanceId === this.o.instanceId) return;
+    if (this.lease.token !== token) return; // lost meanwhile: no side effect
+    const moved = await this.o.elasticIps.moveTo(allocationId, this.o.instanceId);
+    // 3. The audit trail. The first move under a token is the takeover; later ones are repairs.
+    const first = this.movedUnder !== token;
+    this.movedUnder = token;
+    const from = first ? this.tookOverFrom : undefined;
+    const kind = first ? "vip-moved" : "vip-repaired";
+    const reason = first
+      ? from
+        ? `took over the lease from ${from}`
+        : "acquired the free fleet lease"
+      : "the Elastic IP was associated elsewhere while this node holds the lease";
+    await this.o.store.appendEvent({
+      kind,
+      by: this.o.nodeId,
+      token,
+      reason,
+      detail: {
+        allocationId,
+        instanceId: this.o.instanceId,
+        from: from ?? null,
+        moveMs: Math.round(moved.elapsedMs),
+        verifyReads: moved.verifyReads,
+      },
+    });
+    this.log("info", `Elastic IP ${allocationId} now on ${this.o.instanceId}`, {
+      // The audit event's kind; the stack counts "vip-moved" lines with a `from` as takeovers
+      // (a log metric filter), so a fleet's first acquisition is no failover.
+      event: kind,
+      ...(from ? { from } : {}),
+      token,
+      reason,
+      ms: Math.round(moved.elapsedMs),
+    });
   }
 }

@@ -92,6 +92,11 @@ export class MemoryAgentStore implements AgentStore {
     return [];
   }
 
+  async getVip(allocationId: string): Promise<VipRecord | undefined> {
+    await this.call();
+    return this.fleet.vips.get(allocationId);
+  }
+
   async putVip(vip: VipRecord): Promise<void> {
     await this.call();
     if (this.failVipWrites > 0) {

@@ -73,3 +73,38 @@ describe("promotion and hand-over", () => {
     w.node("a").cut(false);
   });
 });
+
+describe("the vip# record comes before the move, and the repair path writes it when it is not the holder's", () => {
+  const failures = [
+    { name: "fails once", failVipWrites: 1 },
+    { name: "fails three times in a row", failVipWrites: 3 },
+  ];
+  test.each(failures)(
+    "the promotion's vip# write $name: no move and not active until the heartbeats' repair records it",
+    async ({ failVipWrites }) => {
+      const w = newWorld(["a"]);
+      w.node("a").store.failVipWrites = failVipWrites;
+      await w.start("a");
+      await w.run(100);
+      expect(w.holder()).toBe("a");
+      expect(w.node("a").agent.role).toBe("standby");
+      expect(w.ec2.calls).toEqual([]);
+      expect(w.memory.vips.get(SHARED)).toBeUndefined();
+      await w.until(() => w.node("a").agent.role === "active", failVipWrites * 1000 + 1000, "a active");
+      expect(w.memory.vips.get(SHARED)).toMatchObject({ owner: "a", token: 1 });
+      expect(w.addressOn()).toBe("i-a");
+      // The move came after the record, and it is the takeover (not a repair) in the audit trail.
+      expect(w.memory.events.map((e) => [e.kind, e.token])).toEqual([["vip-moved", 1]]);
+    },
+  );
+
+  test("vip# lost while active (a restored table) is recorded again by the next heartbeat", async () => {
+    const w = newWorld(["a"]);
+    await w.start("a");
+    await w.until(() => w.node("a").agent.role === "active", 1000, "a active");
+    w.memory.vips.delete(SHARED);
+    await w.run(1100);
+    expect(w.memory.vips.get(SHARED)).toMatchObject({ owner: "a", token: 1 });
+    expect(w.ec2.calls).toHaveLength(1);
+  });
+});
