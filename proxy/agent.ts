@@ -91,6 +91,7 @@ export interface AgentStore {
   getVip(allocationId: string): Promise<VipRecord | undefined>;
   /** Records the desired owner, fenced by the fleet lease (docs/architecture.md §6); throws `FencedError`. */
   putVip(vip: VipRecord): Promise<void>;
+  /** Writes an audit event, fenced by the fleet lease like every other write (`by` and `token`). */
   appendEvent(event: FleetEvent): Promise<void>;
 }
 
@@ -549,6 +550,7 @@ export class NodeAgent {
       : "the Elastic IP was associated elsewhere while this node holds the lease";
     await this.o.store.appendEvent({
       kind,
+      lease: "fleet",
       by: this.o.nodeId,
       token,
       reason,

@@ -73,7 +73,7 @@ export function leaseGuardItems(store: StateStore, fleetId: string, guard: Lease
 }
 
 /** Why a lease-guarded transaction was refused, from the indexes of its failed conditions. */
-function guardRefusal(failed: readonly number[], guard: LeaseGuard, itemWhy: string): string {
+export function guardRefusal(failed: readonly number[], guard: LeaseGuard, itemWhy: string): string {
   if (failed.includes(0)) return `lease '${guard.name}' is no longer held by ${guard.holder} with this token`;
   if (failed.includes(1)) return `the fleet has recorded a higher token under lease '${guard.name}'`;
   if (failed.includes(2)) return itemWhy;

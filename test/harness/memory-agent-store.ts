@@ -115,7 +115,9 @@ export class MemoryAgentStore implements AgentStore {
 
   async appendEvent(event: FleetEvent): Promise<void> {
     await this.call();
+    this.fence(`event ${event.kind}`, event.token);
     this.fleet.events.push({ ...event, atMs: this.fleet.clock.nowMs() });
+    this.fleet.leases.raiseFloor("fleet", event.token);
   }
 
   /** The lease item must still show this node with this token, as fence.ts's ConditionCheck requires. */

@@ -366,8 +366,10 @@ describe("heartbeats and the audit trail", () => {
 
   test("events come back in time order", async () => {
     const fleet = uniqueId("fleet");
+    const holder = new Lease(new DynamoLeaseStore(store, fleet), { name: "fleet", holderId: "node-2" });
+    await holder.tick();
     for (const kind of ["lease-acquired", "vip-moved", "node-marked-failed"]) {
-      await appendEvent(store, fleet, { kind, by: "node-2", token: 2, reason: "test" });
+      await appendEvent(store, fleet, { kind, lease: "fleet", by: "node-2", token: 1, reason: "test" });
       await new Promise((r) => setTimeout(r, 5));
     }
     expect((await listEvents(store, fleet)).map((e) => e.kind)).toEqual([
@@ -378,6 +380,35 @@ describe("heartbeats and the audit trail", () => {
     expect((await listEvents(store, fleet, { limit: 1, newestFirst: true })).map((e) => e.kind)).toEqual([
       "node-marked-failed",
     ]);
+  });
+});
+
+describe("audit events are fenced like every other write", () => {
+  test("an event under a token the lease no longer shows is refused and not written", async () => {
+    const fleet = uniqueId("fleet");
+    const ls = new DynamoLeaseStore(store, fleet);
+    const a = new Lease(ls, { name: "fleet", holderId: "a" });
+    await a.tick();
+    await appendEvent(store, fleet, {
+      kind: "vip-moved",
+      lease: "fleet",
+      by: "a",
+      token: 1,
+      reason: "promoted",
+    });
+    await a.release();
+    const b = new Lease(ls, { name: "fleet", holderId: "b" });
+    await b.tick();
+    const err = await appendEvent(store, fleet, {
+      kind: "vip-moved",
+      lease: "fleet",
+      by: "a",
+      token: 1,
+      reason: "a late move",
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FencedError);
+    expect((err as Error).message).toMatch(/lease 'fleet' is no longer held by a with this token/);
+    expect((await listEvents(store, fleet)).map((e) => e.reason)).toEqual(["promoted"]);
   });
 });
 
