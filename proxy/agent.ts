@@ -9,15 +9,21 @@
  * checker moves DNS between them. So a switch of mode is one config change
  * and no node stops serving for it.
  *
- * Promotion (on acquiring the lease), each step only while still leader:
- * 1. write `vip#<allocationId>` = {owner: me, instance, token}, fenced: the
- *    write is refused unless the lease still shows this node with this token;
- * 2. AssociateAddress with AllowReassociation, then read back with
- *    DescribeAddresses until it shows this instance;
- * 3. write an audit event (who, from whom, why, token, how long).
- * While leader, every heartbeat re-reads the association and repairs it: a
- * stale ex-leader's AssociateAddress that was in flight when it lost the lease
- * is undone within one period (cloud APIs cannot check a token).
+ * Holding the shared address, for each one, on acquiring the lease
+ * (promotion) and again at every heartbeat while leader (repair), each step
+ * only while still leader:
+ * 1. `vip#<allocationId>` must record {owner: me, instance, token}; when it
+ *    does not (a promotion, a write that failed), it is written, fenced: the
+ *    write is refused unless the lease still shows this node with this token.
+ *    Nothing in the cloud moves before it is recorded;
+ * 2. the address must be on this instance; when it is not, AssociateAddress
+ *    with AllowReassociation, then read back with DescribeAddresses until it
+ *    shows this instance;
+ * 3. a move writes an audit event (who, from whom, why, token, how long).
+ * The node is active once every address is recorded and on it. A failed step
+ * is taken again at the next heartbeat, and a stale ex-leader's
+ * AssociateAddress that was in flight when it lost the lease is undone
+ * within one period (cloud APIs cannot check a token).
  *
  * Demotion is immediate: on `lost` the role drops to standby before anything
  * else, and no side effect starts without `lease.isLeader()` being true at that
@@ -29,14 +35,21 @@
  * a while) and `drain` (hand it over, finish in-flight requests, exit).
  */
 import { type Clock, systemClock } from "../lib/core/clock";
-import { listDnsPlans } from "../lib/core/dns";
-import type { ElasticIps } from "../lib/core/elastic-ip";
-import { isHafleetError } from "../lib/core/errors";
-import { appendEvent } from "../lib/core/events";
+import { type DnsPlan, listDnsPlans } from "../lib/core/dns";
+import type { ElasticIpApi } from "../lib/core/elastic-ip";
+import { isHafleetError, SettingsError } from "../lib/core/errors";
+import { appendEvent, type FleetEvent } from "../lib/core/events";
 import { dnsDrainMs } from "../lib/core/failover";
-import { fencedPut } from "../lib/core/fence";
-import { Heartbeater, listNodes, type NodeRecord, type NodeRole } from "../lib/core/heartbeat";
-import { DynamoLeaseStore, Lease } from "../lib/core/lease";
+import { FENCE_ATTRIBUTE, fencedPut } from "../lib/core/fence";
+import {
+  Heartbeater,
+  listNodes,
+  type NodeRecord,
+  type NodeReport,
+  type NodeRole,
+  writeHeartbeat,
+} from "../lib/core/heartbeat";
+import type { Lease } from "../lib/core/lease";
 import type { StateStore } from "../lib/core/store";
 import { keys } from "../lib/core/tables";
 
@@ -55,9 +68,91 @@ export interface ProxyHandle {
   drain(): Promise<void>;
 }
 
+/** The desired owner of a shared Elastic IP, as the holder records it in `vip#<allocationId>`. */
+export interface VipRecord {
+  readonly allocationId: string;
+  readonly owner: string;
+  readonly instanceId: string;
+  /** The fleet lease token it is recorded under. */
+  readonly token: number;
+}
+
+/**
+ * What the agent reads and writes in the fleet's state. Narrow, like the
+ * lease's `LeaseStore`, so that the agent's orderings can be tested on their
+ * own (test/harness/memory-agent-store.ts); `DynamoAgentStore` is the real one.
+ */
+export interface AgentStore {
+  /** Writes one heartbeat; returns the stored record (with the checker's mark and operator commands). */
+  beat(report: NodeReport): Promise<NodeRecord>;
+  listNodes(): Promise<NodeRecord[]>;
+  listDnsPlans(): Promise<DnsPlan[]>;
+  /** The desired owner as recorded; undefined when nobody recorded one. */
+  getVip(allocationId: string): Promise<VipRecord | undefined>;
+  /** Records the desired owner, fenced by the fleet lease (docs/architecture.md §6); throws `FencedError`. */
+  putVip(vip: VipRecord): Promise<void>;
+  /** Writes an audit event, fenced by the fleet lease like every other write (`by` and `token`). */
+  appendEvent(event: FleetEvent): Promise<void>;
+}
+
+/** `AgentStore` on the `State` table, for one node of one fleet. */
+export class DynamoAgentStore implements AgentStore {
+  constructor(
+    private readonly store: StateStore,
+    private readonly fleetId: string,
+    private readonly nodeId: string,
+    private readonly heartbeatMs = 1000,
+  ) {}
+
+  beat(report: NodeReport): Promise<NodeRecord> {
+    return writeHeartbeat(this.store, this.fleetId, this.nodeId, report, { periodMs: this.heartbeatMs });
+  }
+
+  listNodes(): Promise<NodeRecord[]> {
+    return listNodes(this.store, this.fleetId);
+  }
+
+  listDnsPlans(): Promise<DnsPlan[]> {
+    return listDnsPlans(this.store, this.fleetId);
+  }
+
+  async getVip(allocationId: string): Promise<VipRecord | undefined> {
+    const item = await this.store.get("state", { pk: keys.fleet(this.fleetId), sk: keys.vip(allocationId) });
+    if (!item) return undefined;
+    return {
+      allocationId,
+      owner: String(item.owner ?? ""),
+      instanceId: String(item.instanceId ?? ""),
+      token: Number(item[FENCE_ATTRIBUTE] ?? 0),
+    };
+  }
+
+  putVip(vip: VipRecord): Promise<void> {
+    return fencedPut(this.store, {
+      fleetId: this.fleetId,
+      sk: keys.vip(vip.allocationId),
+      token: vip.token,
+      attrs: {
+        kind: "vip",
+        allocationId: vip.allocationId,
+        owner: vip.owner,
+        instanceId: vip.instanceId,
+        at: this.store.clock.wallMs(),
+      },
+      lease: { name: "fleet", holder: this.nodeId },
+    });
+  }
+
+  async appendEvent(event: FleetEvent): Promise<void> {
+    await appendEvent(this.store, this.fleetId, event);
+  }
+}
+
 export interface NodeAgentOptions {
-  readonly store: StateStore;
-  readonly fleetId: string;
+  /** The fleet's state as this node sees it (heartbeats, `vip#`, events). */
+  readonly store: AgentStore;
+  /** This node's contender for the fleet lease: name `fleet`, holder id the node id. */
+  readonly lease: Lease;
   readonly nodeId: string;
   /** EC2 instance id of this node (in local mode, the emulator's). */
   readonly instanceId: string;
@@ -66,16 +161,14 @@ export interface NodeAgentOptions {
   readonly adminUrl: string;
   readonly zone?: string;
   readonly version: string;
-  readonly elasticIps: ElasticIps;
+  readonly elasticIps: ElasticIpApi;
   /** The fleet's shared Elastic IP(s), owned by the lease holder; none: no lease contest. */
   readonly allocationIds: readonly string[];
   /** This node's own Elastic IP (active-active's weighted record points at it). */
   readonly ownAllocationId?: string;
-  /** @default 2000 */
-  readonly leaseMs?: number;
   /** @default 1000 */
   readonly heartbeatMs?: number;
-  /** After yielding, stay out of the contest this long so another node takes over. @default 2 x leaseMs */
+  /** After yielding, stay out of the contest this long so another node takes over. @default 2 x the lease's leaseMs */
   readonly yieldMs?: number;
   /**
    * With an own address: how long a drain may wait for the node's weighted
@@ -101,8 +194,16 @@ export class NodeAgent {
   private failedMark = false;
   private yieldUntilMs = 0;
   private lastCommand: string | undefined;
-  private promoting: Promise<void> | undefined;
-  private yieldTimer: NodeJS.Timeout | undefined;
+  /** The run of `holdAddresses` under way (a promotion or a repair): one at a time. */
+  private holding: Promise<void> | undefined;
+  /** The lease's previous holder, for the audit trail of the first move under the new token. */
+  private tookOverFrom: string | undefined;
+  /** The token under which this node moved a shared address first: later moves are repairs. */
+  private movedUnder: number | undefined;
+  /** Whether this node reports itself active under a token is decided once per holding. */
+  private activeUnder: number | undefined;
+  /** Ends the wait for the yield window to close (a new yield or a stop). */
+  private yieldWait: AbortController | undefined;
   private readonly pending = new Set<Promise<unknown>>();
   /** True when the fleet has a shared address: the lease decides who holds it. */
   private readonly shared: boolean;
@@ -116,16 +217,15 @@ export class NodeAgent {
     this.clock = options.clock ?? systemClock;
     this.log = options.log ?? (() => {});
     this.shared = options.allocationIds.length > 0;
-    const leaseMs = options.leaseMs ?? 2000;
-    this.lease = new Lease(
-      new DynamoLeaseStore(options.store, options.fleetId),
-      { name: "fleet", holderId: options.nodeId, leaseMs },
-      this.clock,
-    );
+    const { name, holderId } = options.lease.settings;
+    if (name !== "fleet" || holderId !== options.nodeId) {
+      throw new SettingsError(
+        `\`lease\` must be the fleet lease of node '${options.nodeId}' (name 'fleet', holderId '${options.nodeId}'), got name '${name}', holderId '${holderId}'`,
+      );
+    }
+    this.lease = options.lease;
     this.heartbeater = new Heartbeater({
-      store: options.store,
-      fleetId: options.fleetId,
-      nodeId: options.nodeId,
+      write: (report) => options.store.beat(report),
       periodMs: options.heartbeatMs ?? 1000,
       clock: this.clock,
       report: () => ({
@@ -144,7 +244,14 @@ export class NodeAgent {
     });
     this.lease.on("acquired", (e) => {
       this.log("info", "acquired the fleet lease", { token: e.token, from: e.tookOverFrom });
-      this.promoting = this.track(this.promote(e.token, e.tookOverFrom));
+      this.tookOverFrom = e.tookOverFrom;
+      // After a run for an earlier holding (it stops at its next step): one run at a time.
+      const before = this.holding ?? Promise.resolve();
+      const run = this.track(before.then(() => this.holdAddresses(e.token)));
+      this.holding = run;
+      void run.finally(() => {
+        if (this.holding === run) this.holding = undefined;
+      });
     });
     this.lease.on("lost", (e) => {
       // Demote first: no side effect may start from here on.
@@ -193,7 +300,7 @@ export class NodeAgent {
    */
   async stop(options: { handoverMs?: number; propagationMs?: number } = {}): Promise<void> {
     const wasActive = this.shared && this.lease.isLeader();
-    if (this.yieldTimer) clearTimeout(this.yieldTimer);
+    this.yieldWait?.abort();
     this.draining = true;
     this.setRole("draining");
     // Tell the checker now, not at the next beat: it takes a draining node out of DNS.
@@ -225,7 +332,7 @@ export class NodeAgent {
     const deadline = this.clock.nowMs() + maxWaitMs;
     const started = this.clock.nowMs();
     for (;;) {
-      const plans = await listDnsPlans(this.o.store, this.o.fleetId).catch((err: unknown) => {
+      const plans = await this.o.store.listDnsPlans().catch((err: unknown) => {
         this.log("warn", "could not read the DNS weights", { error: String(err) });
         return undefined;
       });
@@ -264,7 +371,7 @@ export class NodeAgent {
   /** Whether another node heartbeats and serves (not draining or stopped); true when it cannot tell. */
   private async anotherNodeServes(): Promise<boolean> {
     const freshMs = 3 * (this.o.heartbeatMs ?? 1000) + 1000;
-    const nodes = await listNodes(this.o.store, this.o.fleetId).catch(() => undefined);
+    const nodes = await this.o.store.listNodes().catch(() => undefined);
     if (!nodes) return true;
     return nodes.some(
       (n) =>
@@ -317,17 +424,20 @@ export class NodeAgent {
       this.lastCommand = command.id;
       this.log("info", `operator command: ${command.kind}`, { id: command.id });
       if (command.kind === "yield") {
-        const yieldMs = this.o.yieldMs ?? 2 * (this.o.leaseMs ?? 2000);
+        const yieldMs = this.o.yieldMs ?? 2 * this.lease.settings.leaseMs;
         this.yieldUntilMs = this.clock.nowMs() + yieldMs;
-        await this.lease.setEligible(false);
         // Contend again the moment the window ends, not at the next heartbeat: a
         // graceful handover by another node may be waiting for this one.
-        if (this.yieldTimer) clearTimeout(this.yieldTimer);
-        this.yieldTimer = setTimeout(() => {
-          this.yieldTimer = undefined;
-          if (this.shared) this.track(this.lease.setEligible(this.eligible()));
-        }, yieldMs + 1);
-        this.yieldTimer.unref?.();
+        this.yieldWait?.abort();
+        const wait = new AbortController();
+        this.yieldWait = wait;
+        this.track(
+          this.clock.sleep(yieldMs + 1, wait.signal).then(async () => {
+            if (wait.signal.aborted) return;
+            if (this.shared) await this.lease.setEligible(this.eligible());
+          }),
+        );
+        await this.lease.setEligible(false);
       } else if (command.kind === "drain") {
         await this.drain();
       }
@@ -346,7 +456,14 @@ export class NodeAgent {
     await this.ensureOwnAddress();
     if (!this.shared) return;
     await this.lease.setEligible(this.eligible());
-    if (this.lease.isLeader() && !this.promoting) await this.ensureAddresses(this.lease.token!, "repair");
+    const token = this.lease.token;
+    if (token !== undefined && !this.holding) {
+      const run = this.holdAddresses(token);
+      this.holding = run;
+      await run.finally(() => {
+        if (this.holding === run) this.holding = undefined;
+      });
+    }
   }
 
   /**
@@ -374,79 +491,85 @@ export class NodeAgent {
     }
   }
 
-  /** Steps 1-3 of a promotion; a failed step is retried by the next heartbeat's repair. */
-  private async promote(token: number, from: string | undefined): Promise<void> {
+  /**
+   * Steps 1-3 for every shared address under the holding with `token`; the
+   * node becomes active once all of them are recorded and on it. A step that
+   * failed is taken again by the next heartbeat's run.
+   */
+  private async holdAddresses(token: number): Promise<void> {
     const started = this.clock.nowMs();
-    try {
-      await this.ensureAddresses(token, "promote", from);
-      if (this.lease.token === token) {
-        this.setRole("active");
-        this.log("info", "active", { token, ms: Math.round(this.clock.nowMs() - started) });
-      }
-    } finally {
-      this.promoting = undefined;
-    }
-  }
-
-  private async ensureAddresses(token: number, why: "promote" | "repair", from?: string): Promise<void> {
+    let held = 0;
     for (const allocationId of this.o.allocationIds) {
+      if (this.lease.token !== token) return; // lost meanwhile: no side effect
       try {
-        if (why === "promote") {
-          await fencedPut(this.o.store, {
-            fleetId: this.o.fleetId,
-            sk: keys.vip(allocationId),
-            token,
-            attrs: {
-              kind: "vip",
-              allocationId,
-              owner: this.o.nodeId,
-              instanceId: this.o.instanceId,
-              at: this.clock.wallMs(),
-            },
-            lease: { name: "fleet", holder: this.o.nodeId },
-          });
-        } else {
-          const now = await this.o.elasticIps.describe(allocationId);
-          if (now.instanceId === this.o.instanceId) continue;
-        }
-        if (this.lease.token !== token) return; // lost meanwhile: no side effect
-        const moved = await this.o.elasticIps.moveTo(allocationId, this.o.instanceId);
-        const reason =
-          why === "promote"
-            ? from
-              ? `took over the lease from ${from}`
-              : "acquired the free fleet lease"
-            : "the Elastic IP was associated elsewhere while this node holds the lease";
-        await appendEvent(this.o.store, this.o.fleetId, {
-          kind: why === "promote" ? "vip-moved" : "vip-repaired",
-          by: this.o.nodeId,
-          token,
-          reason,
-          detail: {
-            allocationId,
-            instanceId: this.o.instanceId,
-            from: from ?? null,
-            moveMs: Math.round(moved.elapsedMs),
-            verifyReads: moved.verifyReads,
-          },
-        });
-        this.log("info", `Elastic IP ${allocationId} now on ${this.o.instanceId}`, {
-          // The audit event's kind; the stack counts "vip-moved" lines with a `from` as takeovers
-          // (a log metric filter), so a fleet's first acquisition is no failover.
-          event: why === "promote" ? "vip-moved" : "vip-repaired",
-          ...(from ? { from } : {}),
-          token,
-          reason,
-          ms: Math.round(moved.elapsedMs),
-        });
+        await this.holdAddress(allocationId, token);
+        held++;
       } catch (err) {
         const fenced = isHafleetError(err, "HAFLEET_FENCED");
-        this.log(fenced ? "warn" : "error", `could not ${why} Elastic IP ${allocationId}`, {
+        this.log(fenced ? "warn" : "error", `could not hold Elastic IP ${allocationId}`, {
           token,
           error: String(err),
         });
         if (fenced) return;
       }
     }
+    if (held === this.o.allocationIds.length && this.lease.token === token && this.activeUnder !== token) {
+      this.activeUnder = token;
+      this.setRole("active");
+      this.log("info", "active", { token, ms: Math.round(this.clock.nowMs() - started) });
+    }
+  }
+
+  private async holdAddress(allocationId: string, token: number): Promise<void> {
+    // 1. The decision first, fenced, whenever the store does not record it (docs/architecture.md §6).
+    const recorded = await this.o.store.getVip(allocationId);
+    if (
+      recorded?.owner !== this.o.nodeId ||
+      recorded.instanceId !== this.o.instanceId ||
+      recorded.token !== token
+    ) {
+      if (this.lease.token !== token) return;
+      await this.o.store.putVip({ allocationId, owner: this.o.nodeId, instanceId: this.o.instanceId, token });
+      if (this.activeUnder === token)
+        this.log("warn", `vip# of ${allocationId} did not record this node: recorded it again`, { token });
+    }
+    // 2. Then the cloud, only when it differs.
+    const now = await this.o.elasticIps.describe(allocationId);
+    if (now.instanceId === this.o.instanceId) return;
+    if (this.lease.token !== token) return; // lost meanwhile: no side effect
+    const moved = await this.o.elasticIps.moveTo(allocationId, this.o.instanceId);
+    // 3. The audit trail. The first move under a token is the takeover; later ones are repairs.
+    const first = this.movedUnder !== token;
+    this.movedUnder = token;
+    const from = first ? this.tookOverFrom : undefined;
+    const kind = first ? "vip-moved" : "vip-repaired";
+    const reason = first
+      ? from
+        ? `took over the lease from ${from}`
+        : "acquired the free fleet lease"
+      : "the Elastic IP was associated elsewhere while this node holds the lease";
+    await this.o.store.appendEvent({
+      kind,
+      lease: "fleet",
+      by: this.o.nodeId,
+      token,
+      reason,
+      detail: {
+        allocationId,
+        instanceId: this.o.instanceId,
+        from: from ?? null,
+        moveMs: Math.round(moved.elapsedMs),
+        verifyReads: moved.verifyReads,
+      },
+    });
+    this.log("info", `Elastic IP ${allocationId} now on ${this.o.instanceId}`, {
+      // The audit event's kind; the stack counts "vip-moved" lines with a `from` as takeovers
+      // (a log metric filter), so a fleet's first acquisition is no failover.
+      event: kind,
+      ...(from ? { from } : {}),
+      token,
+      reason,
+      ms: Math.round(moved.elapsedMs),
+    });
   }
 }

@@ -27,12 +27,13 @@ import { ConfigStore } from "../lib/core/config-store";
 import { ElasticIps } from "../lib/core/elastic-ip";
 import { ConfigInvalidError, HafleetError } from "../lib/core/errors";
 import { dnsDrainMs } from "../lib/core/failover";
+import { DynamoLeaseStore, Lease } from "../lib/core/lease";
 import { SessionTable } from "../lib/core/sessions";
 import { StateStore } from "../lib/core/store";
 import { VERSION } from "../lib/core/version";
 import { AdminServer } from "./admin";
 import { readAdminToken } from "./admin-token";
-import { NodeAgent } from "./agent";
+import { DynamoAgentStore, NodeAgent } from "./agent";
 import { type ConfigSource, ConfigWatch, type InitialConfig, loadInitialConfig } from "./config-watch";
 import { UsageError } from "./errors";
 import { createProxyRegistry } from "./metrics";
@@ -572,8 +573,12 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
   const drainDnsMs = dnsDrainMs(stored?.config.dns.ttlS ?? 10);
   const address = o.address ?? o.bindAddress ?? "127.0.0.1";
   const agent = new NodeAgent({
-    store,
-    fleetId: o.fleet!,
+    store: new DynamoAgentStore(store, o.fleet!, o.nodeId, failover?.heartbeatMs),
+    lease: new Lease(new DynamoLeaseStore(store, o.fleet!), {
+      name: "fleet",
+      holderId: o.nodeId,
+      leaseMs: failover?.leaseMs,
+    }),
     nodeId: o.nodeId,
     instanceId,
     address,
@@ -583,7 +588,6 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
     elasticIps,
     allocationIds,
     ...(o.ownAllocationId ? { ownAllocationId: o.ownAllocationId } : {}),
-    leaseMs: failover?.leaseMs,
     heartbeatMs: failover?.heartbeatMs,
     dnsDrainMs: drainDnsMs,
     proxy: { ready: () => node.ready(), load: () => node.load(), drain: async () => node.drain() },

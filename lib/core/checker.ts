@@ -279,6 +279,7 @@ export class HealthChecker {
         await setNodeFailed(store, fleetId, node.nodeId, failed, guard);
         (j.mark === "set" ? marked : cleared).push(node.nodeId);
         await appendEvent(store, fleetId, {
+          lease: "checker",
           kind: j.mark === "set" ? "node-marked-failed" : "node-failed-cleared",
           by: this.o.checkerId,
           token,
@@ -314,6 +315,7 @@ export class HealthChecker {
         reassociated.push(desired.allocationId);
         vips.push({ allocationId: desired.allocationId, action: "associate", reason: plan.reason, ok: true });
         await appendEvent(store, fleetId, {
+          lease: "checker",
           kind: "vip-reconciled",
           by: this.o.checkerId,
           token,
@@ -453,6 +455,7 @@ export class HealthChecker {
       token,
     });
     await appendEvent(this.o.store, this.o.fleetId, {
+      lease: "checker",
       kind: "weights-changed",
       by: this.o.checkerId,
       token,

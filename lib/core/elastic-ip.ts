@@ -5,6 +5,13 @@
  * desired owner lives fenced in the store (`vip#`), where reconcilers compare.
  * Associations are read from DescribeAddresses only: DescribeInstances can keep
  * showing a moved address on the old instance (seen on moto 5.2).
+ *
+ * The client makes one attempt per call (`maxAttempts: 1`, as the state
+ * store's does). A move is one AssociateAddress, never sent again, and ends
+ * when its caller's `signal` aborts: a lease holder aborts it when its
+ * validity runs out, and a copy the SDK retried later could land after the
+ * next holder's move (docs/architecture.md §6). Reads are retried here, with
+ * jittered backoff, until the signal aborts.
  */
 import {
   type Address,
@@ -15,7 +22,7 @@ import {
 import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "./aws";
 import { type Clock, systemClock } from "./clock";
 import { Ec2Error } from "./errors";
-import { pollUntil } from "./retry";
+import { DEFAULT_RETRY_POLICY, pollUntil, withRetry } from "./retry";
 
 /** Tag that binds an Elastic IP to a fleet; the instance role may only move addresses with it. */
 export const FLEET_TAG = "hafleet:fleet";
@@ -37,10 +44,14 @@ export interface MoveResult {
 }
 
 export interface ElasticIpsOptions {
+  /** An existing client; its own settings apply (give it `maxAttempts: 1` for single-attempt moves). */
   readonly ec2?: EC2Client;
   readonly aws?: AwsClientOptions;
   readonly clock?: Clock;
 }
+
+/** What a user of Elastic IPs needs of `ElasticIps`: narrow, so that tests can put a fake in its place. */
+export type ElasticIpApi = Pick<ElasticIps, "describe" | "moveTo">;
 
 export class ElasticIps {
   readonly ec2: EC2Client;
@@ -49,13 +60,20 @@ export class ElasticIps {
 
   constructor(options: ElasticIpsOptions = {}) {
     this.ownsClient = !options.ec2;
-    this.ec2 = options.ec2 ?? new EC2Client(awsClientConfig({ requestTimeoutMs: 2000, ...options.aws }));
+    this.ec2 =
+      options.ec2 ??
+      new EC2Client(awsClientConfig({ requestTimeoutMs: 2000, maxAttempts: 1, ...options.aws }));
     this.clock = options.clock ?? systemClock;
   }
 
-  async describe(allocationId: string): Promise<AddressState> {
-    const out = await this.call("DescribeAddresses", () =>
-      this.ec2.send(new DescribeAddressesCommand({ AllocationIds: [allocationId] })),
+  async describe(allocationId: string, options: { signal?: AbortSignal } = {}): Promise<AddressState> {
+    const signal = options.signal;
+    const out = await this.read(signal, () =>
+      this.call("DescribeAddresses", () =>
+        this.ec2.send(new DescribeAddressesCommand({ AllocationIds: [allocationId] }), {
+          abortSignal: signal,
+        }),
+      ),
     );
     const address = out.Addresses?.[0];
     if (!address)
@@ -70,26 +88,31 @@ export class ElasticIps {
 
   /** Every Elastic IP tagged with the fleet. */
   async listByFleet(fleetId: string): Promise<AddressState[]> {
-    const out = await this.call("DescribeAddresses", () =>
-      this.ec2.send(
-        new DescribeAddressesCommand({ Filters: [{ Name: `tag:${FLEET_TAG}`, Values: [fleetId] }] }),
+    const out = await this.read(undefined, () =>
+      this.call("DescribeAddresses", () =>
+        this.ec2.send(
+          new DescribeAddressesCommand({ Filters: [{ Name: `tag:${FLEET_TAG}`, Values: [fleetId] }] }),
+        ),
       ),
     );
     return (out.Addresses ?? []).map(toState);
   }
 
   /**
-   * Associates the address with the instance (taking it from whichever had it)
-   * and reads back until DescribeAddresses shows it there, up to `verifyMs`.
-   * Throws `HAFLEET_EC2_UNVERIFIED` when the read-back never agreed.
+   * Associates the address with the instance (taking it from whichever had it),
+   * in one attempt, and reads back until DescribeAddresses shows it there, up
+   * to `verifyMs`. Throws `HAFLEET_EC2_UNVERIFIED` when the read-back never
+   * agreed; `signal` ends the call and its read-back at once (a retryable
+   * `Ec2Error`: the association may still land).
    */
   async moveTo(
     allocationId: string,
     instanceId: string,
-    options: { verifyMs?: number } = {},
+    options: { verifyMs?: number; signal?: AbortSignal } = {},
   ): Promise<MoveResult> {
     const started = this.clock.nowMs();
     const verifyMs = options.verifyMs ?? 5000;
+    const signal = options.signal;
     const out = await this.call("AssociateAddress", () =>
       this.ec2.send(
         new AssociateAddressCommand({
@@ -97,13 +120,14 @@ export class ElasticIps {
           InstanceId: instanceId,
           AllowReassociation: true,
         }),
+        { abortSignal: signal },
       ),
     );
     return pollUntil(
       this.clock,
       { withinMs: verifyMs, firstDelayMs: 25, maxDelayMs: 400 },
       async (reads) => {
-        const now = await this.describe(allocationId);
+        const now = await this.describe(allocationId, { signal });
         return now.instanceId === instanceId
           ? {
               done: true as const,
@@ -127,6 +151,15 @@ export class ElasticIps {
 
   destroy(): void {
     if (this.ownsClient) this.ec2.destroy();
+  }
+
+  /** A read, retried while it fails retryably and `signal` has not aborted. */
+  private read<T>(signal: AbortSignal | undefined, fn: () => Promise<T>): Promise<T> {
+    return withRetry(fn, {
+      policy: DEFAULT_RETRY_POLICY,
+      clock: this.clock,
+      isRetryable: (err) => err instanceof Ec2Error && err.retryable && !signal?.aborted,
+    });
   }
 
   private async call<T>(operation: string, send: () => Promise<T>): Promise<T> {

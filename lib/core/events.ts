@@ -2,8 +2,16 @@
  * The failover audit trail: `event#<ISO time>#<id>` items in the fleet's
  * partition, so a query returns them in time order. Who moved what, why, and
  * under which token. Kept 30 days (TTL).
+ *
+ * An event is fenced like every other write of a lease holder
+ * (docs/architecture.md §6): it is written only while the lease still shows
+ * its author (`by`) with its token, in one transaction, so a deposed holder
+ * whose late move completed cannot add a `vip-moved` under its stale token
+ * (the stack counts those as takeovers).
  */
 import { randomBytes } from "node:crypto";
+import { FencedError } from "./errors";
+import { guardRefusal, leaseGuardItems } from "./fence";
 import type { StateStore } from "./store";
 import { keys } from "./tables";
 
@@ -14,8 +22,10 @@ export interface FleetEvent {
   readonly kind: string;
   /** Node or checker id that acted. */
   readonly by: string;
-  /** Lease token the action was fenced with, when any. */
-  readonly token?: number;
+  /** The lease `by` held with `token` when it acted: the event is written only while it still does. */
+  readonly lease: string;
+  /** The token of that lease. */
+  readonly token: number;
   /** Human-readable reason. */
   readonly reason: string;
   readonly detail?: Record<string, unknown>;
@@ -26,20 +36,36 @@ export interface StoredEvent extends FleetEvent {
   readonly id: string;
 }
 
+/**
+ * Writes an event, fenced: refused with `FencedError` (and nothing written)
+ * unless `event.lease` still shows `event.by` with `event.token`.
+ */
 export async function appendEvent(
   store: StateStore,
   fleetId: string,
   event: FleetEvent,
+  options: { readonly deadlineMs?: number } = {},
 ): Promise<StoredEvent> {
   const at = new Date(store.clock.wallMs()).toISOString();
   const id = randomBytes(6).toString("hex");
   const stored: StoredEvent = { ...event, at, id };
-  await store.put("state", {
-    pk: keys.fleet(fleetId),
-    sk: keys.event(at, id),
-    ...stored,
-    expiresAt: store.nowS() + EVENT_TTL_S,
-  });
+  const sk = keys.event(at, id);
+  const guard = { name: event.lease, holder: event.by, token: event.token };
+  const failed = await store.transact(
+    [
+      ...leaseGuardItems(store, fleetId, guard),
+      {
+        Put: {
+          TableName: store.tableName("state"),
+          Item: { pk: keys.fleet(fleetId), sk, ...stored, expiresAt: store.nowS() + EVENT_TTL_S },
+          ConditionExpression: "attribute_not_exists(sk)",
+        },
+      },
+    ],
+    { deadlineMs: options.deadlineMs },
+  );
+  if (failed.length > 0)
+    throw new FencedError(sk, event.token, guardRefusal(failed, guard, "the event exists"));
   return stored;
 }
 

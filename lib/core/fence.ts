@@ -11,6 +11,13 @@
  *   with this token, in one transaction. This closes the window in which a new
  *   leader holds a higher token but has not yet written the item.
  *     ConditionCheck on lease#<name>: holder = :me AND #token = :token
+ *
+ * Every write guarded by a lease also raises the fleet's token floor (the
+ * `tokens` item, one attribute per lease) to its token in the same
+ * transaction, so that a lease item deleted and created anew starts above
+ * every token recorded under it (docs/architecture.md §3):
+ *     Update tokens: SET #lease = :token
+ *       condition: attribute_not_exists(#lease) OR #lease <= :token
  */
 import { FencedError } from "./errors";
 import type { Item, StateStore } from "./store";
@@ -29,6 +36,49 @@ export interface FencedPutOptions {
 }
 
 export const FENCE_ATTRIBUTE = "fenceToken";
+
+/** The attribute of the `tokens` item that holds lease `name`'s floor. */
+export function floorAttribute(name: string): string {
+  return keys.lease(name);
+}
+
+/**
+ * The two items every lease-guarded transaction carries: the check that the
+ * lease still shows `guard`'s holder with its token, and the raise of the
+ * token floor to that token.
+ */
+export function leaseGuardItems(store: StateStore, fleetId: string, guard: LeaseGuard) {
+  const pk = keys.fleet(fleetId);
+  return [
+    {
+      ConditionCheck: {
+        TableName: store.tableName("state"),
+        Key: { pk, sk: keys.lease(guard.name) },
+        ConditionExpression: "holder = :guardHolder AND #guardToken = :guardToken",
+        ExpressionAttributeNames: { "#guardToken": "token" },
+        ExpressionAttributeValues: { ":guardHolder": guard.holder, ":guardToken": guard.token },
+      },
+    },
+    {
+      Update: {
+        TableName: store.tableName("state"),
+        Key: { pk, sk: keys.tokens },
+        UpdateExpression: "SET #floor = :floorToken",
+        ConditionExpression: "attribute_not_exists(#floor) OR #floor <= :floorToken",
+        ExpressionAttributeNames: { "#floor": floorAttribute(guard.name) },
+        ExpressionAttributeValues: { ":floorToken": guard.token },
+      },
+    },
+  ];
+}
+
+/** Why a lease-guarded transaction was refused, from the indexes of its failed conditions. */
+export function guardRefusal(failed: readonly number[], guard: LeaseGuard, itemWhy: string): string {
+  if (failed.includes(0)) return `lease '${guard.name}' is no longer held by ${guard.holder} with this token`;
+  if (failed.includes(1)) return `the fleet has recorded a higher token under lease '${guard.name}'`;
+  if (failed.includes(2)) return itemWhy;
+  return "the lease or the item moved on";
+}
 
 /** Writes the item, or throws `FencedError` and changes nothing. */
 export async function fencedPut(store: StateStore, o: FencedPutOptions): Promise<void> {
@@ -53,28 +103,16 @@ export async function fencedPut(store: StateStore, o: FencedPutOptions): Promise
     if (!ok) throw new FencedError(o.sk, o.token, "a higher token is recorded on the item");
     return;
   }
+  const guard = { name: o.lease.name, holder: o.lease.holder, token: o.token };
   const failed = await store.transact(
     [
-      {
-        ConditionCheck: {
-          TableName: store.tableName("state"),
-          Key: { pk, sk: keys.lease(o.lease.name) },
-          ConditionExpression: "holder = :me AND #token = :token",
-          ExpressionAttributeNames: { "#token": "token" },
-          ExpressionAttributeValues: { ":me": o.lease.holder, ":token": o.token },
-        },
-      },
+      ...leaseGuardItems(store, o.fleetId, guard),
       { Put: { TableName: store.tableName("state"), Item: item, ...condition } },
     ],
     { deadlineMs: o.deadlineMs },
   );
   if (failed.length === 0) return;
-  const why = failed.includes(0)
-    ? `lease '${o.lease.name}' is no longer held by ${o.lease.holder} with this token`
-    : failed.includes(1)
-      ? "a higher token is recorded on the item"
-      : "the lease or the item moved on";
-  throw new FencedError(o.sk, o.token, why);
+  throw new FencedError(o.sk, o.token, guardRefusal(failed, guard, "a higher token is recorded on the item"));
 }
 
 export interface LeaseGuard {
@@ -103,15 +141,7 @@ export async function leaseGuardedUpdate(
 ): Promise<void> {
   const pk = keys.fleet(o.fleetId);
   const failed = await store.transact([
-    {
-      ConditionCheck: {
-        TableName: store.tableName("state"),
-        Key: { pk, sk: keys.lease(o.guard.name) },
-        ConditionExpression: "holder = :guardHolder AND #guardToken = :guardToken",
-        ExpressionAttributeNames: { "#guardToken": "token" },
-        ExpressionAttributeValues: { ":guardHolder": o.guard.holder, ":guardToken": o.guard.token },
-      },
-    },
+    ...leaseGuardItems(store, o.fleetId, o.guard),
     {
       Update: {
         TableName: store.tableName("state"),
@@ -124,11 +154,5 @@ export async function leaseGuardedUpdate(
     },
   ]);
   if (failed.length === 0) return;
-  throw new FencedError(
-    o.sk,
-    o.guard.token,
-    failed.includes(1)
-      ? "the item does not exist"
-      : `lease '${o.guard.name}' is no longer held by ${o.guard.holder} with this token`,
-  );
+  throw new FencedError(o.sk, o.guard.token, guardRefusal(failed, o.guard, "the item does not exist"));
 }

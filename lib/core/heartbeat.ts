@@ -73,10 +73,62 @@ export interface NodeCommand {
 
 export const NODE_TTL_S = 24 * 3600;
 
-export interface HeartbeaterOptions {
-  readonly store: StateStore;
-  readonly fleetId: string;
-  readonly nodeId: string;
+/**
+ * Writes one heartbeat of `nodeId`: bumps `seq` (an atomic ADD), refreshes what
+ * the node reports, and returns the record as stored (with the checker's
+ * `failed` mark and the last operator command).
+ */
+export async function writeHeartbeat(
+  store: StateStore,
+  fleetId: string,
+  nodeId: string,
+  r: NodeReport,
+  options: { periodMs?: number } = {},
+): Promise<NodeRecord> {
+  const now = store.clock.wallMs();
+  const item = await store.update(
+    "state",
+    { pk: keys.fleet(fleetId), sk: keys.node(nodeId) },
+    "ADD seq :one SET kind = :kind, nodeId = :id, address = :address, adminUrl = :admin, #role = :role, " +
+      "drain = :drain, #load = :load, version = :version, heartbeatAt = :now, expiresAt = :exp, " +
+      "startedAt = if_not_exists(startedAt, :now)" +
+      (r.instanceId ? ", instanceId = :instance" : "") +
+      (r.zone ? ", #zone = :zone" : "") +
+      (r.publicIp ? ", publicIp = :publicIp" : ""),
+    {
+      names: { "#role": "role", "#load": "load", ...(r.zone ? { "#zone": "zone" } : {}) },
+      values: {
+        ":one": 1,
+        ":kind": "node",
+        ":id": nodeId,
+        ":address": r.address,
+        ":admin": r.adminUrl,
+        ":role": r.role,
+        ":drain": r.drain,
+        ":load": r.load,
+        ":version": r.version,
+        ":now": now,
+        ":exp": Math.floor(now / 1000) + NODE_TTL_S,
+        ...(r.instanceId ? { ":instance": r.instanceId } : {}),
+        ...(r.zone ? { ":zone": r.zone } : {}),
+        ...(r.publicIp ? { ":publicIp": r.publicIp } : {}),
+      },
+    },
+    // At least 2 s: on a slow store a late beat still moves `seq`; one cut at the
+    // period's length would make a live node look dead.
+    { deadlineMs: Math.max(options.periodMs ?? 1000, 2000) },
+  );
+  return toNodeRecord(item ?? {});
+}
+
+/** Where beats go: a node's item in `store`, or `write` (e.g. `writeHeartbeat` behind a narrower port). */
+export type HeartbeaterOptions = HeartbeatLoopOptions &
+  (
+    | { readonly store: StateStore; readonly fleetId: string; readonly nodeId: string }
+    | { readonly write: (report: NodeReport) => Promise<NodeRecord> }
+  );
+
+export interface HeartbeatLoopOptions {
   /** @default 1000 */
   readonly periodMs?: number;
   /** Called before each beat for the node's current report. */
@@ -88,6 +140,7 @@ export interface HeartbeaterOptions {
   readonly onBeat?: (record: NodeRecord) => void;
 }
 
+/** Writes a heartbeat every `periodMs` until stopped. */
 export class Heartbeater {
   readonly periodMs: number;
   private readonly o: HeartbeaterOptions;
@@ -105,41 +158,12 @@ export class Heartbeater {
 
   /** Writes one heartbeat and returns the record as stored. */
   async beat(): Promise<NodeRecord> {
-    const r = this.o.report();
-    const now = this.clock.wallMs();
-    const item = await this.o.store.update(
-      "state",
-      { pk: keys.fleet(this.o.fleetId), sk: keys.node(this.o.nodeId) },
-      "ADD seq :one SET kind = :kind, nodeId = :id, address = :address, adminUrl = :admin, #role = :role, " +
-        "drain = :drain, #load = :load, version = :version, heartbeatAt = :now, expiresAt = :exp, " +
-        "startedAt = if_not_exists(startedAt, :now)" +
-        (r.instanceId ? ", instanceId = :instance" : "") +
-        (r.zone ? ", #zone = :zone" : "") +
-        (r.publicIp ? ", publicIp = :publicIp" : ""),
-      {
-        names: { "#role": "role", "#load": "load", ...(r.zone ? { "#zone": "zone" } : {}) },
-        values: {
-          ":one": 1,
-          ":kind": "node",
-          ":id": this.o.nodeId,
-          ":address": r.address,
-          ":admin": r.adminUrl,
-          ":role": r.role,
-          ":drain": r.drain,
-          ":load": r.load,
-          ":version": r.version,
-          ":now": now,
-          ":exp": Math.floor(now / 1000) + NODE_TTL_S,
-          ...(r.instanceId ? { ":instance": r.instanceId } : {}),
-          ...(r.zone ? { ":zone": r.zone } : {}),
-          ...(r.publicIp ? { ":publicIp": r.publicIp } : {}),
-        },
-      },
-      // At least 2 s: on a slow store a late beat still moves `seq`; one cut at the
-      // period's length would make a live node look dead.
-      { deadlineMs: Math.max(this.periodMs, 2000) },
-    );
-    const record = toNodeRecord(item ?? {});
+    const o = this.o;
+    const report = o.report();
+    const record =
+      "write" in o
+        ? await o.write(report)
+        : await writeHeartbeat(o.store, o.fleetId, o.nodeId, report, { periodMs: this.periodMs });
     this.o.onBeat?.(record);
     return record;
   }

@@ -2,30 +2,47 @@
  * Leases with fencing tokens on DynamoDB: the one consensus primitive of hafleet.
  *
  * Guarantees
- * - At most one holder acts as leader at any moment, provided the monotonic
- *   clocks of the nodes run at rates that differ by less than `safetyMs` per
- *   `leaseMs`. No node's clock is ever compared with another's: the waiter
- *   measures on its own clock how long it has seen the same `rvn`.
- * - Every change of holder increments `token`; tokens never repeat and never
- *   go down (the item is never deleted, releases keep it). Side effects made
+ * - At most one holder acts as leader at any moment, provided no node's
+ *   monotonic clock runs more than `CLOCK_RATE_BOUND` (10%) faster than
+ *   another's; `safetyMs` is checked against that bound when the lease is
+ *   built (`minSafetyMs`). No node's clock is ever compared with another's: the
+ *   waiter measures on its own clock how long it has seen the same `rvn`.
+ * - Every change of holder increments `token`; tokens never go down. Releases
+ *   keep the item; and should the item be deleted after all, the next holder
+ *   starts above every token recorded under the lease (the fleet's token floor,
+ *   which every lease-guarded write raises: `fence.ts`). Side effects made
  *   through the store carry the token and are refused when a higher one is
  *   recorded (`fence.ts`), which covers a holder that was paused (GC, SIGSTOP)
  *   and resumes believing it still leads.
  *
  * Not guaranteed
  * - That a leader exists: when DynamoDB is unreachable, nobody can acquire.
+ * - Clocks beyond the bound: two nodes whose clocks both slew at chrony's
+ *   largest rate, in opposite directions, differ by more than 10%.
+ * - A suspend the wall clock does not show. `CLOCK_MONOTONIC` (Node's
+ *   `performance.now()` on Linux) stops while the machine is suspended, so a
+ *   suspended holder would wake believing in its validity. The holder also
+ *   ends its validity `leaseMs - safetyMs` after the renewal's start by the
+ *   wall clock, which does count the suspend: a woken holder stops at once.
+ *   A wall clock stepped back at the same time hides the suspend until the
+ *   next renewal is refused; a wall clock stepped forward only makes the
+ *   holder stop early (it then takes its own lease back at once, 2b below).
  * - Side effects outside the store (AssociateAddress) cannot check a token;
  *   they are driven from fenced desired state and reconciled (docs/architecture.md §6).
  *
  * How it errs
  * - The holder errs early: it stops acting as leader when `leaseMs - safetyMs`
  *   has passed since the *start* of its last confirmed renewal, on its own
- *   monotonic clock, whether or not it has heard anything.
+ *   monotonic clock or on its wall clock, whichever comes first, whether or
+ *   not it has heard anything.
  * - The waiter errs late: its wait starts when a read that returned the rvn
  *   *completed*, which is after the renewal that wrote it started.
  *
  * Protocol (item `lease#<name>` in the fleet's partition)
- * 1. Free (no item): put with `attribute_not_exists(sk)`, token 1.
+ * 1. Free (no item): read the token floor, then put with
+ *    `attribute_not_exists(sk)`, token floor + 1 (1 in a new fleet). One
+ *    conditional write: the floor cannot rise in between, since only a write
+ *    guarded by this lease raises it and no lease item exists to guard one.
  * 2. Released (item without `holder`): update with `rvn = :seen`, token + 1.
  * 3. Held: wait until the same rvn has been seen for the item's `leaseMs` on
  *    the local monotonic clock, then update with `rvn = :seen`, token + 1.
@@ -44,6 +61,7 @@ import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { type Clock, systemClock } from "./clock";
 import { LeaseLostError, SettingsError, StoreError } from "./errors";
+import { floorAttribute } from "./fence";
 import { isConditionFailed, type StateStore } from "./store";
 import { keys } from "./tables";
 
@@ -56,6 +74,29 @@ import { keys } from "./tables";
  * costs 1.5 writes/s, about 3.9 million write requests a month.
  */
 export const DEFAULT_LEASE_MS = 2000;
+
+/**
+ * How much faster one node's monotonic clock may run than another's: 10%.
+ * NTP's kernel discipline (ntpd) slews by at most 500 ppm, but chrony, the
+ * NTP client of Amazon Linux and most distributions, slews by up to 83,333 ppm
+ * (8.3%, its default `maxslewrate`) while it corrects an offset, and
+ * `CLOCK_MONOTONIC` follows the slew (only `CLOCK_MONOTONIC_RAW` does not).
+ * 10% covers one clock slewing that fast plus the oscillators' own error
+ * (tens of ppm) with room to spare.
+ */
+export const CLOCK_RATE_BOUND = 0.1;
+
+/**
+ * The least `safetyMs` that keeps at most one holder under `CLOCK_RATE_BOUND`.
+ * The holder stops `leaseMs - safetyMs` after its renewal started, by its own
+ * clock; a waiter takes over `leaseMs` after it saw that renewal, by its own.
+ * With the waiter's clock up to `1 + b` times as fast as the holder's, the
+ * holder has stopped first when `leaseMs - safetyMs < leaseMs / (1 + b)`, that
+ * is `safetyMs > leaseMs * b / (1 + b)`: 182 ms of a 2000 ms lease.
+ */
+export function minSafetyMs(leaseMs: number): number {
+  return Math.ceil((leaseMs * CLOCK_RATE_BOUND) / (1 + CLOCK_RATE_BOUND));
+}
 
 export interface LeaseRecord {
   readonly name: string;
@@ -83,8 +124,12 @@ export interface LeaseChange {
 /** Storage of lease items, narrow so the state machine can be tested on its own. */
 export interface LeaseStore {
   get(name: string, deadlineMs?: number): Promise<LeaseRecord | undefined>;
-  /** Creates the item with `attribute_not_exists(sk)`; false when it exists. */
-  create(record: LeaseRecord, deadlineMs?: number): Promise<boolean>;
+  /**
+   * Creates the item with `attribute_not_exists(sk)`, its token above the
+   * lease's token floor when `record.token` is not; the record as created, or
+   * undefined when the item exists.
+   */
+  create(record: LeaseRecord, deadlineMs?: number): Promise<LeaseRecord | undefined>;
   /** Applies `change` when `condition` holds; the new record, or undefined when it did not hold. */
   updateIf(
     name: string,
@@ -103,7 +148,7 @@ export interface LeaseSettings {
   readonly leaseMs?: number;
   /** Interval between renewals; `leaseMs - safetyMs` must exceed 2 x `renewMs`. @default leaseMs / 3 */
   readonly renewMs?: number;
-  /** The holder stops this long before its lease could expire anywhere. @default leaseMs / 10 */
+  /** The holder stops this long before its lease could expire anywhere; at least `minSafetyMs(leaseMs)`. @default leaseMs / 10 */
   readonly safetyMs?: number;
   /** How often a waiter reads the lease; at most leaseMs / 2. @default leaseMs / 8 */
   readonly pollMs?: number;
@@ -124,6 +169,11 @@ export function resolveLeaseSettings(s: LeaseSettings): ResolvedLeaseSettings {
   const pollMs = s.pollMs ?? Math.floor(leaseMs / 8);
   if (!(renewMs > 0)) throw new SettingsError(`\`renewMs\` must be above 0, got ${renewMs}`);
   if (!(safetyMs >= 0)) throw new SettingsError(`\`safetyMs\` must be at least 0, got ${safetyMs}`);
+  if (safetyMs < minSafetyMs(leaseMs)) {
+    throw new SettingsError(
+      `\`safetyMs\` (${safetyMs}) must be at least ${minSafetyMs(leaseMs)} with \`leaseMs\` ${leaseMs}: the holder must stop before a waiter whose clock runs up to ${CLOCK_RATE_BOUND * 100}% faster (CLOCK_RATE_BOUND) can take over`,
+    );
+  }
   if (!(leaseMs - safetyMs > 2 * renewMs)) {
     throw new SettingsError(
       `\`leaseMs\` - \`safetyMs\` (${leaseMs - safetyMs}) must exceed 2 x \`renewMs\` (${2 * renewMs}), so that one lost renewal does not cost the lease`,
@@ -148,13 +198,22 @@ export interface LeaseEvents {
 
 type State =
   | { kind: "follower" }
-  | { kind: "leader"; token: number; rvn: string; validUntilMs: number; nextRenewAtMs: number }
+  | {
+      kind: "leader";
+      token: number;
+      rvn: string;
+      validUntilMs: number;
+      /** The same end by the wall clock, which counts a suspend that the monotonic clock does not. */
+      wallValidUntilMs: number;
+      nextRenewAtMs: number;
+    }
   | { kind: "stopped" };
 
 /** A write sent whose answer never came: it may have landed. */
 interface PendingWrite {
   readonly rvn: string;
   readonly startedAtMs: number;
+  readonly startedAtWallMs: number;
   readonly tookOverFrom: string | undefined;
 }
 
@@ -193,7 +252,12 @@ export class Lease extends EventEmitter<LeaseEvents> {
 
   /** True only while this contender holds the lease and its validity has not run out, right now. */
   isLeader(): boolean {
-    return this.state.kind === "leader" && this.clock.nowMs() < this.state.validUntilMs;
+    const st = this.state;
+    return (
+      st.kind === "leader" &&
+      this.clock.nowMs() < st.validUntilMs &&
+      this.clock.wallMs() < st.wallValidUntilMs
+    );
   }
 
   /** The token of the lease held now; undefined when not leader. */
@@ -265,7 +329,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     const pending = this.pending;
     this.pending = undefined;
     if (pending && record && record.rvn === pending.rvn && record.holder === s.holderId) {
-      this.becomeLeader(record.token, record.rvn, pending.startedAtMs, pending.tookOverFrom);
+      this.becomeLeader(record.token, record.rvn, pending);
       return this.nextDelay();
     }
     if (this.state.kind !== "follower") return s.pollMs;
@@ -274,9 +338,8 @@ export class Lease extends EventEmitter<LeaseEvents> {
     if (!record) {
       if (!this.eligible) return s.pollMs;
       const rvn = newRvn();
-      const started = this.clock.nowMs();
-      return this.attempt({ rvn, startedAtMs: started, tookOverFrom: undefined }, async () => {
-        const ok = await this.store.create(
+      return this.attempt({ rvn, ...this.startedAt(), tookOverFrom: undefined }, async () => {
+        const created = await this.store.create(
           {
             name: s.name,
             holder: s.holderId,
@@ -287,7 +350,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
           },
           s.pollMs * 2,
         );
-        return ok ? 1 : undefined;
+        return created?.token;
       });
     }
 
@@ -310,7 +373,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     const seenRvn = record.rvn;
     const rvn = newRvn();
     const from = record.holder;
-    return this.attempt({ rvn, startedAtMs: this.clock.nowMs(), tookOverFrom: from }, async () => {
+    return this.attempt({ rvn, ...this.startedAt(), tookOverFrom: from }, async () => {
       const next = await this.store.updateIf(
         s.name,
         { rvn: seenRvn },
@@ -326,7 +389,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     try {
       const token = await write();
       if (token !== undefined) {
-        this.becomeLeader(token, pending.rvn, pending.startedAtMs, pending.tookOverFrom);
+        this.becomeLeader(token, pending.rvn, pending);
         return this.nextDelay();
       }
       // Somebody else wrote first, or a retry of our own landed write found its
@@ -340,37 +403,38 @@ export class Lease extends EventEmitter<LeaseEvents> {
     }
   }
 
-  private becomeLeader(
-    token: number,
-    rvn: string,
-    startedAtMs: number,
-    tookOverFrom: string | undefined,
-  ): void {
+  /** When a write starts, by both clocks: its validity counts from here. */
+  private startedAt(): { startedAtMs: number; startedAtWallMs: number } {
+    return { startedAtMs: this.clock.nowMs(), startedAtWallMs: this.clock.wallMs() };
+  }
+
+  private becomeLeader(token: number, rvn: string, write: PendingWrite): void {
     const s = this.settings;
     this.state = {
       kind: "leader",
       token,
       rvn,
-      validUntilMs: startedAtMs + s.leaseMs - s.safetyMs,
-      nextRenewAtMs: startedAtMs + s.renewMs,
+      validUntilMs: write.startedAtMs + s.leaseMs - s.safetyMs,
+      wallValidUntilMs: write.startedAtWallMs + s.leaseMs - s.safetyMs,
+      nextRenewAtMs: write.startedAtMs + s.renewMs,
     };
     this.seen = undefined;
     this.armWatchdog();
-    this.emit("acquired", { token, tookOverFrom });
+    this.emit("acquired", { token, tookOverFrom: write.tookOverFrom });
   }
 
   private async leaderStep(leader: Extract<State, { kind: "leader" }>): Promise<number> {
     const s = this.settings;
     const now = this.clock.nowMs();
-    if (now >= leader.validUntilMs) {
-      this.loseByTimeout(leader.token);
+    if (!this.isLeader()) {
+      this.loseByTimeout(leader);
       return 1;
     }
     if (now < leader.nextRenewAtMs) return this.nextDelay();
 
     // 4. Renew; the call may not outlive the current validity.
     const rvn = newRvn();
-    const startedAtMs = now;
+    const started = this.startedAt();
     const budget = leader.validUntilMs - now;
     let next: LeaseRecord | undefined;
     try {
@@ -382,21 +446,21 @@ export class Lease extends EventEmitter<LeaseEvents> {
       );
     } catch {
       // 5. The answer was lost: re-read before deciding anything.
-      return this.settleRenewal(leader, rvn, startedAtMs);
+      return this.settleRenewal(leader, rvn, started);
     }
     if (this.state !== leader) return this.nextDelay(); // released meanwhile
     if (!next) {
       this.lose(leader.token, "the lease was taken over (holder or token changed)");
       return 1;
     }
-    this.renewed(leader, rvn, startedAtMs);
+    this.renewed(leader, rvn, started);
     return this.nextDelay();
   }
 
   private async settleRenewal(
     leader: Extract<State, { kind: "leader" }>,
     rvn: string,
-    startedAtMs: number,
+    started: { startedAtMs: number; startedAtWallMs: number },
   ): Promise<number> {
     const s = this.settings;
     const budget = leader.validUntilMs - this.clock.nowMs();
@@ -412,25 +476,34 @@ export class Lease extends EventEmitter<LeaseEvents> {
       this.lose(leader.token, "the lease was taken over (seen on re-read after a lost renewal answer)");
       return 1;
     }
-    if (record.rvn === rvn) this.renewed(leader, rvn, startedAtMs);
+    if (record.rvn === rvn) this.renewed(leader, rvn, started);
     else leader.rvn = record.rvn; // the renewal did not land; still ours, try again soon
     return Math.max(1, Math.min(s.renewMs / 4, leader.validUntilMs - this.clock.nowMs()));
   }
 
-  private renewed(leader: Extract<State, { kind: "leader" }>, rvn: string, startedAtMs: number): void {
+  private renewed(
+    leader: Extract<State, { kind: "leader" }>,
+    rvn: string,
+    started: { startedAtMs: number; startedAtWallMs: number },
+  ): void {
     const s = this.settings;
     leader.rvn = rvn;
-    leader.validUntilMs = startedAtMs + s.leaseMs - s.safetyMs;
-    leader.nextRenewAtMs = startedAtMs + s.renewMs;
+    leader.validUntilMs = started.startedAtMs + s.leaseMs - s.safetyMs;
+    leader.wallValidUntilMs = started.startedAtWallMs + s.leaseMs - s.safetyMs;
+    leader.nextRenewAtMs = started.startedAtMs + s.renewMs;
     this.armWatchdog();
-    this.emit("renewed", { token: leader.token, latencyMs: this.clock.nowMs() - startedAtMs });
+    this.emit("renewed", { token: leader.token, latencyMs: this.clock.nowMs() - started.startedAtMs });
   }
 
-  /** The holder's own clock says its validity ran out with no renewal confirmed. */
-  private loseByTimeout(token: number): void {
+  /** The holder's own clocks say its validity ran out with no renewal confirmed. */
+  private loseByTimeout(leader: Extract<State, { kind: "leader" }>): void {
+    const validMs = this.settings.leaseMs - this.settings.safetyMs;
+    const suspended = this.clock.nowMs() < leader.validUntilMs;
     this.lose(
-      token,
-      `no renewal confirmed within ${this.settings.leaseMs - this.settings.safetyMs} ms`,
+      leader.token,
+      suspended
+        ? `the wall clock moved on ${validMs} ms since the last renewal started while the monotonic clock did not (a suspend?)`
+        : `no renewal confirmed within ${validMs} ms`,
       true,
     );
   }
@@ -460,9 +533,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
     const leader = this.state;
     this.watchdog = setTimeout(
       () => {
-        if (this.state === leader && this.clock.nowMs() >= leader.validUntilMs) {
-          this.loseByTimeout(leader.token);
-        }
+        if (this.state === leader && !this.isLeader()) this.loseByTimeout(leader);
       },
       Math.max(0, leader.validUntilMs - this.clock.nowMs()) + 1,
     );
@@ -552,21 +623,31 @@ export class DynamoLeaseStore implements LeaseStore {
     return item ? toRecord(name, item) : undefined;
   }
 
-  async create(record: LeaseRecord, deadlineMs?: number): Promise<boolean> {
-    return this.store.put(
+  async create(record: LeaseRecord, deadlineMs?: number): Promise<LeaseRecord | undefined> {
+    const startedAtMs = this.store.clock.nowMs();
+    const tokens = await this.store.get(
+      "state",
+      { pk: keys.fleet(this.fleetId), sk: keys.tokens },
+      { deadlineMs },
+    );
+    const floor = Number(tokens?.[floorAttribute(record.name)] ?? 0);
+    const created = { ...record, token: Math.max(record.token, floor + 1) };
+    const left = deadlineMs === undefined ? undefined : deadlineMs - (this.store.clock.nowMs() - startedAtMs);
+    const ok = await this.store.put(
       "state",
       {
         ...this.key(record.name),
         kind: "lease",
-        holder: record.holder,
-        token: record.token,
-        rvn: record.rvn,
-        leaseMs: record.leaseMs,
-        updatedAt: record.updatedAtMs,
+        holder: created.holder,
+        token: created.token,
+        rvn: created.rvn,
+        leaseMs: created.leaseMs,
+        updatedAt: created.updatedAtMs,
       },
       { condition: "attribute_not_exists(sk)" },
-      { deadlineMs },
+      { deadlineMs: left },
     );
+    return ok ? created : undefined;
   }
 
   async updateIf(

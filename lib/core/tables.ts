@@ -35,6 +35,8 @@ export const keys = {
   fleet: (fleetId: string) => `fleet#${fleetId}`,
   config: "config",
   lease: (name: string) => `lease#${name}`,
+  /** The token floor: per lease, the highest token recorded under it (docs/architecture.md §3). */
+  tokens: "tokens",
   node: (nodeId: string) => `node#${nodeId}`,
   vip: (allocationId: string) => `vip#${allocationId}`,
   dns: (record: string) => `dns#${record}`,

@@ -11,6 +11,8 @@ import type { LeaseChange, LeaseCondition, LeaseRecord, LeaseStore } from "../..
 
 export class MemoryLeaseStore implements LeaseStore {
   records = new Map<string, LeaseRecord>();
+  /** The token floor per lease, as the fleet's `tokens` item keeps it; fenced writes raise it. */
+  floors = new Map<string, number>();
   /** The next N writes land but their answer is lost. */
   loseAnswers = 0;
   /** The next N calls fail without landing (store unreachable). */
@@ -22,13 +24,19 @@ export class MemoryLeaseStore implements LeaseStore {
     return this.records.get(name);
   }
 
-  async create(record: LeaseRecord): Promise<boolean> {
+  async create(record: LeaseRecord): Promise<LeaseRecord | undefined> {
     this.maybeFail();
-    if (this.records.has(record.name)) return false;
-    this.records.set(record.name, record);
+    if (this.records.has(record.name)) return undefined;
+    const created = { ...record, token: Math.max(record.token, (this.floors.get(record.name) ?? 0) + 1) };
+    this.records.set(record.name, created);
     this.writes++;
     this.maybeLoseAnswer();
-    return true;
+    return created;
+  }
+
+  /** What a lease-guarded write does to the floor (lib/core/fence.ts). */
+  raiseFloor(name: string, token: number): void {
+    this.floors.set(name, Math.max(this.floors.get(name) ?? 0, token));
   }
 
   async updateIf(
@@ -70,5 +78,26 @@ export class MemoryLeaseStore implements LeaseStore {
       this.loseAnswers--;
       throw new StoreError("HAFLEET_STORE_UNAVAILABLE", "test", "answer lost", true);
     }
+  }
+}
+
+/** One contender's view of a shared `MemoryLeaseStore`, which can be cut off on its own. */
+export class LeaseStoreView implements LeaseStore {
+  down = false;
+  constructor(private readonly inner: MemoryLeaseStore) {}
+  private check() {
+    if (this.down) throw new StoreError("HAFLEET_STORE_UNAVAILABLE", "test", "partitioned", true);
+  }
+  async get(name: string) {
+    this.check();
+    return this.inner.get(name);
+  }
+  async create(r: LeaseRecord) {
+    this.check();
+    return this.inner.create(r);
+  }
+  async updateIf(name: string, c: LeaseCondition, ch: LeaseChange) {
+    this.check();
+    return this.inner.updateIf(name, c, ch);
   }
 }

@@ -61,6 +61,45 @@ describe("leases on DynamoDB", () => {
   });
 });
 
+describe("tokens never go backwards", () => {
+  test("a lease item deleted and recreated starts above every token its holders recorded", async () => {
+    const fleet = uniqueId("fleet");
+    const ls = new DynamoLeaseStore(store, fleet);
+    const sk = keys.vip("eipalloc-9");
+    // Three holders in turn, each recording itself in vip# with its token (1, 2, 3).
+    for (const holder of ["a", "b", "c"]) {
+      const l = new Lease(ls, { name: "fleet", holderId: holder });
+      await l.tick();
+      await fencedPut(store, {
+        fleetId: fleet,
+        sk,
+        token: l.token!,
+        attrs: { owner: holder },
+        lease: { name: "fleet", holder },
+      });
+      if (holder !== "c") await l.release();
+    }
+    expect(await ls.get("fleet")).toMatchObject({ holder: "c", token: 3 });
+    // Someone deletes the lease item (a table restored without it, a hand-made cleanup).
+    await store.delete("state", { pk: keys.fleet(fleet), sk: keys.lease("fleet") });
+    const d = new Lease(ls, { name: "fleet", holderId: "d" });
+    await d.tick();
+    expect(d.token).toBe(4);
+    // So the new holder's fenced writes are not refused by the tokens recorded before.
+    await fencedPut(store, {
+      fleetId: fleet,
+      sk,
+      token: 4,
+      attrs: { owner: "d" },
+      lease: { name: "fleet", holder: "d" },
+    });
+    expect(await store.get("state", { pk: keys.fleet(fleet), sk })).toMatchObject({
+      owner: "d",
+      fenceToken: 4,
+    });
+  });
+});
+
 describe("fenced writes", () => {
   test("a write with a lower token than recorded is refused and changes nothing", async () => {
     const fleet = uniqueId("fleet");
@@ -327,8 +366,10 @@ describe("heartbeats and the audit trail", () => {
 
   test("events come back in time order", async () => {
     const fleet = uniqueId("fleet");
+    const holder = new Lease(new DynamoLeaseStore(store, fleet), { name: "fleet", holderId: "node-2" });
+    await holder.tick();
     for (const kind of ["lease-acquired", "vip-moved", "node-marked-failed"]) {
-      await appendEvent(store, fleet, { kind, by: "node-2", token: 2, reason: "test" });
+      await appendEvent(store, fleet, { kind, lease: "fleet", by: "node-2", token: 1, reason: "test" });
       await new Promise((r) => setTimeout(r, 5));
     }
     expect((await listEvents(store, fleet)).map((e) => e.kind)).toEqual([
@@ -342,6 +383,35 @@ describe("heartbeats and the audit trail", () => {
   });
 });
 
+describe("audit events are fenced like every other write", () => {
+  test("an event under a token the lease no longer shows is refused and not written", async () => {
+    const fleet = uniqueId("fleet");
+    const ls = new DynamoLeaseStore(store, fleet);
+    const a = new Lease(ls, { name: "fleet", holderId: "a" });
+    await a.tick();
+    await appendEvent(store, fleet, {
+      kind: "vip-moved",
+      lease: "fleet",
+      by: "a",
+      token: 1,
+      reason: "promoted",
+    });
+    await a.release();
+    const b = new Lease(ls, { name: "fleet", holderId: "b" });
+    await b.tick();
+    const err = await appendEvent(store, fleet, {
+      kind: "vip-moved",
+      lease: "fleet",
+      by: "a",
+      token: 1,
+      reason: "a late move",
+    }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FencedError);
+    expect((err as Error).message).toMatch(/lease 'fleet' is no longer held by a with this token/);
+    expect((await listEvents(store, fleet)).map((e) => e.reason)).toEqual(["promoted"]);
+  });
+});
+
 describe("the emulator applies conditional writes atomically, as DynamoDB does", () => {
   // moto's threaded server checks a condition and changes the item in separate
   // steps; under load two writers conditioned on the same rvn both won (seen
@@ -351,7 +421,7 @@ describe("the emulator applies conditional writes atomically, as DynamoDB does",
     const fleet = uniqueId("fleet");
     const ls = new DynamoLeaseStore(store, fleet);
     const base = { name: "fleet", holder: undefined, token: 0, rvn: "r0", leaseMs: 1000, updatedAtMs: 0 };
-    expect(await ls.create(base)).toBe(true);
+    expect(await ls.create(base)).toMatchObject({ token: 1 });
     const winners: number[] = [];
     let seen = "r0";
     for (let round = 0; round < 60; round++) {
@@ -369,6 +439,6 @@ describe("the emulator applies conditional writes atomically, as DynamoDB does",
       seen = won[0]?.rvn ?? seen;
     }
     expect(winners.filter((n) => n !== 1)).toEqual([]);
-    expect((await ls.get("fleet"))?.token).toBe(60);
+    expect((await ls.get("fleet"))?.token).toBe(61);
   });
 });

@@ -1,35 +1,6 @@
-import { StoreError } from "../../../lib/core/errors";
-import {
-  Lease,
-  type LeaseChange,
-  type LeaseCondition,
-  type LeaseRecord,
-  type LeaseStore,
-  resolveLeaseSettings,
-} from "../../../lib/core/lease";
+import { Lease, resolveLeaseSettings } from "../../../lib/core/lease";
 import { ManualClock } from "../../harness/manual-clock";
-import { MemoryLeaseStore } from "../../harness/memory-lease-store";
-
-/** One contender's view of the shared store, which can be cut off on its own. */
-class View implements LeaseStore {
-  down = false;
-  constructor(private readonly inner: MemoryLeaseStore) {}
-  private check() {
-    if (this.down) throw new StoreError("HAFLEET_STORE_UNAVAILABLE", "test", "partitioned", true);
-  }
-  async get(name: string) {
-    this.check();
-    return this.inner.get(name);
-  }
-  async create(r: LeaseRecord) {
-    this.check();
-    return this.inner.create(r);
-  }
-  async updateIf(name: string, c: LeaseCondition, ch: LeaseChange) {
-    this.check();
-    return this.inner.updateIf(name, c, ch);
-  }
-}
+import { MemoryLeaseStore, LeaseStoreView as View } from "../../harness/memory-lease-store";
 
 interface World {
   clock: ManualClock;
@@ -302,6 +273,46 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
       },
     },
     {
+      name: "a holder whose monotonic clock stood still while the wall clock moved on (a suspend) stops acting at once",
+      test: async () => {
+        const w = world(["a"]);
+        await w.run(100);
+        const lost: string[] = [];
+        w.leases.a!.on("lost", (e) => lost.push(e.reason));
+        w.clock.skewWall(5000); // suspended for 5 s: CLOCK_MONOTONIC did not count them
+        expect(w.leases.a!.isLeader()).toBe(false);
+        expect(w.leases.a!.token).toBeUndefined();
+        await w.leases.a!.tick();
+        expect(lost).toEqual([expect.stringContaining("the wall clock moved on")]);
+        // Nobody took it meanwhile: the lease is still recorded as its own, and it takes it back at once.
+        await w.run(1000);
+        expect(w.events).toEqual(["a acquired 1", "a lost 1", "a acquired 2"]);
+      },
+    },
+    {
+      name: "a wall clock stepped back changes nothing for the holder",
+      test: async () => {
+        const w = world(["a", "b"]);
+        await w.run(100);
+        w.clock.skewWall(-3_600_000);
+        await w.run(5000);
+        expect(w.leases.a!.isLeader()).toBe(true);
+        expect(w.events).toEqual(["a acquired 1"]);
+      },
+    },
+    {
+      name: "a lease item deleted and created anew starts above the token floor the fleet recorded",
+      test: async () => {
+        const w = world(["a"]);
+        await w.run(20);
+        w.store.raiseFloor("fleet", 7); // e.g. vip# recorded under token 7 by an earlier holder
+        w.store.records.delete("fleet");
+        const b = new Lease(new View(w.store), { name: "fleet", holderId: "b" }, w.clock);
+        await b.tick();
+        expect(b.token).toBe(8);
+      },
+    },
+    {
       name: "tokens increase by one with every change of holder, over many changes",
       test: async () => {
         const w = world(["a", "b", "c"]);
@@ -331,6 +342,10 @@ describe("lease settings are checked when built, and errors name the fields", ()
       "`leaseMs` - `safetyMs` (1800) must exceed 2 x `renewMs` (2000), so that one lost renewal does not cost the lease",
     ],
     [{ pollMs: 1500 }, "`pollMs` must be above 0 and at most `leaseMs` / 2 (1000), got 1500"],
+    [
+      { leaseMs: 2000, safetyMs: 100 },
+      "`safetyMs` (100) must be at least 182 with `leaseMs` 2000: the holder must stop before a waiter whose clock runs up to 10% faster (CLOCK_RATE_BOUND) can take over",
+    ],
     [{ name: "bad name" }, "`name` 'bad name' must be 1-128 of [A-Za-z0-9._:-]"],
   ])("%j is refused", (bad, message) => {
     expect(() => resolveLeaseSettings({ name: "fleet", holderId: "a", ...bad })).toThrow(message);

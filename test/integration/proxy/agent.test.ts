@@ -1,0 +1,116 @@
+/**
+ * The node agent against the emulator, through the fault proxy: the real SDK,
+ * the real state store and EC2 calls, real time. Each test is one ordering of a
+ * promotion against a fault (test/unit/proxy/agent.test.ts has every ordering
+ * on a manual clock).
+ */
+import { DescribeAddressesCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { awsClientConfig } from "../../../lib/core/aws";
+import { ElasticIps } from "../../../lib/core/elastic-ip";
+import { listEvents } from "../../../lib/core/events";
+import type { NodeRole } from "../../../lib/core/heartbeat";
+import { DynamoLeaseStore, Lease } from "../../../lib/core/lease";
+import type { StateStore } from "../../../lib/core/store";
+import { keys, type TableNames } from "../../../lib/core/tables";
+import { DynamoAgentStore, NodeAgent } from "../../../proxy/agent";
+import { freshTables, storeOn, uniqueId } from "../../harness/aws";
+import { allocateElasticIp, runInstances } from "../../harness/ec2";
+import { dynamoOp, FaultProxy, INTERNAL_ERROR } from "../../harness/fault-proxy";
+
+let tables: TableNames;
+let proxy: FaultProxy;
+let ec2: EC2Client;
+const cleanups: (() => unknown)[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  tables = await freshTables();
+  proxy = await new FaultProxy(process.env.AWS_ENDPOINT_URL!).start();
+  ec2 = new EC2Client(awsClientConfig());
+});
+afterEach(async () => {
+  for (const c of cleanups.splice(0).reverse()) await c();
+  proxy.clear();
+});
+afterAll(async () => {
+  ec2.destroy();
+  await proxy.close();
+});
+
+async function waitFor(what: string, withinMs: number, check: () => boolean | Promise<boolean>) {
+  const deadline = Date.now() + withinMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${withinMs} ms`);
+    await sleep(50);
+  }
+}
+
+interface Node {
+  readonly id: string;
+  readonly instanceId: string;
+  readonly agent: NodeAgent;
+  readonly roles: { role: NodeRole; at: number }[];
+}
+
+/** Two nodes of a fresh fleet, each with its own store and EC2 client through the fault proxy. */
+async function fleetOfTwo(options: { heartbeatMs: number }) {
+  const fleetId = uniqueId("fleet");
+  const [ia, ib] = await runInstances(ec2, fleetId, ["a", "b"]);
+  const eip = await allocateElasticIp(ec2, fleetId);
+  const stores: StateStore[] = [];
+  const node = (id: string, instanceId: string): Node => {
+    const store = storeOn(tables, proxy.endpoint);
+    stores.push(store);
+    const elasticIps = new ElasticIps({ aws: { endpoint: proxy.endpoint } });
+    cleanups.push(() => elasticIps.destroy());
+    const roles: { role: NodeRole; at: number }[] = [];
+    const agent = new NodeAgent({
+      store: new DynamoAgentStore(store, fleetId, id, options.heartbeatMs),
+      lease: new Lease(new DynamoLeaseStore(store, fleetId), { name: "fleet", holderId: id }),
+      nodeId: id,
+      instanceId,
+      address: "127.0.0.1",
+      adminUrl: "http://127.0.0.1:1",
+      version: "test",
+      elasticIps,
+      allocationIds: [eip.allocationId],
+      heartbeatMs: options.heartbeatMs,
+      proxy: { ready: () => true, load: () => ({ connections: 0, rps: 0 }), drain: async () => {} },
+      onRole: (role) => roles.push({ role, at: Date.now() }),
+    });
+    cleanups.push(() => agent.stop({ handoverMs: 0, propagationMs: 0 }));
+    return { id, instanceId, agent, roles };
+  };
+  const a = node("a", ia!);
+  const b = node("b", ib!);
+  cleanups.push(() => {
+    for (const s of stores) s.destroy();
+  });
+  const reader = storeOn(tables);
+  cleanups.push(() => reader.destroy());
+  const addressOn = async () =>
+    (await ec2.send(new DescribeAddressesCommand({ AllocationIds: [eip.allocationId] }))).Addresses?.[0]
+      ?.InstanceId ?? "";
+  const vip = () => reader.get("state", { pk: keys.fleet(fleetId), sk: keys.vip(eip.allocationId) });
+  const events = () => listEvents(reader, fleetId);
+  return { fleetId, eip, a, b, addressOn, vip, events };
+}
+
+describe("a failed vip# write during promotion", () => {
+  test("the node does not go active until vip# records it; the next heartbeat writes vip#, then moves the address", async () => {
+    const f = await fleetOfTwo({ heartbeatMs: 300 });
+    // Every attempt of the first vip# write fails (the store tries 4 times).
+    const failing = proxy.add({
+      match: dynamoOp("TransactWriteItems", "vip#"),
+      action: INTERNAL_ERROR,
+      times: 4,
+    });
+    await f.a.agent.start();
+    await waitFor("a active", 15_000, () => f.a.agent.role === "active");
+    expect(failing.hits()).toBe(4);
+    // Read at once: the old agent went active without vip# and never wrote it afterwards.
+    expect(await f.vip()).toMatchObject({ owner: "a", instanceId: f.a.instanceId, fenceToken: 1 });
+    await waitFor("the address on a", 10_000, async () => (await f.addressOn()) === f.a.instanceId);
+    expect(await f.vip()).toMatchObject({ owner: "a", fenceToken: 1 });
+  });
+});
