@@ -48,7 +48,7 @@ import {
 } from "./failover";
 import { fencedPut } from "./fence";
 import { HeartbeatMonitor, listNodes, type NodeRecord, setNodeFailed, staleAfterMs } from "./heartbeat";
-import { DynamoLeaseStore, Lease } from "./lease";
+import { DynamoLeaseStore, Lease, type LeaseRecord } from "./lease";
 import type { Item, StateStore } from "./store";
 import { keys } from "./tables";
 
@@ -247,7 +247,7 @@ export class HealthChecker {
     const errors: string[] = [];
     const seen = await this.gather(errors);
     const judged = await this.judgeAndMark(seen, token, errors);
-    const addresses = await this.reconcileAddresses(seen, token, errors);
+    const addresses = await this.reconcileAddresses(seen, judged.lines, token, errors);
     const dns = await this.planAndApplyDns(seen, judged.lines, token, errors);
     for (const e of errors) this.log("error", e);
     return {
@@ -278,17 +278,19 @@ export class HealthChecker {
       this.leases.get("fleet"),
       store.query("state", keys.fleet(this.o.fleetId), { prefix: "vip#" }),
     ]);
-    // The fleet lease, judged as a waiter would: the same rvn for longer than its leaseMs.
-    const now = this.clock.nowMs();
-    if (fleetLease && this.fleetLeaseSeen?.rvn !== fleetLease.rvn)
-      this.fleetLeaseSeen = { rvn: fleetLease.rvn, sinceMs: now };
-    const leaseExpired =
-      !!fleetLease && !!this.fleetLeaseSeen && now - this.fleetLeaseSeen.sinceMs > fleetLease.leaseMs;
-    const leaseView: LeaseView | undefined = fleetLease
-      ? { holder: fleetLease.holder, token: fleetLease.token, expired: leaseExpired }
-      : undefined;
+    const leaseView = this.judgeFleetLease(fleetLease);
     const probes = await Promise.all(nodes.map((n) => this.probe(n.adminUrl)));
     return { config: stored?.config, nodes, leaseView, vipItems, probes };
+  }
+
+  /** The fleet lease as a waiter judges it: expired once the same rvn has been seen for longer than its leaseMs. */
+  private judgeFleetLease(fleetLease: LeaseRecord | undefined): LeaseView | undefined {
+    if (!fleetLease) return undefined;
+    const now = this.clock.nowMs();
+    if (this.fleetLeaseSeen?.rvn !== fleetLease.rvn)
+      this.fleetLeaseSeen = { rvn: fleetLease.rvn, sinceMs: now };
+    const expired = now - this.fleetLeaseSeen.sinceMs > fleetLease.leaseMs;
+    return { holder: fleetLease.holder, token: fleetLease.token, expired };
   }
 
   /**
@@ -358,46 +360,72 @@ export class HealthChecker {
 
   /**
    * Step 4: each Elastic IP re-associated with the instance that the current
-   * holder of the fleet lease recorded in `vip#`, when EC2 says otherwise.
+   * holder of the fleet lease recorded in `vip#`, when EC2 says otherwise, and
+   * only toward a node this run did not judge failed.
+   *
+   * The lease and `vip#` gathered in step 2 are as old as the probes (a hung
+   * node's takes the whole probe timeout), and a standby may have taken over
+   * and moved the address meanwhile. So before any association both are read
+   * again, strongly consistent, after EC2 was asked: a takeover after that
+   * read is then seen in the store and followed, never undone. What remains is
+   * a takeover between this re-read and AssociateAddress, which the new
+   * holder's repair at its next heartbeat undoes (docs/architecture.md §6).
    */
   private async reconcileAddresses(
     seen: Gathered,
+    lines: readonly NodeReportLine[],
     token: number,
     errors: string[],
   ): Promise<{ vips: VipReportLine[]; reassociated: string[] }> {
     const vips: VipReportLine[] = [];
     const reassociated: string[] = [];
+    const failed = new Set(
+      lines.filter((l) => l.verdict === "failed" || l.verdict === "gray-failure").map((l) => l.nodeId),
+    );
     for (const item of seen.vipItems) {
-      const desired = toVipDesired(item);
+      const gathered = toVipDesired(item);
+      const allocationId = gathered.allocationId;
       try {
-        const actual = await this.o.elasticIps.describe(desired.allocationId);
-        const plan = planVip(desired, seen.leaseView, actual.instanceId);
-        if (plan.action === "none" || !this.lease.isLeader()) {
-          vips.push({ allocationId: desired.allocationId, action: "none", reason: plan.reason });
+        const actual = await this.o.elasticIps.describe(allocationId);
+        let desired: VipDesired | undefined = gathered;
+        let plan = planVip(desired, seen.leaseView, actual.instanceId, failed.has(desired.owner));
+        if (plan.action === "associate") {
+          const [fleetLease, vip] = await Promise.all([
+            this.leases.get("fleet"),
+            this.o.store.get("state", { pk: keys.fleet(this.o.fleetId), sk: keys.vip(allocationId) }),
+          ]);
+          desired = vip ? toVipDesired(vip) : undefined;
+          plan = planVip(
+            desired,
+            this.judgeFleetLease(fleetLease),
+            actual.instanceId,
+            !!desired && failed.has(desired.owner),
+          );
+        }
+        if (plan.action === "none" || !desired || !this.lease.isLeader()) {
+          vips.push({ allocationId, action: "none", reason: plan.reason });
           continue;
         }
-        await this.o.elasticIps.moveTo(desired.allocationId, plan.instanceId);
-        reassociated.push(desired.allocationId);
-        vips.push({ allocationId: desired.allocationId, action: "associate", reason: plan.reason, ok: true });
+        await this.o.elasticIps.moveTo(allocationId, plan.instanceId);
+        reassociated.push(allocationId);
+        vips.push({ allocationId, action: "associate", reason: plan.reason, ok: true });
         await appendEvent(this.o.store, this.o.fleetId, {
           kind: "vip-reconciled",
           by: this.o.checkerId,
           token,
           reason: plan.reason,
           detail: {
-            allocationId: desired.allocationId,
+            allocationId,
             from: actual.instanceId,
             to: plan.instanceId,
             holderToken: desired.token,
           },
         });
-        this.log("warn", `re-associated ${desired.allocationId} with ${plan.instanceId}: ${plan.reason}`, {
-          token,
-        });
+        this.log("warn", `re-associated ${allocationId} with ${plan.instanceId}: ${plan.reason}`, { token });
       } catch (err) {
-        errors.push(`vip ${desired.allocationId}: ${String(err)}`);
+        errors.push(`vip ${allocationId}: ${String(err)}`);
         vips.push({
-          allocationId: desired.allocationId,
+          allocationId,
           action: "associate",
           reason: String(err),
           ok: false,

@@ -82,13 +82,17 @@ export type VipPlan =
 
 /**
  * Whether to re-associate an Elastic IP with the owner its leader recorded.
- * The checker only follows the current holder's fenced `vip#`; it never
- * chooses an owner itself and never holds the fleet lease.
+ * The checker only follows the current holder's fenced `vip#` (its token is
+ * the lease's and its owner the lease's holder); it never chooses an owner
+ * itself, never holds the fleet lease, and never moves an address toward a
+ * node it judges failed (`ownerJudgedFailed`): that node is about to step down,
+ * and the standby that takes over moves the address itself.
  */
 export function planVip(
   desired: VipDesired | undefined,
   lease: LeaseView | undefined,
   actualInstanceId: string,
+  ownerJudgedFailed = false,
 ): VipPlan {
   if (!desired) return { action: "none", reason: "no desired owner recorded yet" };
   if (!lease || lease.holder === undefined)
@@ -107,6 +111,11 @@ export function planVip(
     };
   }
   if (actualInstanceId === desired.instanceId) return { action: "none", reason: "associated as desired" };
+  if (ownerJudgedFailed)
+    return {
+      action: "none",
+      reason: `associated with '${actualInstanceId || "nothing"}'; holder ${desired.owner} is judged failed: not moving the address toward it`,
+    };
   return {
     action: "associate",
     instanceId: desired.instanceId,

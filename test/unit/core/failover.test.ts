@@ -76,31 +76,48 @@ describe("judging a node from its signals", () => {
 describe("planning an Elastic IP reconcile", () => {
   const desired = { allocationId: "eipalloc-1", owner: "node-b", instanceId: "i-b", token: 4 };
   const lease = { holder: "node-b", token: 4, expired: false };
-  test.each<[string, typeof desired | undefined, typeof lease | undefined, string, string]>([
-    ["associated as the holder recorded: nothing to do", desired, lease, "i-b", "none"],
+  test.each<[string, typeof desired | undefined, typeof lease | undefined, string, string, boolean]>([
+    ["associated as the holder recorded: nothing to do", desired, lease, "i-b", "none", false],
     [
       "moved behind the system's back: move it back to the holder's instance",
       desired,
       lease,
       "i-a",
       "associate",
+      false,
     ],
-    ["not associated at all: associate it with the holder's instance", desired, lease, "", "associate"],
-    ["no vip# yet: nothing to do", undefined, lease, "i-a", "none"],
+    [
+      "not associated at all: associate it with the holder's instance",
+      desired,
+      lease,
+      "",
+      "associate",
+      false,
+    ],
+    ["no vip# yet: nothing to do", undefined, lease, "i-a", "none", false],
     [
       "no holder: wait for a takeover, never pick an owner",
       desired,
       { holder: undefined as never, token: 4, expired: false },
       "i-a",
       "none",
+      false,
     ],
-    ["the holder's lease expired: wait for a takeover", desired, { ...lease, expired: true }, "i-a", "none"],
+    [
+      "the holder's lease expired: wait for a takeover",
+      desired,
+      { ...lease, expired: true },
+      "i-a",
+      "none",
+      false,
+    ],
     [
       "a new holder has not recorded its vip# yet: leave it to the holder",
       desired,
       { holder: "node-c", token: 5, expired: false },
       "i-a",
       "none",
+      false,
     ],
     [
       "a vip# from another holder with the same token is not followed",
@@ -108,9 +125,42 @@ describe("planning an Elastic IP reconcile", () => {
       lease,
       "i-a",
       "none",
+      false,
     ],
-  ])("%s", (_name, d, l, actual, action) => {
-    expect(planVip(d, l, actual).action).toBe(action);
+    [
+      "a vip# of an older token than the lease's is not followed",
+      { ...desired, token: 3 },
+      lease,
+      "i-a",
+      "none",
+      false,
+    ],
+    [
+      "a vip# of a newer token than the lease seen is not followed (the lease read is older)",
+      { ...desired, token: 5 },
+      lease,
+      "i-a",
+      "none",
+      false,
+    ],
+    [
+      "the holder's vip# is current but the checker judges the holder failed: never toward it",
+      desired,
+      lease,
+      "i-a",
+      "none",
+      true,
+    ],
+    [
+      "a failed holder that has the address already: nothing to do either way",
+      desired,
+      lease,
+      "i-b",
+      "none",
+      true,
+    ],
+  ])("%s", (_name, d, l, actual, action, ownerFailed) => {
+    expect(planVip(d, l, actual, ownerFailed).action).toBe(action);
   });
 });
 
