@@ -9,8 +9,10 @@
  *    with a timeout.
  * 3. `judgeAndMark`: judges each node (`failover.ts`) from its heartbeat, its
  *    damped probe results and, for the holder, the lease; marks gray failures
- *    failed and clears the mark after recovery. These writes are fenced by the
- *    checker lease's token.
+ *    failed and clears the mark after recovery, but never marks all nodes or a
+ *    majority of the live ones (`planMarks`: a checker-side network fault
+ *    would otherwise leave nobody who may lead). These writes are fenced by
+ *    the checker lease's token.
  * 4. `reconcileAddresses`: reconciles each Elastic IP with the `vip#` written
  *    by the current holder of the fleet lease: re-associates it when EC2 says
  *    otherwise. The checker never holds the fleet lease and never picks an
@@ -37,11 +39,13 @@ import { FencedError, HafleetError } from "./errors";
 import { appendEvent } from "./events";
 import {
   type DnsNodeView,
+  type Judgement,
   judgeNode,
   type LeaseView,
   type PlannedRecord,
   ProbeTracker,
   planDns,
+  planMarks,
   planVip,
   type Verdict,
   type VipDesired,
@@ -130,6 +134,8 @@ export interface CheckReport {
   readonly vips: VipReportLine[];
   readonly marked: string[];
   readonly cleared: string[];
+  /** Gray failures left unmarked: marking them would mark all nodes or a majority (`planMarks`). */
+  readonly withheld: string[];
   readonly reassociated: string[];
   /** The weighted set as planned by this run (empty without `dns`). */
   readonly dns: DnsReportLine[];
@@ -236,6 +242,7 @@ export class HealthChecker {
         vips: [],
         marked: [],
         cleared: [],
+        withheld: [],
         reassociated: [],
         dns: [],
         weightChanges: 0,
@@ -257,6 +264,7 @@ export class HealthChecker {
       vips: addresses.vips,
       marked: judged.marked,
       cleared: judged.cleared,
+      withheld: judged.withheld,
       reassociated: addresses.reassociated,
       dns: dns.lines,
       weightChanges: dns.changed,
@@ -296,13 +304,15 @@ export class HealthChecker {
   /**
    * Step 3: a verdict per node (`judgeNode`) from its heartbeat, its damped
    * probes and, for the holder, the lease; gray failures marked failed, marks
-   * of recovered nodes cleared, fenced by the checker lease.
+   * of recovered nodes cleared, fenced by the checker lease. Never all nodes or
+   * a majority of the live ones marked (`planMarks`): then the checker's own
+   * view is the likelier fault.
    */
   private async judgeAndMark(
     seen: Gathered,
     token: number,
     errors: string[],
-  ): Promise<{ lines: NodeReportLine[]; marked: string[]; cleared: string[] }> {
+  ): Promise<{ lines: NodeReportLine[]; marked: string[]; cleared: string[]; withheld: string[] }> {
     const { nodes, leaseView } = seen;
     const guard = { name: "checker", holder: this.o.checkerId, token };
     const heartbeatMs = seen.config?.failover.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs;
@@ -310,8 +320,7 @@ export class HealthChecker {
     this.probes.forget(new Set(nodes.map((n) => n.nodeId)));
     const liveness = new Map(this.monitor.observe(nodes).map((l) => [l.nodeId, l]));
     const lines: NodeReportLine[] = [];
-    const marked: string[] = [];
-    const cleared: string[] = [];
+    const judgements: Judgement[] = [];
     for (const [i, node] of nodes.entries()) {
       const probe = this.probes.record(node.nodeId, seen.probes[i]!);
       const heartbeat = liveness.get(node.nodeId)?.state ?? "alive";
@@ -323,25 +332,41 @@ export class HealthChecker {
         leaseExpired: holder && !!leaseView?.expired,
         markedFailed: !!node.failed,
       });
+      judgements.push(j);
       lines.push({ nodeId: node.nodeId, verdict: j.verdict, reason: j.reason, heartbeat, probe, holder });
-      if (j.mark === "keep") continue;
+    }
+    const plan = planMarks(
+      nodes.map((n, i) => ({
+        nodeId: n.nodeId,
+        mark: judgements[i]!.mark,
+        markedFailed: !!n.failed,
+        live: lines[i]!.heartbeat !== "dead",
+      })),
+    );
+    if (plan.reason) this.log("warn", `no node marked failed: ${plan.reason}`, { token });
+    const marked: string[] = [];
+    const cleared: string[] = [];
+    for (const [i, node] of nodes.entries()) {
+      const j = judgements[i]!;
+      const mark = plan.marks.get(node.nodeId) ?? "keep";
+      if (mark === "keep") continue;
       try {
         const failed =
-          j.mark === "set"
+          mark === "set"
             ? { by: this.o.checkerId, reason: j.reason, atMs: this.clock.wallMs(), token }
             : undefined;
         await setNodeFailed(this.o.store, this.o.fleetId, node.nodeId, failed, guard);
-        (j.mark === "set" ? marked : cleared).push(node.nodeId);
+        (mark === "set" ? marked : cleared).push(node.nodeId);
         await appendEvent(this.o.store, this.o.fleetId, {
-          kind: j.mark === "set" ? "node-marked-failed" : "node-failed-cleared",
+          kind: mark === "set" ? "node-marked-failed" : "node-failed-cleared",
           by: this.o.checkerId,
           token,
           reason: `${node.nodeId}: ${j.reason}`,
-          detail: { nodeId: node.nodeId, holder },
+          detail: { nodeId: node.nodeId, holder: lines[i]!.holder },
         });
         this.log(
-          j.mark === "set" ? "warn" : "info",
-          `${j.mark === "set" ? "marked failed" : "cleared failed mark of"} ${node.nodeId}: ${j.reason}`,
+          mark === "set" ? "warn" : "info",
+          `${mark === "set" ? "marked failed" : "cleared failed mark of"} ${node.nodeId}: ${j.reason}`,
           { nodeId: node.nodeId, token },
         );
       } catch (err) {
@@ -355,7 +380,7 @@ export class HealthChecker {
     }
     for (const id of this.healthyRuns.keys())
       if (!lines.some((l) => l.nodeId === id)) this.healthyRuns.delete(id);
-    return { lines, marked, cleared };
+    return { lines, marked, cleared, withheld: [...plan.withheld] };
   }
 
   /**

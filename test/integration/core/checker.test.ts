@@ -204,6 +204,26 @@ test("a gray failure (probes fail, heartbeats go on) is marked failed after `fal
   expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-a")?.failed).toBeUndefined();
 });
 
+test("a checker-side network fault (every probe fails, heartbeats go on) marks no node: someone may still lead", async () => {
+  const f = await fleetOfTwo();
+  const c = checker(f.fleetId);
+  await leader(c);
+  await c.runOnce();
+  // What the checker sees when its own path to the nodes breaks: every probe fails.
+  f.admins.a.healthy = false;
+  f.admins.b.healthy = false;
+  const reports = [await c.runOnce(), await c.runOnce(), await c.runOnce()];
+  expect(reports.flatMap((r) => r.marked)).toEqual([]);
+  expect(reports.at(-1)?.withheld).toEqual(["node-a", "node-b"]);
+  expect(reports.at(-1)?.nodes.map((n) => n.verdict)).toEqual(["gray-failure", "gray-failure"]);
+  expect((await listNodes(store, f.fleetId)).map((n) => n.failed)).toEqual([undefined, undefined]);
+  // One node failing alone is still marked: one of two is not a majority.
+  f.admins.b.healthy = true;
+  await c.runOnce();
+  await c.runOnce();
+  expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-a")?.failed).toBeDefined();
+});
+
 test("of two overlapping checkers only the lease holder runs, and a deposed checker's writes are fenced", async () => {
   const f = await fleetOfTwo();
   const one = checker(f.fleetId, "checker-1");

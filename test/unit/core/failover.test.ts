@@ -1,5 +1,12 @@
 import { parseCheckerInvocation } from "../../../lib/core/checker";
-import { judgeNode, type NodeSignals, ProbeTracker, planVip } from "../../../lib/core/failover";
+import {
+  judgeNode,
+  type MarkCandidate,
+  type NodeSignals,
+  ProbeTracker,
+  planMarks,
+  planVip,
+} from "../../../lib/core/failover";
 
 const base: NodeSignals = {
   heartbeat: "alive",
@@ -70,6 +77,40 @@ describe("judging a node from its signals", () => {
   ])("%s", (_name, signals, verdict, mark) => {
     const j = judgeNode({ ...base, ...signals });
     expect([j.verdict, j.mark]).toEqual([verdict, mark]);
+  });
+});
+
+describe("marking nodes failed: never all nodes or a majority of the live ones", () => {
+  // Each node as a letter: s = judged gray (mark asked), m = marked already, c = marked and
+  // recovered (clear asked), o = fine; upper case = heartbeat dead (not live).
+  const fleet = (spec: string): MarkCandidate[] =>
+    [...spec].map((ch, i) => ({
+      nodeId: `n${i + 1}`,
+      mark: ch.toLowerCase() === "s" ? "set" : ch.toLowerCase() === "c" ? "clear" : "keep",
+      markedFailed: "mMcC".includes(ch),
+      live: ch === ch.toLowerCase(),
+    }));
+  test.each<[string, string, string[], string[]]>([
+    ["one gray node of two is marked (one of two is no majority)", "so", ["n1"], []],
+    ["one gray node of three is marked", "soo", ["n1"], []],
+    ["two gray nodes of four are marked (half is no majority)", "ssoo", ["n1", "n2"], []],
+    ["every node gray (a checker-side fault): none is marked", "ss", [], ["n1", "n2"]],
+    ["two of three gray: a majority, none is marked", "sso", [], ["n1", "n2"]],
+    ["a single live node is never marked", "s", [], ["n1"]],
+    ["one marked already and one more gray of three: none more", "mso", [], ["n2"]],
+    ["the only live node of three (two dead) is never marked", "sOO", [], ["n1"]],
+    ["a gray node beside a dead one and a fine one: one of two live", "sOo", ["n1"], []],
+    ["a recovered node's mark is cleared, making room for another", "cso", ["n2"], []],
+    ["nothing asked, nothing withheld, even with many marks", "mmo", [], []],
+  ])("%s (%s)", (_name, spec, set, withheld) => {
+    const plan = planMarks(fleet(spec));
+    expect([...plan.marks].filter(([, m]) => m === "set").map(([id]) => id)).toEqual(set);
+    expect(plan.withheld).toEqual(withheld);
+    expect(plan.reason === undefined).toBe(withheld.length === 0);
+  });
+
+  test("clears are never withheld", () => {
+    expect(planMarks(fleet("css")).marks.get("n1")).toBe("clear");
   });
 });
 
