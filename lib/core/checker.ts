@@ -1,31 +1,37 @@
 /**
- * The health checker: the control plane's second line of defence. Each run:
+ * The health checker: the control plane's second line of defence. Each run
+ * (`runOnce`), one method per step:
  *
  * 1. Confirms it holds the `checker` lease (overlapping invocations are
  *    serialized by it); a run without it changes nothing.
- * 2. Reads the fleet's nodes, the fleet lease and the desired Elastic IP
- *    owners (`vip#`), and probes every node's `/healthz` with a timeout.
- * 3. Judges each node (`failover.ts`) from its heartbeat, its damped probe
- *    results and, for the holder, the lease; marks gray failures failed and
- *    clears the mark after recovery. These writes are fenced by the checker
- *    lease's token.
- * 4. Reconciles each Elastic IP with the `vip#` written by the current holder
- *    of the fleet lease: re-associates it when EC2 says otherwise. The checker
- *    never holds the fleet lease and never picks an owner itself.
- * 5. With a weighted set in Route 53 (`dns`): plans its weights from the mode
- *    and the verdicts (`planDns`), records them fenced in `dns#<name>` with the
- *    checker lease's token, and only then sends the changed records in one
- *    ChangeResourceRecordSets batch, verified with GetChange and a read-back.
- *    A checker that lost its lease has its `dns#` write refused and changes
- *    nothing in Route 53; whatever a paused one still sends is undone by the
- *    holder's next run, which plans from Route 53's actual records.
+ * 2. `gather`: reads the fleet's config, nodes, the fleet lease and the
+ *    desired Elastic IP owners (`vip#`), and probes every node's `/healthz`
+ *    with a timeout.
+ * 3. `judgeAndMark`: judges each node (`failover.ts`) from its heartbeat, its
+ *    damped probe results and, for the holder, the lease; marks gray failures
+ *    failed and clears the mark after recovery, but never marks all nodes or a
+ *    majority of the live ones (`planMarks`: a checker-side network fault
+ *    would otherwise leave nobody who may lead). These writes are fenced by
+ *    the checker lease's token.
+ * 4. `reconcileAddresses`: reconciles each Elastic IP with the `vip#` written
+ *    by the current holder of the fleet lease: re-associates it when EC2 says
+ *    otherwise. The checker never holds the fleet lease and never picks an
+ *    owner itself.
+ * 5. `planAndApplyDns`, with a weighted set in Route 53 (`dns`): plans its
+ *    weights from the mode and the verdicts (`planDns`), records them fenced in
+ *    `dns#<name>` with the checker lease's token, and only then sends the
+ *    changed records in one ChangeResourceRecordSets batch, verified with
+ *    GetChange and a read-back. A checker that lost its lease has its `dns#`
+ *    write refused and changes nothing in Route 53; whatever a paused one still
+ *    sends is undone by the holder's next run, which plans from Route 53's
+ *    actual records.
  *
  * `runFor` loops runs every `intervalMs` until its time is up: sub-minute
  * checking from a once-a-minute schedule.
  */
 import { z } from "zod";
 import { type Clock, systemClock } from "./clock";
-import { type FleetConfig, NAME_PATTERN, NAME_RULE } from "./config";
+import { FAILOVER_DEFAULTS, type FleetConfig, NAME_PATTERN, NAME_RULE } from "./config";
 import { ConfigStore } from "./config-store";
 import type { WeightedRecord, WeightedRecords } from "./dns";
 import type { ElasticIps } from "./elastic-ip";
@@ -33,19 +39,21 @@ import { FencedError, HafleetError } from "./errors";
 import { appendEvent } from "./events";
 import {
   type DnsNodeView,
+  type Judgement,
   judgeNode,
   type LeaseView,
   type PlannedRecord,
   ProbeTracker,
   planDns,
+  planMarks,
   planVip,
   type Verdict,
   type VipDesired,
 } from "./failover";
 import { fencedPut } from "./fence";
-import { HeartbeatMonitor, listNodes, type NodeRecord, setNodeFailed } from "./heartbeat";
-import { DynamoLeaseStore, Lease } from "./lease";
-import type { StateStore } from "./store";
+import { HeartbeatMonitor, listNodes, type NodeRecord, setNodeFailed, staleAfterMs } from "./heartbeat";
+import { DynamoLeaseStore, Lease, type LeaseRecord } from "./lease";
+import type { Item, StateStore } from "./store";
 import { keys } from "./tables";
 
 export type LogFn = (
@@ -126,6 +134,8 @@ export interface CheckReport {
   readonly vips: VipReportLine[];
   readonly marked: string[];
   readonly cleared: string[];
+  /** Gray failures left unmarked: marking them would mark all nodes or a majority (`planMarks`). */
+  readonly withheld: string[];
   readonly reassociated: string[];
   /** The weighted set as planned by this run (empty without `dns`). */
   readonly dns: DnsReportLine[];
@@ -135,6 +145,26 @@ export interface CheckReport {
   readonly outOfDns: string[];
   readonly errors: string[];
   readonly durationMs: number;
+}
+
+/** What step 2 gathered: the store as read at the start of the run, and a probe result per node. */
+interface Gathered {
+  readonly config: FleetConfig | undefined;
+  readonly nodes: readonly NodeRecord[];
+  readonly leaseView: LeaseView | undefined;
+  readonly vipItems: readonly Item[];
+  /** Whether each of `nodes` answered its probe (same order). */
+  readonly probes: readonly boolean[];
+}
+
+/** A `vip#` item as the planner reads it. */
+function toVipDesired(item: Item): VipDesired {
+  return {
+    allocationId: String(item.allocationId ?? String(item.sk).slice(4)),
+    owner: String(item.owner),
+    instanceId: String(item.instanceId),
+    token: Number(item.fenceToken),
+  };
 }
 
 export class HealthChecker {
@@ -202,184 +232,256 @@ export class HealthChecker {
 
   async runOnce(): Promise<CheckReport> {
     const started = this.clock.nowMs();
-    const empty = {
-      nodes: [],
-      vips: [],
-      marked: [],
-      cleared: [],
-      reassociated: [],
-      dns: [],
-      weightChanges: 0,
-      outOfDns: [],
-      errors: [],
-    };
     const token = this.lease.token;
     if (token === undefined) {
       const other = this.lease.observed?.holder;
       return {
         ran: false,
         skippedReason: `checker lease held by ${other ?? "nobody yet"}`,
-        ...empty,
+        nodes: [],
+        vips: [],
+        marked: [],
+        cleared: [],
+        withheld: [],
+        reassociated: [],
+        dns: [],
+        weightChanges: 0,
+        outOfDns: [],
+        errors: [],
         durationMs: 0,
       };
     }
-    const fleetId = this.o.fleetId;
-    const store = this.o.store;
-    const guard = { name: "checker", holder: this.o.checkerId, token };
     const errors: string[] = [];
-    const marked: string[] = [];
-    const cleared: string[] = [];
-    const reassociated: string[] = [];
+    const seen = await this.gather(errors);
+    const judged = await this.judgeAndMark(seen, token, errors);
+    const addresses = await this.reconcileAddresses(seen, judged.lines, token, errors);
+    const dns = await this.planAndApplyDns(seen, judged.lines, token, errors);
+    for (const e of errors) this.log("error", e);
+    return {
+      ran: true,
+      token,
+      nodes: judged.lines,
+      vips: addresses.vips,
+      marked: judged.marked,
+      cleared: judged.cleared,
+      withheld: judged.withheld,
+      reassociated: addresses.reassociated,
+      dns: dns.lines,
+      weightChanges: dns.changed,
+      outOfDns: dns.outOfDns,
+      errors,
+      durationMs: this.clock.nowMs() - started,
+    };
+  }
 
+  /** Step 2: the config, the nodes, the fleet lease and `vip#` as the store has them, and a probe of every node. */
+  private async gather(errors: string[]): Promise<Gathered> {
+    const store = this.o.store;
     const [stored, nodes, fleetLease, vipItems] = await Promise.all([
       this.config.get().catch((err: unknown) => {
         errors.push(`config: ${String(err)}`);
         return undefined;
       }),
-      listNodes(store, fleetId),
+      listNodes(store, this.o.fleetId),
       this.leases.get("fleet"),
-      store.query("state", keys.fleet(fleetId), { prefix: "vip#" }),
+      store.query("state", keys.fleet(this.o.fleetId), { prefix: "vip#" }),
     ]);
-    const heartbeatMs = stored?.config.failover.heartbeatMs ?? 1000;
-    this.monitor ??= new HeartbeatMonitor({ staleMs: 3 * heartbeatMs }, this.clock);
+    const leaseView = this.judgeFleetLease(fleetLease);
+    const probes = await Promise.all(nodes.map((n) => this.probe(n.adminUrl)));
+    return { config: stored?.config, nodes, leaseView, vipItems, probes };
+  }
 
-    // The fleet lease, judged as a waiter would: the same rvn for longer than its leaseMs.
+  /** The fleet lease as a waiter judges it: expired once the same rvn has been seen for longer than its leaseMs. */
+  private judgeFleetLease(fleetLease: LeaseRecord | undefined): LeaseView | undefined {
+    if (!fleetLease) return undefined;
     const now = this.clock.nowMs();
-    if (fleetLease && this.fleetLeaseSeen?.rvn !== fleetLease.rvn)
+    if (this.fleetLeaseSeen?.rvn !== fleetLease.rvn)
       this.fleetLeaseSeen = { rvn: fleetLease.rvn, sinceMs: now };
-    const leaseExpired =
-      !!fleetLease && !!this.fleetLeaseSeen && now - this.fleetLeaseSeen.sinceMs > fleetLease.leaseMs;
-    const leaseView: LeaseView | undefined = fleetLease
-      ? { holder: fleetLease.holder, token: fleetLease.token, expired: leaseExpired }
-      : undefined;
+    const expired = now - this.fleetLeaseSeen.sinceMs > fleetLease.leaseMs;
+    return { holder: fleetLease.holder, token: fleetLease.token, expired };
+  }
 
-    const probeResults = await Promise.all(nodes.map((n) => this.probe(n.adminUrl)));
+  /**
+   * Step 3: a verdict per node (`judgeNode`) from its heartbeat, its damped
+   * probes and, for the holder, the lease; gray failures marked failed, marks
+   * of recovered nodes cleared, fenced by the checker lease. Never all nodes or
+   * a majority of the live ones marked (`planMarks`): then the checker's own
+   * view is the likelier fault.
+   */
+  private async judgeAndMark(
+    seen: Gathered,
+    token: number,
+    errors: string[],
+  ): Promise<{ lines: NodeReportLine[]; marked: string[]; cleared: string[]; withheld: string[] }> {
+    const { nodes, leaseView } = seen;
+    const guard = { name: "checker", holder: this.o.checkerId, token };
+    const heartbeatMs = seen.config?.failover.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs;
+    this.monitor ??= new HeartbeatMonitor({ staleMs: staleAfterMs(heartbeatMs) }, this.clock);
     this.probes.forget(new Set(nodes.map((n) => n.nodeId)));
     const liveness = new Map(this.monitor.observe(nodes).map((l) => [l.nodeId, l]));
-
     const lines: NodeReportLine[] = [];
+    const judgements: Judgement[] = [];
     for (const [i, node] of nodes.entries()) {
-      const probe = this.probes.record(node.nodeId, probeResults[i]!);
+      const probe = this.probes.record(node.nodeId, seen.probes[i]!);
       const heartbeat = liveness.get(node.nodeId)?.state ?? "alive";
-      const holder = fleetLease?.holder === node.nodeId;
+      const holder = leaseView?.holder === node.nodeId;
       const j = judgeNode({
         heartbeat,
         probe,
         isLeaseHolder: holder,
-        leaseExpired: holder && leaseExpired,
+        leaseExpired: holder && !!leaseView?.expired,
         markedFailed: !!node.failed,
       });
+      judgements.push(j);
       lines.push({ nodeId: node.nodeId, verdict: j.verdict, reason: j.reason, heartbeat, probe, holder });
-      if (j.mark === "keep") continue;
+    }
+    const plan = planMarks(
+      nodes.map((n, i) => ({
+        nodeId: n.nodeId,
+        mark: judgements[i]!.mark,
+        markedFailed: !!n.failed,
+        live: lines[i]!.heartbeat !== "dead",
+      })),
+    );
+    if (plan.reason) this.log("warn", `no node marked failed: ${plan.reason}`, { token });
+    const marked: string[] = [];
+    const cleared: string[] = [];
+    for (const [i, node] of nodes.entries()) {
+      const j = judgements[i]!;
+      const mark = plan.marks.get(node.nodeId) ?? "keep";
+      if (mark === "keep") continue;
       try {
         const failed =
-          j.mark === "set"
+          mark === "set"
             ? { by: this.o.checkerId, reason: j.reason, atMs: this.clock.wallMs(), token }
             : undefined;
-        await setNodeFailed(store, fleetId, node.nodeId, failed, guard);
-        (j.mark === "set" ? marked : cleared).push(node.nodeId);
-        await appendEvent(store, fleetId, {
+        await setNodeFailed(this.o.store, this.o.fleetId, node.nodeId, failed, guard);
+        (mark === "set" ? marked : cleared).push(node.nodeId);
+        await appendEvent(this.o.store, this.o.fleetId, {
           lease: "checker",
-          kind: j.mark === "set" ? "node-marked-failed" : "node-failed-cleared",
+          kind: mark === "set" ? "node-marked-failed" : "node-failed-cleared",
           by: this.o.checkerId,
           token,
           reason: `${node.nodeId}: ${j.reason}`,
-          detail: { nodeId: node.nodeId, holder },
+          detail: { nodeId: node.nodeId, holder: lines[i]!.holder },
         });
         this.log(
-          j.mark === "set" ? "warn" : "info",
-          `${j.mark === "set" ? "marked failed" : "cleared failed mark of"} ${node.nodeId}: ${j.reason}`,
+          mark === "set" ? "warn" : "info",
+          `${mark === "set" ? "marked failed" : "cleared failed mark of"} ${node.nodeId}: ${j.reason}`,
           { nodeId: node.nodeId, token },
         );
       } catch (err) {
         errors.push(`mark ${node.nodeId}: ${String(err)}`);
       }
     }
-
-    const vips: VipReportLine[] = [];
-    for (const item of vipItems) {
-      const desired: VipDesired = {
-        allocationId: String(item.allocationId ?? String(item.sk).slice(4)),
-        owner: String(item.owner),
-        instanceId: String(item.instanceId),
-        token: Number(item.fenceToken),
-      };
-      try {
-        const actual = await this.o.elasticIps.describe(desired.allocationId);
-        const plan = planVip(desired, leaseView, actual.instanceId);
-        if (plan.action === "none" || !this.lease.isLeader()) {
-          vips.push({ allocationId: desired.allocationId, action: "none", reason: plan.reason });
-          continue;
-        }
-        await this.o.elasticIps.moveTo(desired.allocationId, plan.instanceId);
-        reassociated.push(desired.allocationId);
-        vips.push({ allocationId: desired.allocationId, action: "associate", reason: plan.reason, ok: true });
-        await appendEvent(store, fleetId, {
-          lease: "checker",
-          kind: "vip-reconciled",
-          by: this.o.checkerId,
-          token,
-          reason: plan.reason,
-          detail: {
-            allocationId: desired.allocationId,
-            from: actual.instanceId,
-            to: plan.instanceId,
-            holderToken: desired.token,
-          },
-        });
-        this.log("warn", `re-associated ${desired.allocationId} with ${plan.instanceId}: ${plan.reason}`, {
-          token,
-        });
-      } catch (err) {
-        errors.push(`vip ${desired.allocationId}: ${String(err)}`);
-        vips.push({
-          allocationId: desired.allocationId,
-          action: "associate",
-          reason: String(err),
-          ok: false,
-        });
-      }
-    }
+    // Consecutive healthy runs per node: the ramp of its weight in DNS.
     for (const line of lines) {
       const healthy = line.verdict === "healthy" || line.verdict === "recovered";
       this.healthyRuns.set(line.nodeId, healthy ? (this.healthyRuns.get(line.nodeId) ?? 0) + 1 : 0);
     }
     for (const id of this.healthyRuns.keys())
       if (!lines.some((l) => l.nodeId === id)) this.healthyRuns.delete(id);
-
-    let dns: DnsReportLine[] = [];
-    let weightChanges = 0;
-    let outOfDns: string[] = [];
-    if (this.o.dns && stored) {
-      try {
-        const done = await this.reconcileDns(this.o.dns, stored.config, nodes, lines, token);
-        dns = done.lines;
-        weightChanges = done.changed;
-        outOfDns = done.outOfDns;
-        if (done.error) errors.push(`dns ${this.o.dns.name}: ${done.error}`);
-      } catch (err) {
-        errors.push(`dns ${this.o.dns.name}: ${String(err)}`);
-      }
-    }
-
-    for (const e of errors) this.log("error", e);
-    return {
-      ran: true,
-      token,
-      nodes: lines,
-      vips,
-      marked,
-      cleared,
-      reassociated,
-      dns,
-      weightChanges,
-      outOfDns,
-      errors,
-      durationMs: this.clock.nowMs() - started,
-    };
+    return { lines, marked, cleared, withheld: [...plan.withheld] };
   }
 
-  /** Step 5: plan the weighted set, record it fenced, then make Route 53 match. */
+  /**
+   * Step 4: each Elastic IP re-associated with the instance that the current
+   * holder of the fleet lease recorded in `vip#`, when EC2 says otherwise, and
+   * only toward a node this run did not judge failed.
+   *
+   * The lease and `vip#` gathered in step 2 are as old as the probes (a hung
+   * node's takes the whole probe timeout), and a standby may have taken over
+   * and moved the address meanwhile. So before any association both are read
+   * again, strongly consistent, after EC2 was asked: a takeover after that
+   * read is then seen in the store and followed, never undone. What remains is
+   * a takeover between this re-read and AssociateAddress, which the new
+   * holder's repair at its next heartbeat undoes (docs/architecture.md §6).
+   */
+  private async reconcileAddresses(
+    seen: Gathered,
+    lines: readonly NodeReportLine[],
+    token: number,
+    errors: string[],
+  ): Promise<{ vips: VipReportLine[]; reassociated: string[] }> {
+    const vips: VipReportLine[] = [];
+    const reassociated: string[] = [];
+    const failed = new Set(
+      lines.filter((l) => l.verdict === "failed" || l.verdict === "gray-failure").map((l) => l.nodeId),
+    );
+    for (const item of seen.vipItems) {
+      const gathered = toVipDesired(item);
+      const allocationId = gathered.allocationId;
+      try {
+        const actual = await this.o.elasticIps.describe(allocationId);
+        let desired: VipDesired | undefined = gathered;
+        let plan = planVip(desired, seen.leaseView, actual.instanceId, failed.has(desired.owner));
+        if (plan.action === "associate") {
+          const [fleetLease, vip] = await Promise.all([
+            this.leases.get("fleet"),
+            this.o.store.get("state", { pk: keys.fleet(this.o.fleetId), sk: keys.vip(allocationId) }),
+          ]);
+          desired = vip ? toVipDesired(vip) : undefined;
+          plan = planVip(
+            desired,
+            this.judgeFleetLease(fleetLease),
+            actual.instanceId,
+            !!desired && failed.has(desired.owner),
+          );
+        }
+        if (plan.action === "none" || !desired || !this.lease.isLeader()) {
+          vips.push({ allocationId, action: "none", reason: plan.reason });
+          continue;
+        }
+        await this.o.elasticIps.moveTo(allocationId, plan.instanceId);
+        reassociated.push(allocationId);
+        vips.push({ allocationId, action: "associate", reason: plan.reason, ok: true });
+        await appendEvent(this.o.store, this.o.fleetId, {
+          lease: "checker",
+          kind: "vip-reconciled",
+          by: this.o.checkerId,
+          token,
+          reason: plan.reason,
+          detail: {
+            allocationId,
+            from: actual.instanceId,
+            to: plan.instanceId,
+            holderToken: desired.token,
+          },
+        });
+        this.log("warn", `re-associated ${allocationId} with ${plan.instanceId}: ${plan.reason}`, { token });
+      } catch (err) {
+        errors.push(`vip ${allocationId}: ${String(err)}`);
+        vips.push({
+          allocationId,
+          action: "associate",
+          reason: String(err),
+          ok: false,
+        });
+      }
+    }
+    return { vips, reassociated };
+  }
+
+  /** Step 5, when the checker has a weighted set and a config: its errors go into the run's. */
+  private async planAndApplyDns(
+    seen: Gathered,
+    lines: readonly NodeReportLine[],
+    token: number,
+    errors: string[],
+  ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[] }> {
+    const dns = this.o.dns;
+    if (!dns || !seen.config) return { lines: [], changed: 0, outOfDns: [] };
+    try {
+      const done = await this.reconcileDns(dns, seen.config, seen.nodes, lines, token);
+      if (done.error) errors.push(`dns ${dns.name}: ${done.error}`);
+      return done;
+    } catch (err) {
+      errors.push(`dns ${dns.name}: ${String(err)}`);
+      return { lines: [], changed: 0, outOfDns: [] };
+    }
+  }
+
+  /** Plans the weighted set, records it fenced, then makes Route 53 match. */
   private async reconcileDns(
     dns: CheckerDns,
     config: FleetConfig,

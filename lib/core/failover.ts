@@ -63,6 +63,46 @@ export function judgeNode(s: NodeSignals): Judgement {
   return { verdict: "healthy", reason: "heartbeat fresh, probe not failing", mark: "keep" };
 }
 
+/** A node's judgement as the mark rule sees it. */
+export interface MarkCandidate {
+  readonly nodeId: string;
+  /** What `judgeNode` asks for its mark. */
+  readonly mark: Judgement["mark"];
+  readonly markedFailed: boolean;
+  /** Its heartbeat is not dead: a node that could hold the lease, and that a mark would keep from it. */
+  readonly live: boolean;
+}
+
+export interface MarkPlan {
+  /** The mark to write per node: `set` only where the rule allows it. */
+  readonly marks: ReadonlyMap<string, Judgement["mark"]>;
+  /** Nodes whose mark `judgeNode` asked for and the rule withheld. */
+  readonly withheld: readonly string[];
+  readonly reason?: string;
+}
+
+/**
+ * docs/architecture.md §4: the checker never marks all nodes or a majority of
+ * the live ones (those whose heartbeat is not dead). When that many look gray
+ * at once, the checker's own view is the likelier fault (its network to the
+ * nodes, as in `planWeights`), and marking them would make the holder step
+ * down with nobody left who may take over. Such a run sets no new mark; it
+ * still clears marks of recovered nodes.
+ */
+export function planMarks(candidates: readonly MarkCandidate[]): MarkPlan {
+  const marks = new Map(candidates.map((c) => [c.nodeId, c.mark]));
+  const live = candidates.filter((c) => c.live);
+  const after = live.filter((c) => c.mark === "set" || (c.markedFailed && c.mark !== "clear"));
+  const asked = candidates.filter((c) => c.mark === "set").map((c) => c.nodeId);
+  if (asked.length === 0 || 2 * after.length <= live.length) return { marks, withheld: [] };
+  for (const id of asked) marks.set(id, "keep");
+  return {
+    marks,
+    withheld: asked,
+    reason: `marking ${asked.join(", ")} would leave ${after.length} of ${live.length} live nodes marked failed (all or a majority): the checker's own view is the likelier fault`,
+  };
+}
+
 export interface VipDesired {
   readonly allocationId: string;
   readonly owner: string;
@@ -82,13 +122,17 @@ export type VipPlan =
 
 /**
  * Whether to re-associate an Elastic IP with the owner its leader recorded.
- * The checker only follows the current holder's fenced `vip#`; it never
- * chooses an owner itself and never holds the fleet lease.
+ * The checker only follows the current holder's fenced `vip#` (its token is
+ * the lease's and its owner the lease's holder); it never chooses an owner
+ * itself, never holds the fleet lease, and never moves an address toward a
+ * node it judges failed (`ownerJudgedFailed`): that node is about to step down,
+ * and the standby that takes over moves the address itself.
  */
 export function planVip(
   desired: VipDesired | undefined,
   lease: LeaseView | undefined,
   actualInstanceId: string,
+  ownerJudgedFailed = false,
 ): VipPlan {
   if (!desired) return { action: "none", reason: "no desired owner recorded yet" };
   if (!lease || lease.holder === undefined)
@@ -107,6 +151,11 @@ export function planVip(
     };
   }
   if (actualInstanceId === desired.instanceId) return { action: "none", reason: "associated as desired" };
+  if (ownerJudgedFailed)
+    return {
+      action: "none",
+      reason: `associated with '${actualInstanceId || "nothing"}'; holder ${desired.owner} is judged failed: not moving the address toward it`,
+    };
   return {
     action: "associate",
     instanceId: desired.instanceId,

@@ -7,7 +7,7 @@ import { FencedError } from "../../../lib/core/errors";
 import { listEvents } from "../../../lib/core/events";
 import { fencedPut } from "../../../lib/core/fence";
 import { Heartbeater, listNodes, setNodeFailed } from "../../../lib/core/heartbeat";
-import { DynamoLeaseStore, Lease } from "../../../lib/core/lease";
+import { DynamoLeaseStore, Lease, newRvn } from "../../../lib/core/lease";
 import type { StateStore } from "../../../lib/core/store";
 import { keys, type TableNames } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
@@ -83,10 +83,32 @@ async function fleetOfTwo() {
   return { fleetId, ia: ia!, ib: ib!, eip, admins, lease };
 }
 
-function checker(fleetId: string, id = "checker-1") {
-  const c = new HealthChecker({ store, fleetId, checkerId: id, elasticIps: eips, probeTimeoutMs: 500 });
+function checker(fleetId: string, id = "checker-1", probeTimeoutMs = 500) {
+  const c = new HealthChecker({ store, fleetId, checkerId: id, elasticIps: eips, probeTimeoutMs });
   cleanups.push(() => c.stop());
   return c;
+}
+
+/** Node B takes the fleet lease over from a node A that stopped renewing, as B's agent would: the lease, `vip#`, the address. */
+async function takeOverByB(f: Awaited<ReturnType<typeof fleetOfTwo>>): Promise<number> {
+  await f.lease.stop(); // node-a stops renewing (hung), without releasing
+  const leases = new DynamoLeaseStore(store, f.fleetId);
+  const seen = (await leases.get("fleet"))!;
+  const taken = await leases.updateIf(
+    "fleet",
+    { rvn: seen.rvn },
+    { holder: "node-b", bumpToken: true, rvn: newRvn(), leaseMs: seen.leaseMs, updatedAtMs: Date.now() },
+  );
+  expect(taken?.holder).toBe("node-b");
+  await fencedPut(store, {
+    fleetId: f.fleetId,
+    sk: keys.vip(f.eip.allocationId),
+    token: taken!.token,
+    attrs: { allocationId: f.eip.allocationId, owner: "node-b", instanceId: f.ib },
+    lease: { name: "fleet", holder: "node-b" },
+  });
+  await eips.moveTo(f.eip.allocationId, f.ib);
+  return taken!.token;
 }
 
 async function leader(c: HealthChecker) {
@@ -117,6 +139,50 @@ test("an Elastic IP moved behind the system's back is moved back to the holder's
   expect((await c.runOnce()).reassociated).toEqual([]);
 });
 
+test("a standby that takes over while the checker probes a hung node keeps the Elastic IP: the checker re-reads before it associates", async () => {
+  const f = await fleetOfTwo();
+  // The probe of the hung node lasts until the test releases it, not until a timer fires.
+  const c = checker(f.fleetId, "checker-1", 30_000);
+  await leader(c);
+  expect((await c.runOnce()).errors).toEqual([]);
+  f.admins.a.hang = true;
+  const probing = f.admins.a.nextProbe();
+  const run = c.runOnce();
+  await probing; // the run has read the lease and vip# (node-a's), and waits on node-a's probe
+  const token = await takeOverByB(f);
+  f.admins.a.release();
+  const report = await run;
+  expect(report.errors).toEqual([]);
+  expect(report.reassociated).toEqual([]);
+  expect(report.vips).toEqual([expect.objectContaining({ action: "none", reason: "associated as desired" })]);
+  // The end state the issue saw was lease and vip# on node-b, the address on node-a.
+  expect((await new DynamoLeaseStore(store, f.fleetId).get("fleet"))?.token).toBe(token);
+  expect((await eips.describe(f.eip.allocationId)).instanceId).toBe(f.ib);
+});
+
+test("an Elastic IP is never moved toward a node the checker judges failed, even one whose vip# is current", async () => {
+  const f = await fleetOfTwo();
+  const c = checker(f.fleetId);
+  await leader(c);
+  f.admins.a.healthy = false;
+  await c.runOnce();
+  expect((await c.runOnce()).marked).toEqual(["node-a"]);
+  // node-a still holds the lease and its vip# is current (its agent has not stepped down yet);
+  // the address is moved to node-b, as the standby's promotion will move it.
+  await ec2.send(
+    new AssociateAddressCommand({
+      AllocationId: f.eip.allocationId,
+      InstanceId: f.ib,
+      AllowReassociation: true,
+    }),
+  );
+  const report = await c.runOnce();
+  expect(report.nodes.find((n) => n.nodeId === "node-a")?.verdict).toBe("failed");
+  expect(report.reassociated).toEqual([]);
+  expect(report.vips[0]?.reason).toMatch(/node-a is judged failed/);
+  expect((await eips.describe(f.eip.allocationId)).instanceId).toBe(f.ib);
+});
+
 test("a gray failure (probes fail, heartbeats go on) is marked failed after `fall` probes, and cleared after recovery", async () => {
   const f = await fleetOfTwo();
   const c = checker(f.fleetId);
@@ -136,6 +202,26 @@ test("a gray failure (probes fail, heartbeats go on) is marked failed after `fal
   await c.runOnce();
   expect((await c.runOnce()).cleared).toEqual(["node-a"]);
   expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-a")?.failed).toBeUndefined();
+});
+
+test("a checker-side network fault (every probe fails, heartbeats go on) marks no node: someone may still lead", async () => {
+  const f = await fleetOfTwo();
+  const c = checker(f.fleetId);
+  await leader(c);
+  await c.runOnce();
+  // What the checker sees when its own path to the nodes breaks: every probe fails.
+  f.admins.a.healthy = false;
+  f.admins.b.healthy = false;
+  const reports = [await c.runOnce(), await c.runOnce(), await c.runOnce()];
+  expect(reports.flatMap((r) => r.marked)).toEqual([]);
+  expect(reports.at(-1)?.withheld).toEqual(["node-a", "node-b"]);
+  expect(reports.at(-1)?.nodes.map((n) => n.verdict)).toEqual(["gray-failure", "gray-failure"]);
+  expect((await listNodes(store, f.fleetId)).map((n) => n.failed)).toEqual([undefined, undefined]);
+  // One node failing alone is still marked: one of two is not a majority.
+  f.admins.b.healthy = true;
+  await c.runOnce();
+  await c.runOnce();
+  expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-a")?.failed).toBeDefined();
 });
 
 test("of two overlapping checkers only the lease holder runs, and a deposed checker's writes are fenced", async () => {

@@ -1,5 +1,12 @@
 import { parseCheckerInvocation } from "../../../lib/core/checker";
-import { judgeNode, type NodeSignals, ProbeTracker, planVip } from "../../../lib/core/failover";
+import {
+  judgeNode,
+  type MarkCandidate,
+  type NodeSignals,
+  ProbeTracker,
+  planMarks,
+  planVip,
+} from "../../../lib/core/failover";
 
 const base: NodeSignals = {
   heartbeat: "alive",
@@ -73,34 +80,85 @@ describe("judging a node from its signals", () => {
   });
 });
 
+describe("marking nodes failed: never all nodes or a majority of the live ones", () => {
+  // Each node as a letter: s = judged gray (mark asked), m = marked already, c = marked and
+  // recovered (clear asked), o = fine; upper case = heartbeat dead (not live).
+  const fleet = (spec: string): MarkCandidate[] =>
+    [...spec].map((ch, i) => ({
+      nodeId: `n${i + 1}`,
+      mark: ch.toLowerCase() === "s" ? "set" : ch.toLowerCase() === "c" ? "clear" : "keep",
+      markedFailed: "mMcC".includes(ch),
+      live: ch === ch.toLowerCase(),
+    }));
+  test.each<[string, string, string[], string[]]>([
+    ["one gray node of two is marked (one of two is no majority)", "so", ["n1"], []],
+    ["one gray node of three is marked", "soo", ["n1"], []],
+    ["two gray nodes of four are marked (half is no majority)", "ssoo", ["n1", "n2"], []],
+    ["every node gray (a checker-side fault): none is marked", "ss", [], ["n1", "n2"]],
+    ["two of three gray: a majority, none is marked", "sso", [], ["n1", "n2"]],
+    ["a single live node is never marked", "s", [], ["n1"]],
+    ["one marked already and one more gray of three: none more", "mso", [], ["n2"]],
+    ["the only live node of three (two dead) is never marked", "sOO", [], ["n1"]],
+    ["a gray node beside a dead one and a fine one: one of two live", "sOo", ["n1"], []],
+    ["a recovered node's mark is cleared, making room for another", "cso", ["n2"], []],
+    ["nothing asked, nothing withheld, even with many marks", "mmo", [], []],
+  ])("%s (%s)", (_name, spec, set, withheld) => {
+    const plan = planMarks(fleet(spec));
+    expect([...plan.marks].filter(([, m]) => m === "set").map(([id]) => id)).toEqual(set);
+    expect(plan.withheld).toEqual(withheld);
+    expect(plan.reason === undefined).toBe(withheld.length === 0);
+  });
+
+  test("clears are never withheld", () => {
+    expect(planMarks(fleet("css")).marks.get("n1")).toBe("clear");
+  });
+});
+
 describe("planning an Elastic IP reconcile", () => {
   const desired = { allocationId: "eipalloc-1", owner: "node-b", instanceId: "i-b", token: 4 };
   const lease = { holder: "node-b", token: 4, expired: false };
-  test.each<[string, typeof desired | undefined, typeof lease | undefined, string, string]>([
-    ["associated as the holder recorded: nothing to do", desired, lease, "i-b", "none"],
+  test.each<[string, typeof desired | undefined, typeof lease | undefined, string, string, boolean]>([
+    ["associated as the holder recorded: nothing to do", desired, lease, "i-b", "none", false],
     [
       "moved behind the system's back: move it back to the holder's instance",
       desired,
       lease,
       "i-a",
       "associate",
+      false,
     ],
-    ["not associated at all: associate it with the holder's instance", desired, lease, "", "associate"],
-    ["no vip# yet: nothing to do", undefined, lease, "i-a", "none"],
+    [
+      "not associated at all: associate it with the holder's instance",
+      desired,
+      lease,
+      "",
+      "associate",
+      false,
+    ],
+    ["no vip# yet: nothing to do", undefined, lease, "i-a", "none", false],
     [
       "no holder: wait for a takeover, never pick an owner",
       desired,
       { holder: undefined as never, token: 4, expired: false },
       "i-a",
       "none",
+      false,
     ],
-    ["the holder's lease expired: wait for a takeover", desired, { ...lease, expired: true }, "i-a", "none"],
+    [
+      "the holder's lease expired: wait for a takeover",
+      desired,
+      { ...lease, expired: true },
+      "i-a",
+      "none",
+      false,
+    ],
     [
       "a new holder has not recorded its vip# yet: leave it to the holder",
       desired,
       { holder: "node-c", token: 5, expired: false },
       "i-a",
       "none",
+      false,
     ],
     [
       "a vip# from another holder with the same token is not followed",
@@ -108,9 +166,42 @@ describe("planning an Elastic IP reconcile", () => {
       lease,
       "i-a",
       "none",
+      false,
     ],
-  ])("%s", (_name, d, l, actual, action) => {
-    expect(planVip(d, l, actual).action).toBe(action);
+    [
+      "a vip# of an older token than the lease's is not followed",
+      { ...desired, token: 3 },
+      lease,
+      "i-a",
+      "none",
+      false,
+    ],
+    [
+      "a vip# of a newer token than the lease seen is not followed (the lease read is older)",
+      { ...desired, token: 5 },
+      lease,
+      "i-a",
+      "none",
+      false,
+    ],
+    [
+      "the holder's vip# is current but the checker judges the holder failed: never toward it",
+      desired,
+      lease,
+      "i-a",
+      "none",
+      true,
+    ],
+    [
+      "a failed holder that has the address already: nothing to do either way",
+      desired,
+      lease,
+      "i-b",
+      "none",
+      true,
+    ],
+  ])("%s", (_name, d, l, actual, action, ownerFailed) => {
+    expect(planVip(d, l, actual, ownerFailed).action).toBe(action);
   });
 });
 
