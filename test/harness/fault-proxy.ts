@@ -22,6 +22,8 @@ export type FaultAction =
   | { readonly kind: "drop-response" }
   | { readonly kind: "reset" }
   | { readonly kind: "hang" }
+  /** Sends an answer's head and a byte of its body, then nothing: only a bound on the whole attempt ends it. */
+  | { readonly kind: "stall-body" }
   | { readonly kind: "error"; readonly status: number; readonly awsType: string };
 
 export interface FaultRule {
@@ -36,6 +38,11 @@ export function dynamoOp(op: string, bodyIncludes?: string): (req: FaultRequest)
   return (req) =>
     String(req.headers["x-amz-target"] ?? "").endsWith(`.${op}`) &&
     (bodyIncludes === undefined || req.body.includes(bodyIncludes));
+}
+
+/** Matches one operation as `operationOf` names it, e.g. `EC2.DescribeAddresses`, `Route53.GetChange`. */
+export function awsOp(name: string): (req: FaultRequest) => boolean {
+  return (req) => operationOf(req.headers, Buffer.from(req.body), req.method, req.url) === name;
 }
 
 export const THROTTLING: FaultAction = { kind: "error", status: 400, awsType: "ThrottlingException" };
@@ -124,6 +131,11 @@ export class FaultProxy {
             return req.socket.destroy();
           case "hang":
             return; // never answers; the caller's timeout must fire
+          case "stall-body":
+            // At once, not after the emulator's answer: its head must arrive within any bound.
+            res.writeHead(200, { "content-type": "text/xml", "content-length": "4096" });
+            res.write("<");
+            return;
           case "error": {
             const payload = JSON.stringify({
               __type: `com.amazonaws.dynamodb.v20120810#${action.awsType}`,
