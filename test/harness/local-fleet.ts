@@ -116,6 +116,13 @@ export interface LocalFleetOptions {
   readonly nodeEndpoint?: string;
   /** The endpoint the in-process health checker uses. @default the emulator's */
   readonly checkerEndpoint?: string;
+  /**
+   * The emulator itself, read by the fabric and the resolver: they stand for
+   * AWS's network and DNS, which act on an association or a record when it is
+   * applied, whatever the API says meanwhile.
+   * @default `HAFLEET_EMULATOR_ENDPOINT` (past the tests' realistic proxy) without `endpoint`, else the emulator's
+   */
+  readonly truthEndpoint?: string;
   /** Run the health checker in-process. @default true */
   readonly checker?: boolean;
   /** The config's `failover.mode` at start. @default "active-passive" */
@@ -212,6 +219,9 @@ export class LocalFleet {
   readonly dns: boolean;
   private emulator: Emulator | undefined;
   private ec2!: EC2Client;
+  /** The fabric's and the resolver's view of the emulator (see `truthEndpoint`). */
+  private truthIps: ElasticIps | undefined;
+  private truthRoute53: Route53Client | undefined;
   private readonly backends: Server[] = [];
   private fabric: ElasticIpFabric | undefined;
   private checker: HealthChecker | undefined;
@@ -337,8 +347,14 @@ export class LocalFleet {
     await this.waitFor(() => this.allReady(), 60_000, "nodes did not become ready");
 
     // 6. The fabric, 5. the checker.
+    const truth =
+      this.o.truthEndpoint ?? (this.o.endpoint ? undefined : process.env.HAFLEET_EMULATOR_ENDPOINT);
+    if (truth && truth !== this.endpoint) {
+      this.truthIps = new ElasticIps({ aws: { endpoint: truth } });
+      this.truthRoute53 = new Route53Client(awsClientConfig({ endpoint: truth }));
+    }
     this.fabric = new ElasticIpFabric({
-      elasticIps: this.elasticIps,
+      elasticIps: this.truthIps ?? this.elasticIps,
       store: this.store,
       fleetId: this.fleetId,
       addresses: [this.elasticIp, ...this.nodes.flatMap((n) => (n.own ? [n.own] : []))],
@@ -348,7 +364,7 @@ export class LocalFleet {
     if (this.zone) {
       const fabric = this.fabric;
       this.resolver = new Route53Resolver({
-        route53: this.route53,
+        route53: this.truthRoute53 ?? this.route53,
         zoneId: this.zone.zoneId,
         tcpCheck: (ip, port, timeoutMs) => fabric.check(ip, port, timeoutMs),
         healthCheckIntervalMs: this.o.healthCheckIntervalMs ?? 10_000,
@@ -606,6 +622,8 @@ export class LocalFleet {
     this.route53?.destroy();
     this.checkerStore?.destroy();
     this.checkerIps?.destroy();
+    this.truthIps?.destroy();
+    this.truthRoute53?.destroy();
     await rm(stateFile(this.fleetId), { force: true });
     for (const n of this.nodes) await rm(this.nodeStateFile(n), { force: true });
     await this.emulator?.stop();
