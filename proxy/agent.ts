@@ -21,8 +21,9 @@
  *
  * Demotion is immediate: on `lost` the role drops to standby before anything
  * else, and no side effect starts without `lease.isLeader()` being true at that
- * moment. A node marked failed by the health checker (gray failure), asked to
- * yield, or draining releases the lease and stops contending.
+ * moment. A node marked failed by the health checker (gray failure), whose
+ * own data plane failed `dataPlaneFailures` checks in a row, asked to yield,
+ * or draining releases the lease and stops contending.
  *
  * Operator commands arrive through the node's own `node#` item (`command`),
  * so they need no network path to the node: `yield` (hand the lease over for
@@ -53,6 +54,8 @@ export interface ProxyHandle {
   load(): { connections: number; rps: number };
   /** Stops accepting and finishes in-flight requests. */
   drain(): Promise<void>;
+  /** The listeners accept and the workers answer (`/healthz`). @default not checked */
+  dataPlaneHealthy?(): Promise<boolean>;
 }
 
 export interface NodeAgentOptions {
@@ -84,6 +87,8 @@ export interface NodeAgentOptions {
    */
   readonly dnsDrainMs?: number;
   readonly proxy: ProxyHandle;
+  /** Failed data-plane checks in a row (one per heartbeat) after which the node steps down. @default 3 */
+  readonly dataPlaneFailures?: number;
   /** Told of every change of role (the admin endpoint reports it). */
   readonly onRole?: (role: NodeRole) => void;
   readonly log?: AgentLog;
@@ -99,6 +104,7 @@ export class NodeAgent {
   private roleNow: NodeRole = "starting";
   private draining = false;
   private failedMark = false;
+  private dataPlaneFailed = 0;
   private yieldUntilMs = 0;
   private lastCommand: string | undefined;
   private promoting: Promise<void> | undefined;
@@ -295,7 +301,11 @@ export class NodeAgent {
 
   private eligible(): boolean {
     return (
-      this.o.proxy.ready() && !this.draining && !this.failedMark && this.clock.nowMs() >= this.yieldUntilMs
+      this.o.proxy.ready() &&
+      !this.draining &&
+      !this.failedMark &&
+      this.dataPlaneFailed < (this.o.dataPlaneFailures ?? 3) &&
+      this.clock.nowMs() >= this.yieldUntilMs
     );
   }
 
@@ -343,10 +353,23 @@ export class NodeAgent {
         },
       );
     }
+    await this.checkDataPlane();
     await this.ensureOwnAddress();
     if (!this.shared) return;
     await this.lease.setEligible(this.eligible());
     if (this.lease.isLeader() && !this.promoting) await this.ensureAddresses(this.lease.token!, "repair");
+  }
+
+  /** Counts failed data-plane checks in a row: at the limit the node is not eligible (releases the lease). */
+  private async checkDataPlane(): Promise<void> {
+    if (!this.o.proxy.dataPlaneHealthy) return;
+    const ok = await this.o.proxy.dataPlaneHealthy().catch(() => false);
+    const limit = this.o.dataPlaneFailures ?? 3;
+    const before = this.dataPlaneFailed;
+    this.dataPlaneFailed = ok ? 0 : before + 1;
+    if (this.dataPlaneFailed === limit)
+      this.log("warn", `data plane failed ${limit} checks in a row: stepping down`);
+    if (ok && before >= limit) this.log("info", "data plane healthy again: contending");
   }
 
   /**
