@@ -537,9 +537,9 @@ export class LocalFleet {
     this.node(nodeId).child?.kill(signal);
   }
 
-  /** The node whose instance holds the Elastic IP, by the emulator. */
+  /** The node whose instance holds the Elastic IP, as the network sees it (the emulator itself). */
   async activeNode(): Promise<LocalNode | undefined> {
-    const a = await this.elasticIps.describe(this.elasticIp.allocationId);
+    const a = await (this.truthIps ?? this.elasticIps).describe(this.elasticIp.allocationId);
     return this.nodes.find((n) => n.instanceId === a.instanceId);
   }
 
