@@ -223,6 +223,8 @@ export class LocalFleet {
   private truthIps: ElasticIps | undefined;
   private truthRoute53: Route53Client | undefined;
   private readonly backends: Server[] = [];
+  /** Demo backends whose health checks fail (they still answer requests). */
+  private readonly failingChecks = new Set<string>();
   private fabric: ElasticIpFabric | undefined;
   private checker: HealthChecker | undefined;
   private checkerRun: Promise<unknown> | undefined;
@@ -278,7 +280,10 @@ export class LocalFleet {
     for (let i = 1; i <= (this.o.backends ?? 3); i++) {
       const id = `backend-${i}`;
       const server = createServer((req, res) => {
-        if (req.url === "/healthz") return res.writeHead(200).end("ok");
+        if (req.url === "/healthz") {
+          const up = !this.failingChecks.has(id);
+          return res.writeHead(up ? 200 : 503).end(up ? "ok" : "failing");
+        }
         const body = JSON.stringify({ backend: id, path: req.url });
         res
           .writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
@@ -393,6 +398,29 @@ export class LocalFleet {
       "not every node took its own Elastic IP",
     );
     await this.writeState();
+  }
+
+  /**
+   * Makes a demo backend (`backend-N`) fail its health checks, so that the
+   * nodes take it out of their pools, or pass them again.
+   */
+  setBackendHealthy(id: string, healthy: boolean): void {
+    if (healthy) this.failingChecks.delete(id);
+    else this.failingChecks.add(id);
+  }
+
+  /** The backends' health as a node sees it (its `/readyz`), by backend id; undefined when it does not answer. */
+  async backendHealth(nodeId: string): Promise<Record<string, boolean> | undefined> {
+    const n = this.node(nodeId);
+    try {
+      const res = await fetch(`http://${n.address}:${n.adminPort}/readyz`, {
+        signal: AbortSignal.timeout(1000),
+      });
+      const body = (await res.json()) as { backends?: { id: string; healthy: boolean }[] };
+      return Object.fromEntries((body.backends ?? []).map((b) => [b.id, b.healthy]));
+    } catch {
+      return undefined;
+    }
   }
 
   /** True when `ip` is one of this fleet's Elastic IPs. */
