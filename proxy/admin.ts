@@ -2,7 +2,10 @@
  * The admin endpoint, on its own port so that it never competes with user
  * traffic for a listener and can be firewalled apart:
  *
- * - `GET /healthz`: 200 while the process runs (liveness).
+ * - `GET /healthz`: 200 while the data plane works: every listener accepts
+ *   a connection and, in a cluster, every worker answers (`data-plane.ts`);
+ *   else 503, the JSON body naming what failed. Without a `health` check,
+ *   200 while the process runs.
  * - `GET /readyz`: 200 when a config is in force and the node is not
  *   draining, else 503; the JSON body also carries the node's `role`.
  * - `GET /metrics`: Prometheus text.
@@ -16,6 +19,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { tokenMatches } from "./admin-token";
+import type { DataPlaneReport } from "./data-plane";
 import { ListenError } from "./errors";
 
 export interface AdminStatus {
@@ -45,6 +49,8 @@ export interface AdminServerOptions {
   readonly metrics: () => Promise<{ contentType: string; body: string }>;
   /** Starts a drain; the answer does not wait for it to end. */
   readonly drain: () => void;
+  /** The data plane's health, which `/healthz` reports. @default none: alive is healthy */
+  readonly health?: () => Promise<DataPlaneReport>;
   /** @default "none" (no agent has set one) */
   readonly role?: string;
   /** The token that state changes need. @default none: every state change is refused */
@@ -93,8 +99,11 @@ export class AdminServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? "/").split("?")[0];
     switch (path) {
-      case "/healthz":
-        return send(res, 200, { alive: true });
+      case "/healthz": {
+        if (!this.options.health) return send(res, 200, { alive: true });
+        const report = await this.options.health();
+        return send(res, report.healthy ? 200 : 503, { alive: true, ...report });
+      }
       case "/readyz": {
         const s = this.options.status();
         const ready = s.configLoaded && !s.draining;

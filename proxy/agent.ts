@@ -27,8 +27,9 @@
  *
  * Demotion is immediate: on `lost` the role drops to standby before anything
  * else, and no side effect starts without `lease.isLeader()` being true at that
- * moment. A node marked failed by the health checker (gray failure), asked to
- * yield, or draining releases the lease and stops contending.
+ * moment. A node marked failed by the health checker (gray failure), whose
+ * own data plane failed `dataPlaneFailures` checks in a row, asked to yield,
+ * or draining releases the lease and stops contending.
  *
  * Operator commands arrive through the node's own `node#` item (`command`),
  * so they need no network path to the node: `yield` (hand the lease over for
@@ -66,6 +67,8 @@ export interface ProxyHandle {
   load(): { connections: number; rps: number };
   /** Stops accepting and finishes in-flight requests. */
   drain(): Promise<void>;
+  /** The listeners accept and the workers answer (`/healthz`). @default not checked */
+  dataPlaneHealthy?(): Promise<boolean>;
 }
 
 /** The desired owner of a shared Elastic IP, as the holder records it in `vip#<allocationId>`. */
@@ -177,6 +180,8 @@ export interface NodeAgentOptions {
    */
   readonly dnsDrainMs?: number;
   readonly proxy: ProxyHandle;
+  /** Failed data-plane checks in a row (one per heartbeat) after which the node steps down. @default 3 */
+  readonly dataPlaneFailures?: number;
   /** Told of every change of role (the admin endpoint reports it). */
   readonly onRole?: (role: NodeRole) => void;
   readonly log?: AgentLog;
@@ -192,6 +197,7 @@ export class NodeAgent {
   private roleNow: NodeRole = "starting";
   private draining = false;
   private failedMark = false;
+  private dataPlaneFailed = 0;
   private yieldUntilMs = 0;
   private lastCommand: string | undefined;
   /** The run of `holdAddresses` under way (a promotion or a repair): one at a time. */
@@ -402,7 +408,11 @@ export class NodeAgent {
 
   private eligible(): boolean {
     return (
-      this.o.proxy.ready() && !this.draining && !this.failedMark && this.clock.nowMs() >= this.yieldUntilMs
+      this.o.proxy.ready() &&
+      !this.draining &&
+      !this.failedMark &&
+      this.dataPlaneFailed < (this.o.dataPlaneFailures ?? 3) &&
+      this.clock.nowMs() >= this.yieldUntilMs
     );
   }
 
@@ -453,6 +463,7 @@ export class NodeAgent {
         },
       );
     }
+    await this.checkDataPlane();
     await this.ensureOwnAddress();
     if (!this.shared) return;
     await this.lease.setEligible(this.eligible());
@@ -464,6 +475,18 @@ export class NodeAgent {
         if (this.holding === run) this.holding = undefined;
       });
     }
+  }
+
+  /** Counts failed data-plane checks in a row: at the limit the node is not eligible (releases the lease). */
+  private async checkDataPlane(): Promise<void> {
+    if (!this.o.proxy.dataPlaneHealthy) return;
+    const ok = await this.o.proxy.dataPlaneHealthy().catch(() => false);
+    const limit = this.o.dataPlaneFailures ?? 3;
+    const before = this.dataPlaneFailed;
+    this.dataPlaneFailed = ok ? 0 : before + 1;
+    if (this.dataPlaneFailed === limit)
+      this.log("warn", `data plane failed ${limit} checks in a row: stepping down`);
+    if (ok && before >= limit) this.log("info", "data plane healthy again: contending");
   }
 
   /**

@@ -15,6 +15,11 @@
  * The node agent (lease, heartbeat, Elastic IP) is not here: it plugs in
  * beside the proxy and sets the role the admin server reports
  * (`AdminServer.setRole`).
+ *
+ * `/healthz` probes the data plane (`data-plane.ts`): this process's
+ * listeners, or, in a cluster, the shared listeners and each worker, which
+ * the primary pings every `WORKER_PING_MS` and which answers with the state
+ * of its own listeners.
  */
 import cluster, { type Worker } from "node:cluster";
 import { availableParallelism, hostname } from "node:os";
@@ -35,6 +40,7 @@ import { AdminServer } from "./admin";
 import { readAdminToken } from "./admin-token";
 import { DynamoAgentStore, NodeAgent } from "./agent";
 import { type ConfigSource, ConfigWatch, type InitialConfig, loadInitialConfig } from "./config-watch";
+import { DataPlaneHealth, type DataPlaneReport, type ListenerState, WORKER_PING_MS } from "./data-plane";
 import { UsageError } from "./errors";
 import { createProxyRegistry } from "./metrics";
 import { ProxyServer } from "./server";
@@ -271,6 +277,8 @@ export interface ProxyNode {
   beforeDrain(fn: () => Promise<void>, boundMs?: number): void;
   /** A config is in force and the process is not draining. */
   ready(): boolean;
+  /** Whether the listeners accept and the workers answer (what `/healthz` reports). */
+  health(): Promise<DataPlaneReport>;
   /** Open client connections and requests per second (single process; 0 in a cluster primary). */
   load(): { connections: number; rps: number };
 }
@@ -306,6 +314,10 @@ async function runSingle(o: MainOptions, logger: Logger): Promise<ProxyNode> {
     sessionWaitMs: o.sessionWaitMs,
   });
   const registry = createProxyRegistry({ proxy: () => proxy });
+  const health = new DataPlaneHealth(() => ({
+    draining: draining || proxy.draining,
+    listeners: proxy.listenerStates(),
+  }));
   const watch = new ConfigWatch({
     source: rt.source,
     version: rt.initial.version,
@@ -344,6 +356,7 @@ async function runSingle(o: MainOptions, logger: Logger): Promise<ProxyNode> {
     }),
     metrics: async () => ({ contentType: registry.contentType, body: await registry.metrics() }),
     drain,
+    health: () => health.check(),
   });
   watch.start();
   process.on("SIGTERM", drain);
@@ -356,6 +369,7 @@ async function runSingle(o: MainOptions, logger: Logger): Promise<ProxyNode> {
     drain,
     beforeDrain: (fn, boundMs = HOOK_BOUND_MS) => hooks.push({ fn, boundMs }),
     ready: () => !draining && !proxy.draining,
+    health: () => health.check(),
     load: () => {
       let connections = 0;
       let count = 0;
@@ -374,8 +388,14 @@ async function runSingle(o: MainOptions, logger: Logger): Promise<ProxyNode> {
 
 // ---- cluster ---------------------------------------------------------------
 
-type ToWorker = { type: "config"; version: number; config: FleetConfig; id: number } | { type: "drain" };
-type FromWorker = { type: "applied"; id: number; error?: string } | { type: "hello" };
+type ToWorker =
+  | { type: "config"; version: number; config: FleetConfig; id: number }
+  | { type: "drain" }
+  | { type: "ping" };
+type FromWorker =
+  | { type: "applied"; id: number; error?: string }
+  | { type: "hello" }
+  | { type: "pong"; listeners: ListenerState[] };
 
 async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
   const rt = await loadRuntime(o, logger);
@@ -388,6 +408,8 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
   cluster.setupPrimary({ env: { ...process.env, HAFLEET_PROXY_WORKER: "1" } } as never);
 
   const send = (w: Worker, msg: ToWorker) => w.isConnected() && w.send(msg);
+  /** Each running worker: when it started or last answered a ping, and its listeners then. */
+  const answers = new Map<Worker, { atMs: number; listeners: ListenerState[] }>();
   const broadcast = (version: number, config: FleetConfig): Promise<string[]> => {
     const id = ++requestId;
     const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => !!w?.isConnected());
@@ -399,7 +421,9 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
   };
   const fork = () => {
     const w = cluster.fork({ HAFLEET_PROXY_WORKER: "1" });
+    answers.set(w, { atMs: performance.now(), listeners: [] });
     w.on("message", (msg: FromWorker) => {
+      if (msg.type === "pong") return answers.set(w, { atMs: performance.now(), listeners: msg.listeners });
       // The worker says hello once it listens for messages (a message sent
       // earlier, on 'online', is lost while its code still loads).
       if (msg.type === "hello") return send(w, { type: "config", ...current, id: 0 });
@@ -410,6 +434,7 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
           process.exit(1);
         }
         started++;
+        send(w, { type: "ping" }); // its listeners' state now, not at the next round
         return;
       }
       const p = pending.get(msg.id);
@@ -422,6 +447,7 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
     });
   };
   cluster.on("exit", (w, code, signal) => {
+    answers.delete(w);
     if (draining) {
       if (Object.keys(cluster.workers ?? {}).length === 0) {
         logger.info("all workers drained, exiting");
@@ -433,6 +459,24 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
     fork();
   });
   for (let i = 0; i < o.workers; i++) fork();
+  setInterval(() => {
+    for (const w of answers.keys()) send(w, { type: "ping" });
+  }, WORKER_PING_MS).unref();
+  const health = new DataPlaneHealth(() => {
+    const now = performance.now();
+    const running = [...answers].map(([w, a]) => ({
+      pid: w.process.pid ?? 0,
+      answeredMsAgo: now - a.atMs,
+      listeners: a.listeners,
+    }));
+    // The workers share each listening socket, bound where the config says: one connect per
+    // listener reaches whichever worker accepts.
+    const listeners = current.config.listeners.map((l) => ({
+      name: l.name,
+      address: { address: l.bind, port: l.port },
+    }));
+    return { draining, listeners, workers: { expected: o.workers, running } };
+  });
 
   const aggregator = new AggregatorRegistry();
   const watch = new ConfigWatch({
@@ -474,6 +518,7 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
     }),
     metrics: async () => ({ contentType: aggregator.contentType, body: await aggregator.clusterMetrics() }),
     drain,
+    health: () => health.check(),
   });
   watch.start();
   process.on("SIGTERM", drain);
@@ -484,6 +529,7 @@ async function runPrimary(o: MainOptions, logger: Logger): Promise<ProxyNode> {
     drain,
     beforeDrain: (fn, boundMs = HOOK_BOUND_MS) => hooks.push({ fn, boundMs }),
     ready: () => !draining && started >= o.workers,
+    health: () => health.check(),
     load: () => ({ connections: 0, rps: 0 }),
   };
 }
@@ -515,6 +561,8 @@ async function runWorker(o: MainOptions, logger: Logger): Promise<void> {
         (err: unknown) =>
           reply({ type: "applied", id: msg.id, error: err instanceof Error ? err.message : String(err) }),
       );
+    } else if (msg.type === "ping") {
+      reply({ type: "pong", listeners: proxy?.listenerStates() ?? [] });
     } else if (msg.type === "drain") {
       void (proxy?.drain() ?? Promise.resolve()).then(() => {
         store?.destroy();
@@ -590,7 +638,12 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
     ...(o.ownAllocationId ? { ownAllocationId: o.ownAllocationId } : {}),
     heartbeatMs: failover?.heartbeatMs,
     dnsDrainMs: drainDnsMs,
-    proxy: { ready: () => node.ready(), load: () => node.load(), drain: async () => node.drain() },
+    proxy: {
+      ready: () => node.ready(),
+      load: () => node.load(),
+      drain: async () => node.drain(),
+      dataPlaneHealthy: async () => (await node.health()).healthy,
+    },
     onRole: (role) => node.admin.setRole(role),
     log: (level, message, fields) => logger[level](fields ?? {}, message),
   });

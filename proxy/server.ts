@@ -14,6 +14,7 @@
 import pino, { type Logger } from "pino";
 import type { FleetConfig, ListenerConfig } from "../lib/core/config";
 import type { BackendHealth } from "./admin";
+import type { ListenerState } from "./data-plane";
 import { HealthChecker } from "./health";
 import { HttpListener } from "./http-listener";
 import { ConnectionGate, type Listener, type ListenerSettings } from "./listener";
@@ -244,6 +245,17 @@ export class ProxyServer {
     if (!l) return "-";
     const a = l.address();
     return `${a.address}:${a.port}`;
+  }
+
+  /** Each listener's bound address; undefined for one that no longer listens (its server closed). */
+  listenerStates(): ListenerState[] {
+    return [...this.listeners.values()].map((l) => {
+      try {
+        return { name: l.name, address: l.address() };
+      } catch {
+        return { name: l.name, address: undefined };
+      }
+    });
   }
 
   /** The port a listener is bound to. */

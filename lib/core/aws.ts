@@ -2,9 +2,16 @@
  * AWS SDK client settings shared by every hafleet process. Endpoint, region and
  * credentials come from the usual AWS variables (`AWS_ENDPOINT_URL`,
  * `AWS_REGION`, ...), so the same code talks to AWS, LocalStack or moto.
+ *
+ * Every client built from `awsClientConfig` is bounded: no attempt outlives
+ * `requestTimeoutMs`, so no call outlives `maxAttempts` of them and the SDK's
+ * backoff between. A hung promotion or checker run would otherwise hold the
+ * lease it acts under (docs/architecture.md §3) for as long as the server
+ * keeps the socket open.
  */
 import { Agent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
+import type { Readable } from "node:stream";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 
 export interface AwsClientOptions {
@@ -14,11 +21,16 @@ export interface AwsClientOptions {
   readonly endpoint?: string;
   /** TCP connect timeout of one attempt. @default 1000 */
   readonly connectTimeoutMs?: number;
-  /** Time for one attempt's answer. @default 3000 */
+  /**
+   * Time for one attempt's whole answer, head and body; past it the attempt
+   * fails with a `TimeoutError` (retried by the SDK, a `timeout` to
+   * `describeAwsFailure`). @default 3000
+   */
   readonly requestTimeoutMs?: number;
   /**
-   * Attempts made by the SDK itself. The state store retries on its own (jittered,
-   * only retryable errors, within the caller's deadline) and passes 1.
+   * Attempts made by the SDK itself, each bounded by `requestTimeoutMs`. The
+   * state store retries on its own (jittered, only retryable errors, within
+   * the caller's deadline) and passes 1.
    * @default 3
    */
   readonly maxAttempts?: number;
@@ -30,17 +42,83 @@ export function resolveRegion(region?: string): string {
 
 export function awsClientConfig(options: AwsClientOptions = {}) {
   const agentOptions = { keepAlive: true, maxSockets: 64 };
+  const attemptMs = options.requestTimeoutMs ?? 3000;
   return {
     region: resolveRegion(options.region),
     ...(options.endpoint ? { endpoint: options.endpoint } : {}),
     maxAttempts: options.maxAttempts ?? 3,
-    requestHandler: new NodeHttpHandler({
+    requestHandler: new BoundedHttpHandler(attemptMs, {
       connectionTimeout: options.connectTimeoutMs ?? 1000,
-      requestTimeout: options.requestTimeoutMs ?? 3000,
+      // Without `throwOnRequestTimeout` the handler only logs a warning when
+      // `requestTimeout` passes, and the attempt waits on (@smithy/node-http-handler 4).
+      requestTimeout: attemptMs,
+      throwOnRequestTimeout: true,
       httpAgent: new Agent(agentOptions),
       httpsAgent: new HttpsAgent(agentOptions),
     }),
   };
+}
+
+type HandleArgs = Parameters<NodeHttpHandler["handle"]>;
+type HandleResult = Awaited<ReturnType<NodeHttpHandler["handle"]>>;
+
+/** The error of an attempt that ran out of time: a `TimeoutError`, as the SDK's own. */
+function attemptTimedOut(ms: number): Error {
+  return Object.assign(new Error(`no complete answer within ${ms} ms`), {
+    name: "TimeoutError",
+    code: "ETIMEDOUT",
+  });
+}
+
+/**
+ * The SDK's handler, with each attempt bounded as a whole. The handler's own
+ * `requestTimeout` ends only the wait for the answer's head: a server that
+ * sends a head and then stalls in the body holds the call forever. So every
+ * attempt also gets an abort signal of its own (merged with the caller's)
+ * and, once the head is in, the body is ended when the same bound passes.
+ */
+class BoundedHttpHandler extends NodeHttpHandler {
+  constructor(
+    private readonly attemptMs: number,
+    options: ConstructorParameters<typeof NodeHttpHandler>[0],
+  ) {
+    super(options);
+  }
+
+  override async handle(request: HandleArgs[0], options: HandleArgs[1] = {}): Promise<HandleResult> {
+    const bound = new AbortController();
+    const timeout = attemptTimedOut(this.attemptMs);
+    let body: Readable | undefined;
+    const timer = setTimeout(() => {
+      if (body) body.destroy(timeout);
+      else bound.abort(timeout);
+    }, this.attemptMs);
+    const caller = options.abortSignal as AbortSignal | undefined;
+    const onCallerAbort = () => bound.abort(caller?.reason);
+    if (caller?.aborted) onCallerAbort();
+    else caller?.addEventListener("abort", onCallerAbort);
+    const done = () => {
+      clearTimeout(timer);
+      caller?.removeEventListener("abort", onCallerAbort);
+    };
+    let out: HandleResult;
+    try {
+      out = await super.handle(request, { ...options, abortSignal: bound.signal });
+    } catch (err) {
+      done();
+      // The handler reports an abort as an AbortError, which the SDK does not retry:
+      // an attempt that ran out of time is a timeout, as one without a head is.
+      throw bound.signal.reason === timeout ? timeout : err;
+    }
+    const stream = out.response.body as Readable | undefined;
+    if (stream && typeof stream.once === "function" && !stream.destroyed) {
+      body = stream;
+      // Whoever reads the body sees the timeout; this keeps an unread one from crashing the process.
+      stream.once("error", () => {});
+      stream.once("close", done);
+    } else done();
+    return out;
+  }
 }
 
 /** What kind of failure an AWS call met; each service's client names it in its own codes. */

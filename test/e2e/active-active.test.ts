@@ -54,7 +54,13 @@ function trafficTo(fleet: LocalFleet, resolver = fleet.resolver!, name = fleet.d
 }
 
 async function flowing(fleet: LocalFleet, t: StickyTraffic, n = 60) {
-  await fleet.waitFor(() => t.outcomes.filter((o) => o.ok).length >= n, 30_000, "traffic did not flow");
+  await fleet.waitFor(
+    () =>
+      t.outcomes.filter((o) => o.ok).length >= n &&
+      t.backendsBefore(Date.now()).every((b) => b !== undefined),
+    30_000,
+    "traffic did not flow to every client",
+  );
 }
 
 /** Three nodes under sticky load, and the node that serves the most clients (at least one). */
@@ -203,9 +209,13 @@ test("two checkers at once (an overlapping invocation): only the lease holder's 
   const victim = f.nodes[0]!;
   f.signal(victim.nodeId, "SIGKILL");
   await f.waitFor(async () => (await f.weights())[victim.nodeId] === 0, 30_000, "weight did not reach 0");
+  // The audit event follows once Route 53 reports the change INSYNC and it reads back.
+  const isDrop = (c: { nodeId: string; from: number | null; to: number }) =>
+    c.nodeId === victim.nodeId && c.from === 100 && c.to === 0;
+  await f.waitFor(async () => (await weightChanges(f)).some(isDrop), 30_000, "no audit event of the drop");
   const holder = await new DynamoLeaseStore(f.store, f.fleetId).get("checker");
   const changes = await weightChanges(f);
-  const drop = changes.find((c) => c.nodeId === victim.nodeId && c.from === 100 && c.to === 0);
+  const drop = changes.find(isDrop);
   // The drop was made by the checker holding the lease, under its token.
   expect(drop).toMatchObject({ by: holder!.holder, token: holder!.token });
   const desired = await f.store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.dns(f.dnsName) });

@@ -8,11 +8,14 @@ import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { AssociateAddressCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { awsClientConfig } from "../../lib/core/aws";
+import { ConfigStore } from "../../lib/core/config-store";
 import { listEvents } from "../../lib/core/events";
 import { fencedPut } from "../../lib/core/fence";
 import { DynamoLeaseStore } from "../../lib/core/lease";
 import type { FleetStatus } from "../../lib/core/status";
 import { keys } from "../../lib/core/tables";
+import { hash32 } from "../../proxy/hash";
+import { Pool } from "../../proxy/pool";
 import { uniqueId } from "../harness/aws";
 import { bundle } from "../harness/bundle";
 import { FaultProxy } from "../harness/fault-proxy";
@@ -35,14 +38,21 @@ afterEach(async () => {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function upWithTraffic(options: ConstructorParameters<typeof LocalFleet>[0] = {}) {
+async function upWithTraffic(
+  options: ConstructorParameters<typeof LocalFleet>[0] = {},
+  beforeTraffic: (f: LocalFleet) => Promise<void> = async () => {},
+  clients = 10,
+) {
   // A fleet id of its own: the emulator outlives each test, and Elastic IPs are found by their fleet tag.
   fleet = new LocalFleet({ nodes: 2, fleetId: uniqueId("e2e"), ...options });
   await fleet.up();
-  traffic = new StickyTraffic({ url: fleet.url, clients: 10 });
+  await beforeTraffic(fleet);
+  traffic = new StickyTraffic({ url: fleet.url, clients });
   traffic.start();
   await fleet.waitFor(
-    () => traffic!.outcomes.filter((o) => o.ok).length >= 30,
+    () =>
+      traffic!.outcomes.filter((o) => o.ok).length >= 30 &&
+      traffic!.backendsBefore(Date.now()).every((b) => b !== undefined),
     20_000,
     "traffic did not flow",
   );
@@ -51,20 +61,55 @@ async function upWithTraffic(options: ConstructorParameters<typeof LocalFleet>[0
   return { fleet, traffic, active: active! };
 }
 
+/** Waits until every node sees each backend as `healthy` says. */
+async function backendsSeen(f: LocalFleet, healthy: Record<string, boolean>, what: string): Promise<void> {
+  await f.waitFor(
+    async () => {
+      for (const n of f.nodes) {
+        const seen = await f.backendHealth(n.nodeId);
+        if (!seen || Object.entries(healthy).some(([id, ok]) => seen[id] !== ok)) return false;
+      }
+      return true;
+    },
+    30_000,
+    what,
+  );
+}
+
 async function leaseHolder(f: LocalFleet) {
   return new DynamoLeaseStore(f.store, f.fleetId).get("fleet");
 }
 
 test("SIGKILL of the active under load: traffic resumes through the Elastic IP, sticky clients keep their backend, the audit trail says why", async () => {
   const logs: { nodeId: string; line: string }[] = [];
+  const all = { "backend-1": true, "backend-2": true, "backend-3": true };
+  // backend-1 fails its checks when the clients first arrive: every session is assigned
+  // backend-2 or -3, where consistent hashing over all three gives a third of them backend-1.
+  // (One of three only: with two down the pool would be in panic and use all three.)
   const {
     fleet: f,
     traffic: t,
     active,
-  } = await upWithTraffic({
-    onNodeLog: (nodeId, line) => logs.push({ nodeId, line }),
-  });
+  } = await upWithTraffic(
+    { onNodeLog: (nodeId, line) => logs.push({ nodeId, line }) },
+    async (up) => {
+      up.setBackendHealthy("backend-1", false);
+      await backendsSeen(up, { ...all, "backend-1": false }, "backend-1 down on every node");
+    },
+    30,
+  );
   const standby = f.nodes.find((n) => n.nodeId !== active.nodeId)!;
+  const assignedAt = Date.now();
+  const assigned = t.backendsBefore(assignedAt);
+  expect(assigned.every((b) => b === "backend-2" || b === "backend-3")).toBe(true);
+  // It is back before the failover, on every node: the standby's hashing would now send
+  // some sessions to backend-1, so only the session table can keep them where they are.
+  f.setBackendHealthy("backend-1", true);
+  await backendsSeen(f, all, "every backend up on every node");
+  const pool = new Pool("app", (await new ConfigStore(f.store, f.fleetId).get())!.config.pools.app!);
+  const sessionKeys = t.sessionKeys();
+  const hashedElsewhere = sessionKeys.filter((k, c) => pool.hashPick(hash32(k!))?.id !== assigned[c]);
+  expect(hashedElsewhere.length).toBeGreaterThan(0); // none: (2/3)^30, about 5e-6
   await sleep(1000);
   const killAt = Date.now();
   f.signal(active.nodeId, "SIGKILL");
@@ -73,8 +118,11 @@ test("SIGKILL of the active under load: traffic resumes through the Elastic IP, 
   await t.stop();
 
   const sessions = t.sessionsKept(killAt);
-  expect(sessions.total).toBe(10);
+  expect(sessions.total).toBe(30);
   expect(sessions.moved).toEqual([]);
+  // And every answer since the first assignment came from the backend assigned then: neither
+  // backend-1's return nor the failover moved a session (hashing alone would have done both).
+  expect(t.backendsAfter(assignedAt)).toEqual(assigned.map((b) => new Set([b])));
   expect((await f.activeNode())?.nodeId).toBe(standby.nodeId);
   const lease = await leaseHolder(f);
   expect(lease?.holder).toBe(standby.nodeId);

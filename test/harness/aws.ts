@@ -5,6 +5,16 @@ import { awsClientConfig } from "../../lib/core/aws";
 import { StateStore, type StateStoreOptions } from "../../lib/core/store";
 import { ensureTables, type TableNames } from "../../lib/core/tables";
 
+/**
+ * The emulator itself, past the realistic proxy when one runs (jest global
+ * setup): what the network and DNS see, as opposed to what the AWS API says.
+ */
+export function emulatorEndpoint(): string {
+  const endpoint = process.env.HAFLEET_EMULATOR_ENDPOINT ?? process.env.AWS_ENDPOINT_URL;
+  if (!endpoint) throw new Error("no emulator: AWS_ENDPOINT_URL is not set (jest global setup sets it)");
+  return endpoint;
+}
+
 export function uniqueId(prefix: string): string {
   return `${prefix}-${randomBytes(4).toString("hex")}`;
 }

@@ -13,8 +13,7 @@ export async function runInstances(
   fleetId: string,
   nodeIds: readonly string[],
 ): Promise<string[]> {
-  const images = await ec2.send(new DescribeImagesCommand({ MaxResults: 5 }));
-  const imageId = images.Images?.[0]?.ImageId;
+  const imageId = await anyImage(ec2);
   if (!imageId) throw new Error("the emulator offers no machine image");
   const ids: string[] = [];
   for (const nodeId of nodeIds) {
@@ -38,6 +37,22 @@ export async function runInstances(
     ids.push(out.Instances![0]!.InstanceId!);
   }
   return ids;
+}
+
+/**
+ * One of moto's machine images. Asked by name first: moto ignores `MaxResults`
+ * and answers with its whole catalogue (over 1 MB), which a busy machine does
+ * not always deliver within an AWS call's bound (`lib/core/aws.ts`).
+ */
+async function anyImage(ec2: EC2Client): Promise<string | undefined> {
+  const named = await ec2.send(
+    new DescribeImagesCommand({
+      Filters: [{ Name: "name", Values: ["amzn2-ami-hvm-2.0.20180810-x86_64-gp2"] }],
+    }),
+  );
+  const id = named.Images?.[0]?.ImageId;
+  if (id) return id;
+  return (await ec2.send(new DescribeImagesCommand({ MaxResults: 5 }))).Images?.[0]?.ImageId;
 }
 
 /** Allocates an Elastic IP tagged with the fleet; moto hands out addresses in 127.0.0.0/8. */

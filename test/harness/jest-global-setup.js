@@ -1,14 +1,35 @@
 // Starts one emulator for the whole jest run and hands its endpoint to the
 // workers through the environment (workers are forked after this runs).
+//
+// HAFLEET_REALISTIC=1 puts the fault proxy in realistic mode between every
+// test and the emulator (test/harness/fault-proxy.ts, AWS_LIKE): the code
+// under test then meets AWS as it is, not as the emulator is. The harness's
+// stand-ins for the network and DNS (the fabric, the resolver) read the
+// emulator itself, HAFLEET_EMULATOR_ENDPOINT. The seed is printed;
+// HAFLEET_REALISTIC_SEED=<seed> replays it.
 require("tsx/cjs");
 const { startEmulator, emulatorEnv } = require("./emulator.ts");
+const { FaultProxy, realisticFromEnv } = require("./fault-proxy.ts");
 
 module.exports = async () => {
   // The SDK's notice that future versions need Node 22 would repeat in every worker and child.
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = "true";
-  if (process.env.HAFLEET_TEST_ENDPOINT) return; // an emulator the caller runs
-  const emulator = await startEmulator({ log: (line) => process.stderr.write(`\n${line}\n`) });
-  globalThis.__HAFLEET_EMULATOR__ = emulator;
-  process.env.HAFLEET_TEST_ENDPOINT = emulator.endpoint;
-  Object.assign(process.env, emulatorEnv(emulator.endpoint));
+  const realistic = realisticFromEnv(process.env);
+  let endpoint = process.env.HAFLEET_TEST_ENDPOINT; // an emulator the caller runs
+  if (!endpoint) {
+    const emulator = await startEmulator({ log: (line) => process.stderr.write(`\n${line}\n`) });
+    globalThis.__HAFLEET_EMULATOR__ = emulator;
+    endpoint = emulator.endpoint;
+    process.env.HAFLEET_TEST_ENDPOINT = endpoint;
+  }
+  Object.assign(process.env, emulatorEnv(endpoint));
+  process.env.HAFLEET_EMULATOR_ENDPOINT = endpoint;
+  if (realistic) {
+    const proxy = await new FaultProxy(endpoint, { realistic }).start();
+    globalThis.__HAFLEET_REALISTIC__ = proxy;
+    process.env.AWS_ENDPOINT_URL = proxy.endpoint;
+    process.stderr.write(
+      `\nrealistic AWS mode on, seed ${realistic.seed} (replay: HAFLEET_REALISTIC=1 HAFLEET_REALISTIC_SEED=${realistic.seed})\n`,
+    );
+  }
 };

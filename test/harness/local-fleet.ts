@@ -116,6 +116,13 @@ export interface LocalFleetOptions {
   readonly nodeEndpoint?: string;
   /** The endpoint the in-process health checker uses. @default the emulator's */
   readonly checkerEndpoint?: string;
+  /**
+   * The emulator itself, read by the fabric and the resolver: they stand for
+   * AWS's network and DNS, which act on an association or a record when it is
+   * applied, whatever the API says meanwhile.
+   * @default `HAFLEET_EMULATOR_ENDPOINT` (past the tests' realistic proxy) without `endpoint`, else the emulator's
+   */
+  readonly truthEndpoint?: string;
   /** Run the health checker in-process. @default true */
   readonly checker?: boolean;
   /** The config's `failover.mode` at start. @default "active-passive" */
@@ -212,7 +219,12 @@ export class LocalFleet {
   readonly dns: boolean;
   private emulator: Emulator | undefined;
   private ec2!: EC2Client;
+  /** The fabric's and the resolver's view of the emulator (see `truthEndpoint`). */
+  private truthIps: ElasticIps | undefined;
+  private truthRoute53: Route53Client | undefined;
   private readonly backends: Server[] = [];
+  /** Demo backends whose health checks fail (they still answer requests). */
+  private readonly failingChecks = new Set<string>();
   private fabric: ElasticIpFabric | undefined;
   private checker: HealthChecker | undefined;
   private checkerRun: Promise<unknown> | undefined;
@@ -268,7 +280,10 @@ export class LocalFleet {
     for (let i = 1; i <= (this.o.backends ?? 3); i++) {
       const id = `backend-${i}`;
       const server = createServer((req, res) => {
-        if (req.url === "/healthz") return res.writeHead(200).end("ok");
+        if (req.url === "/healthz") {
+          const up = !this.failingChecks.has(id);
+          return res.writeHead(up ? 200 : 503).end(up ? "ok" : "failing");
+        }
         const body = JSON.stringify({ backend: id, path: req.url });
         res
           .writeHead(200, { "content-type": "application/json", "content-length": Buffer.byteLength(body) })
@@ -337,8 +352,14 @@ export class LocalFleet {
     await this.waitFor(() => this.allReady(), 60_000, "nodes did not become ready");
 
     // 6. The fabric, 5. the checker.
+    const truth =
+      this.o.truthEndpoint ?? (this.o.endpoint ? undefined : process.env.HAFLEET_EMULATOR_ENDPOINT);
+    if (truth && truth !== this.endpoint) {
+      this.truthIps = new ElasticIps({ aws: { endpoint: truth } });
+      this.truthRoute53 = new Route53Client(awsClientConfig({ endpoint: truth }));
+    }
     this.fabric = new ElasticIpFabric({
-      elasticIps: this.elasticIps,
+      elasticIps: this.truthIps ?? this.elasticIps,
       store: this.store,
       fleetId: this.fleetId,
       addresses: [this.elasticIp, ...this.nodes.flatMap((n) => (n.own ? [n.own] : []))],
@@ -348,7 +369,7 @@ export class LocalFleet {
     if (this.zone) {
       const fabric = this.fabric;
       this.resolver = new Route53Resolver({
-        route53: this.route53,
+        route53: this.truthRoute53 ?? this.route53,
         zoneId: this.zone.zoneId,
         tcpCheck: (ip, port, timeoutMs) => fabric.check(ip, port, timeoutMs),
         healthCheckIntervalMs: this.o.healthCheckIntervalMs ?? 10_000,
@@ -379,6 +400,29 @@ export class LocalFleet {
     await this.writeState();
   }
 
+  /**
+   * Makes a demo backend (`backend-N`) fail its health checks, so that the
+   * nodes take it out of their pools, or pass them again.
+   */
+  setBackendHealthy(id: string, healthy: boolean): void {
+    if (healthy) this.failingChecks.delete(id);
+    else this.failingChecks.add(id);
+  }
+
+  /** The backends' health as a node sees it (its `/readyz`), by backend id; undefined when it does not answer. */
+  async backendHealth(nodeId: string): Promise<Record<string, boolean> | undefined> {
+    const n = this.node(nodeId);
+    try {
+      const res = await fetch(`http://${n.address}:${n.adminPort}/readyz`, {
+        signal: AbortSignal.timeout(1000),
+      });
+      const body = (await res.json()) as { backends?: { id: string; healthy: boolean }[] };
+      return Object.fromEntries((body.backends ?? []).map((b) => [b.id, b.healthy]));
+    } catch {
+      return undefined;
+    }
+  }
+
   /** True when `ip` is one of this fleet's Elastic IPs. */
   serves(ip: string): boolean {
     return !!this.fabric?.serves(ip);
@@ -394,10 +438,14 @@ export class LocalFleet {
     return this.o.ttlS ?? 10;
   }
 
-  /** The weights of the fleet's weighted set in Route 53 now, by node id (and `active`). */
+  /**
+   * The weights of the fleet's weighted set in Route 53 now, by node id (and
+   * `active`), as DNS serves them: read from the emulator itself, so that a
+   * test watching them spends none of the API's rate the checker lives within.
+   */
   async weights(): Promise<Record<string, number>> {
     if (!this.zone) return {};
-    const now = await new WeightedRecords({ route53: this.route53 }).read({
+    const now = await new WeightedRecords({ route53: this.truthRoute53 ?? this.route53 }).read({
       zoneId: this.zone.zoneId,
       name: this.dnsName,
       ttlS: this.ttlS,
@@ -521,9 +569,9 @@ export class LocalFleet {
     this.node(nodeId).child?.kill(signal);
   }
 
-  /** The node whose instance holds the Elastic IP, by the emulator. */
+  /** The node whose instance holds the Elastic IP, as the network sees it (the emulator itself). */
   async activeNode(): Promise<LocalNode | undefined> {
-    const a = await this.elasticIps.describe(this.elasticIp.allocationId);
+    const a = await (this.truthIps ?? this.elasticIps).describe(this.elasticIp.allocationId);
     return this.nodes.find((n) => n.instanceId === a.instanceId);
   }
 
@@ -606,6 +654,8 @@ export class LocalFleet {
     this.route53?.destroy();
     this.checkerStore?.destroy();
     this.checkerIps?.destroy();
+    this.truthIps?.destroy();
+    this.truthRoute53?.destroy();
     await rm(stateFile(this.fleetId), { force: true });
     for (const n of this.nodes) await rm(this.nodeStateFile(n), { force: true });
     await this.emulator?.stop();

@@ -69,6 +69,11 @@ export class StickyTraffic {
     await Promise.all(this.loops);
   }
 
+  /** Each client's session key (its cookie), undefined before its first answer. */
+  sessionKeys(): (string | undefined)[] {
+    return [...this.cookies];
+  }
+
   /** The backend each client reached last before `t` (undefined when none). */
   backendsBefore(t: number): (string | undefined)[] {
     return Array.from({ length: this.o.clients }, (_, c) => {

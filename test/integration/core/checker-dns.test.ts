@@ -7,6 +7,7 @@
 import { CreateHealthCheckCommand, CreateHostedZoneCommand, Route53Client } from "@aws-sdk/client-route-53";
 import { awsClientConfig } from "../../../lib/core/aws";
 import { HealthChecker } from "../../../lib/core/checker";
+import { type Clock, systemClock } from "../../../lib/core/clock";
 import type { FleetConfigInput } from "../../../lib/core/config";
 import { ConfigStore } from "../../../lib/core/config-store";
 import { WeightedRecords } from "../../../lib/core/dns";
@@ -19,7 +20,6 @@ import type { StateStore } from "../../../lib/core/store";
 import { keys } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { HealthEndpoint } from "../../harness/health-endpoint";
-import { ManualClock } from "../../harness/manual-clock";
 
 let store: StateStore;
 let route53: Route53Client;
@@ -99,7 +99,7 @@ async function fleet(mode: "active-passive" | "active-active") {
     checkerId: string,
     leaseMs = 6000,
     dnsOptions: { records?: WeightedRecords; rereadMs?: number } = {},
-    clock?: ManualClock,
+    clock?: Clock,
   ) => {
     const c = new HealthChecker({
       store,
@@ -117,6 +117,27 @@ async function fleet(mode: "active-passive" | "active-active") {
   const weights = async () =>
     Object.fromEntries([...(await records.read(set)).values()].map((r) => [r.nodeId, r.weight]));
   return { fleetId, name, set, admins, configs, newChecker, weights };
+}
+
+/** The system clock, whose monotonic time can be frozen and then moved by hand. */
+class FreezableClock implements Clock {
+  private frozenAtMs: number | undefined;
+  nowMs(): number {
+    return this.frozenAtMs ?? systemClock.nowMs();
+  }
+  wallMs(): number {
+    return systemClock.wallMs();
+  }
+  sleep(ms: number): Promise<void> {
+    return systemClock.sleep(ms);
+  }
+  freeze(): void {
+    this.frozenAtMs = systemClock.nowMs();
+  }
+  advance(ms: number): void {
+    if (this.frozenAtMs === undefined) throw new Error("freeze the clock before moving it");
+    this.frozenAtMs += ms;
+  }
 }
 
 async function leader(c: HealthChecker) {
@@ -182,9 +203,13 @@ test("when every node looks failed, the weights are not all zeroed (fail open)",
 
 test("a checker whose lease moved on has its weight change refused by the fence; only the holder's lands", async () => {
   const f = await fleet("active-active");
-  // Driven by hand (no renewals in the background): its own clock says it leads for 5.4 s.
-  const one = f.newChecker("checker-1", 6000);
+  // Driven by hand (no renewals in the background), its monotonic time frozen
+  // once it holds the lease: its own clock says it leads, however long its
+  // runs wait for Route 53 to apply their changes.
+  const clock = new FreezableClock();
+  const one = f.newChecker("checker-1", 6000, {}, clock);
   await one.lease.tick();
+  clock.freeze();
   expect(one.lease.isLeader()).toBe(true);
   for (let i = 0; i < 4; i++) await one.runOnce();
   f.admins[2]!.healthy = false;
@@ -253,23 +278,26 @@ test("reads Route 53 once per rereadMs, trusting its verified changes between; a
     }
   }
   const counting = new CountingRecords({ route53 });
-  // Its time moves only when told: how fresh its view is does not depend on how fast the runs go.
-  const clock = new ManualClock();
+  // The checker's monotonic time stands still once frozen and moves when the
+  // test says: how fresh its view is never depends on how long Route 53 or a
+  // busy machine takes. (Heartbeats and the lease read the same clock; with
+  // time standing still neither expires.)
+  const clock = new FreezableClock();
   const c = f.newChecker("checker-1", 6000, { records: counting, rereadMs: 1500 }, clock);
-  await c.lease.tick(); // driven by hand: the lease's validity is on the manual clock too
-  expect(c.lease.isLeader()).toBe(true);
+  await leader(c);
   for (let i = 0; i < 4; i++) await c.runOnce();
   expect(await f.weights()).toMatchObject({ n1: 100, n2: 100, n3: 100 });
+  clock.freeze();
+  clock.advance(1501);
+  await c.runOnce(); // its view is older than rereadMs: read afresh, now
   reads = 0;
   for (let i = 0; i < 3; i++) expect((await c.runOnce()).errors).toEqual([]);
   expect(reads).toBe(0); // nothing changed, its view is fresh: no call to Route 53
 
   await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 7 }]); // behind its back
-  clock.advance(1499);
   await c.runOnce();
-  expect(reads).toBe(0);
   expect((await f.weights()).n1).toBe(7); // not seen yet: its view is still fresh
-  clock.advance(1);
+  clock.advance(1501);
   const repaired = await c.runOnce();
   expect(reads).toBeGreaterThanOrEqual(1);
   expect(repaired.weightChanges).toBe(1);

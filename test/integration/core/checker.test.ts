@@ -117,16 +117,29 @@ async function leader(c: HealthChecker) {
   expect(c.lease.isLeader()).toBe(true);
 }
 
-test("an Elastic IP moved behind the system's back is moved back to the holder's instance, with an audit event", async () => {
-  const f = await fleetOfTwo();
+/**
+ * Moves the address to `instance` behind the system's back and waits until
+ * DescribeAddresses shows it there: EC2 applies an association a moment after
+ * accepting it, and reads show the old one for a while after.
+ */
+async function moveBehindBack(allocationId: string, instance: string): Promise<void> {
   await ec2.send(
     new AssociateAddressCommand({
-      AllocationId: f.eip.allocationId,
-      InstanceId: f.ib,
+      AllocationId: allocationId,
+      InstanceId: instance,
       AllowReassociation: true,
     }),
   );
-  expect((await eips.describe(f.eip.allocationId)).instanceId).toBe(f.ib);
+  for (let i = 0; i < 200; i++) {
+    if ((await eips.describe(allocationId)).instanceId === instance) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`${allocationId} never showed ${instance}`);
+}
+
+test("an Elastic IP moved behind the system's back is moved back to the holder's instance, with an audit event", async () => {
+  const f = await fleetOfTwo();
+  await moveBehindBack(f.eip.allocationId, f.ib);
   const c = checker(f.fleetId);
   await leader(c);
   const report = await c.runOnce();
@@ -258,13 +271,7 @@ test("the Lambda handler runs the loop in-process and refuses a bad event withou
   process.env.HAFLEET_SESSIONS_TABLE = tables.sessions;
   process.env.POWERTOOLS_METRICS_DISABLED = "true";
   const context = { awsRequestId: "req-1", getRemainingTimeInMillis: () => 60_000, functionName: "checker" };
-  await ec2.send(
-    new AssociateAddressCommand({
-      AllocationId: f.eip.allocationId,
-      InstanceId: f.ib,
-      AllowReassociation: true,
-    }),
-  );
+  await moveBehindBack(f.eip.allocationId, f.ib);
   const result = await handler({ fleetId: f.fleetId, runForMs: 1500, intervalMs: 500 }, context as never);
   expect(result.runs).toBeGreaterThanOrEqual(1);
   expect(result.reassociated).toEqual([f.eip.allocationId]);

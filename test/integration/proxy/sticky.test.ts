@@ -11,6 +11,8 @@ import type { FleetConfig, ListenerConfig } from "../../../lib/core/config";
 import { SessionTable } from "../../../lib/core/sessions";
 import { StateStore } from "../../../lib/core/store";
 import { ensureTables, type TableNames } from "../../../lib/core/tables";
+import { hash32 } from "../../../proxy/hash";
+import { Pool } from "../../../proxy/pool";
 import type { ProxyServer } from "../../../proxy/server";
 import { deadPort, get, Harness, startBackend, startProxy, webConfig } from "../../unit/proxy/helpers";
 
@@ -29,9 +31,9 @@ beforeAll(async () => {
   store.destroy();
 });
 
-function stickyConfig(ports: number[]): FleetConfig {
+function stickyConfig(ports: number[], weights?: number[]): FleetConfig {
   return webConfig(
-    ports.map((port, i) => ({ port, id: `b${i}` })),
+    ports.map((port, i) => ({ port, id: `b${i}`, ...(weights ? { weight: weights[i] } : {}) })),
     {},
     { listener: { stickiness: { cookieName: "HAFLEET", ttlS: 600 } } },
   );
@@ -74,15 +76,18 @@ function cookieOf(setCookie: string | string[] | undefined): string {
 }
 
 describe("sticky sessions across proxy instances", () => {
-  it("a session created through one instance is honoured by a second sharing the table", async () => {
+  it("a session created through one instance is honoured by a second whose hashing would pick otherwise", async () => {
     const backends = [
       h.add(await startBackend("x")),
       h.add(await startBackend("y")),
       h.add(await startBackend("z")),
     ];
-    const cfg = stickyConfig(backends.map((b) => b.port));
-    const one = await proxyWithStore(cfg, "node-one");
-    const two = await proxyWithStore(cfg, "node-two");
+    const ports = backends.map((b) => b.port);
+    const one = await proxyWithStore(stickyConfig(ports), "node-one");
+    // The second instance weighs z five times (a config change between the nodes, say):
+    // consistent hashing there moves keys, so only the table can keep them where they are.
+    const twoConfig = stickyConfig(ports, [1, 1, 5]);
+    const two = await proxyWithStore(twoConfig, "node-two");
 
     // Thirty sessions through instance one. A new session gets the backend that
     // consistent hashing gives its random key, so they spread over x, y and z
@@ -94,6 +99,11 @@ describe("sticky sessions across proxy instances", () => {
       sessions.push({ key: cookieOf(r.headers["set-cookie"]), backend: r.body });
     }
     expect(new Set(sessions.map((s) => s.backend))).toEqual(new Set(["x", "y", "z"]));
+    // Hashing at instance two would send some of them elsewhere (none: about 1e-6).
+    const names: Record<string, string> = { b0: "x", b1: "y", b2: "z" };
+    const hashedAtTwo = new Pool("web", twoConfig.pools.web!);
+    const elsewhere = sessions.filter((s) => names[hashedAtTwo.hashPick(hash32(s.key))!.id] !== s.backend);
+    expect(elsewhere.length).toBeGreaterThan(0);
 
     // Each returns through instance two, twice: same backend, no new cookie.
     for (const s of sessions) {

@@ -49,6 +49,15 @@ function start(args: string[], env: Record<string, string> = {}): Run {
   return { child, stderr: () => err, exited };
 }
 
+/** Ends a process this test started (a worker of its child), if it still runs. */
+function killIfAlive(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // gone already
+  }
+}
+
 async function ready(adminPort: number): Promise<Record<string, unknown>> {
   let body: Record<string, unknown> = {};
   await eventually(
@@ -240,5 +249,40 @@ describe("proxy/main.ts", () => {
     expect(metrics).toMatch(/hafleet_proxy_requests_total\{listener="web",code="200"\} 6/);
     run.child.kill("SIGTERM");
     expect(await run.exited).toBe(0);
+  });
+
+  it("with --workers 2, /healthz fails while a worker does not answer, naming it, and recovers when it does", async () => {
+    const a = h.add(await startBackend("a"));
+    const port = await freePort();
+    const adminPort = await freePort();
+    const file = join(dir, "cluster-health.yaml");
+    await writeFile(
+      file,
+      `listeners: [{ name: web, protocol: http, port: ${port}, bind: 127.0.0.1, pool: web }]\n` +
+        `pools: { web: { backends: [{ host: 127.0.0.1, port: ${a.port} }] } }\n`,
+    );
+    start(["--config", file, "--admin-port", String(adminPort), "--workers", "2", "--no-access-log"]);
+    await ready(adminPort);
+    let health: { healthy?: boolean; problems?: string[]; workers?: { pid: number }[] } = {};
+    const healthz = async () => {
+      const r = await get(adminPort, "/healthz");
+      health = JSON.parse(r.body);
+      return r.status;
+    };
+    await eventually(async () => (await healthz()) === 200 && health.workers?.length === 2);
+    expect(health).toMatchObject({
+      healthy: true,
+      listeners: [{ name: "web", address: `127.0.0.1:${port}`, ok: true }],
+    });
+    const pid = health.workers![1]!.pid;
+    // A stopped worker keeps its share of the listening socket but answers nothing.
+    process.kill(pid, "SIGSTOP");
+    h.add({ close: () => killIfAlive(pid) });
+    await eventually(async () => (await healthz()) === 503, 20_000, "/healthz 503");
+    expect(health.problems).toEqual([
+      expect.stringMatching(new RegExp(`^worker ${pid} has not answered for \\d+ ms$`)),
+    ]);
+    process.kill(pid, "SIGCONT");
+    await eventually(async () => (await healthz()) === 200, 20_000, "/healthz 200 again");
   });
 });
