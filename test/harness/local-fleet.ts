@@ -123,9 +123,9 @@ export interface LocalFleetOptions {
   readonly endpoint?: string;
   /**
    * The endpoint the nodes use to reach AWS, e.g. a fault proxy in front of the
-   * emulator, to cut them off. @default the emulator's
+   * emulator, to cut them off; a function gives each node its own. @default the emulator's
    */
-  readonly nodeEndpoint?: string;
+  readonly nodeEndpoint?: string | ((nodeId: string) => string);
   /** The endpoint the in-process health checker uses. @default the emulator's */
   readonly checkerEndpoint?: string;
   /** Run the health checker in-process. @default true */
@@ -542,7 +542,7 @@ export class LocalFleet {
     const child = spawn(process.execPath, args, {
       env: {
         ...process.env,
-        ...emulatorEnv(this.o.nodeEndpoint ?? this.endpoint),
+        ...emulatorEnv(this.nodeEndpoint(node.nodeId)),
         HAFLEET_STATE_TABLE: this.tables.state,
         HAFLEET_SESSIONS_TABLE: this.tables.sessions,
         AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",
@@ -553,6 +553,11 @@ export class LocalFleet {
     for (const stream of [child.stdout!, child.stderr!]) {
       createInterface({ input: stream }).on("line", (line) => this.o.onNodeLog?.(node.nodeId, line));
     }
+  }
+
+  private nodeEndpoint(nodeId: string): string {
+    const e = this.o.nodeEndpoint;
+    return (typeof e === "function" ? e(nodeId) : e) ?? this.endpoint;
   }
 
   /** The node's last good config (its `--state-file`). */
