@@ -8,8 +8,11 @@
  * 3. Demo backends: HTTP servers on loopback that answer with their own id.
  * 4. The nodes as child processes (proxy + agent), each bound to its own
  *    loopback address, as instances have their own private addresses.
- * 5. The health checker's handler logic in-process on a timer (Lambda code
- *    does not run inside the emulator).
+ * 5. The health checker's handler logic in-process, as Lambda runs it
+ *    (Lambda code does not run inside the emulator): invocations of bounded
+ *    length with a gap between them, each a new `HealthChecker` (fresh memory:
+ *    no probe history, heartbeat readings or DNS view carried over), on clients
+ *    that live across invocations as a warm Lambda's do.
  * 6. The network fabric: a listener on each Elastic IP that forwards to the
  *    node the emulator says owns it.
  * 7. With DNS (active-active): each node's own Elastic IP, the fleet's
@@ -34,7 +37,8 @@ import {
   Route53Client,
 } from "@aws-sdk/client-route-53";
 import { awsClientConfig } from "../../lib/core/aws";
-import { HealthChecker } from "../../lib/core/checker";
+import { HealthChecker, type HealthCheckerOptions } from "../../lib/core/checker";
+import { systemClock } from "../../lib/core/clock";
 import type { FleetConfigInput } from "../../lib/core/config";
 import { ConfigStore } from "../../lib/core/config-store";
 import { WeightedRecords } from "../../lib/core/dns";
@@ -98,6 +102,21 @@ export async function createZone(route53: Route53Client, zoneName: string): Prom
   return { zoneId: out.HostedZone!.Id!.split("/").pop()!, zoneName };
 }
 
+/**
+ * The checker Lambda runs 55 s of every minute (`parseCheckerInvocation`, the
+ * control plane's schedule); the local fleet scales that down, so that tests
+ * meet invocation boundaries: 10 s invocations, 1 s apart.
+ */
+export const CHECKER_INVOCATION_MS = 10_000;
+export const CHECKER_GAP_MS = 1000;
+/**
+ * An invocation still running this long after its length has hit the Lambda's
+ * timeout: the handler stops 5 s before it (`parseCheckerInvocation`).
+ */
+export const CHECKER_TIMEOUT_MARGIN_MS = 5000;
+/** After the fleet is told to stop, how long an invocation gets to end by itself. */
+const CHECKER_STOP_GRACE_MS = 2000;
+
 export interface LocalFleetOptions {
   /** @default "local" */
   readonly fleetId?: string;
@@ -111,9 +130,9 @@ export interface LocalFleetOptions {
   readonly endpoint?: string;
   /**
    * The endpoint the nodes use to reach AWS, e.g. a fault proxy in front of the
-   * emulator, to cut them off. @default the emulator's
+   * emulator, to cut them off; a function gives each node its own. @default the emulator's
    */
-  readonly nodeEndpoint?: string;
+  readonly nodeEndpoint?: string | ((nodeId: string) => string);
   /** The endpoint the in-process health checker uses. @default the emulator's */
   readonly checkerEndpoint?: string;
   /**
@@ -140,6 +159,14 @@ export interface LocalFleetOptions {
   readonly addressBlock?: number;
   /** Interval of the in-process health checker. @default 1000; 2000 (the Lambda's default) with DNS */
   readonly checkerIntervalMs?: number;
+  /** How long each checker invocation runs, and the gap before the next. @default CHECKER_INVOCATION_MS, CHECKER_GAP_MS */
+  readonly checkerInvocationMs?: number;
+  readonly checkerGapMs?: number;
+  /** The checker's probe and lease settings. @default the checker's */
+  readonly checkerSettings?: Pick<
+    HealthCheckerOptions,
+    "probeTimeoutMs" | "rise" | "fall" | "checkerLeaseMs"
+  >;
   /**
    * Interval of the resolver's health checks. Route 53's fastest is 10 s; a
    * test of DNS failover between fleets may ask for less. @default 10000
@@ -226,11 +253,13 @@ export class LocalFleet {
   /** Demo backends whose health checks fail (they still answer requests). */
   private readonly failingChecks = new Set<string>();
   private fabric: ElasticIpFabric | undefined;
-  private checker: HealthChecker | undefined;
   private checkerRun: Promise<unknown> | undefined;
   private checkerStore: StateStore | undefined;
   private checkerIps: ElasticIps | undefined;
+  private checkerRecords: WeightedRecords | undefined;
   private readonly checkerStop = new AbortController();
+  /** Ends the running checker invocation early (`restartChecker`). */
+  private invocation: AbortController | undefined;
   private script = "";
   private readonly o: LocalFleetOptions;
   private readonly log: (line: string) => void;
@@ -380,12 +409,8 @@ export class LocalFleet {
       const endpoint = this.o.checkerEndpoint;
       this.checkerStore = endpoint ? new StateStore({ tables: this.tables, aws: { endpoint } }) : undefined;
       this.checkerIps = endpoint ? new ElasticIps({ aws: { endpoint } }) : undefined;
-      this.checker = this.newChecker("local-checker");
-      this.checkerRun = this.checker.runFor(
-        24 * 3600_000,
-        this.o.checkerIntervalMs ?? (this.dns ? 2000 : 1000),
-        this.checkerStop.signal,
-      );
+      this.checkerRecords = endpoint ? new WeightedRecords({ aws: { endpoint } }) : undefined;
+      this.checkerRun = this.runCheckerInvocations();
     }
     await this.waitFor(
       async () => !!this.fabric?.ownerOf(this.elasticIp.allocationId),
@@ -453,19 +478,83 @@ export class LocalFleet {
     return Object.fromEntries([...now.values()].map((r) => [r.nodeId, r.weight]));
   }
 
+  /**
+   * The checker as Lambda runs it, until the fleet goes down: each invocation a
+   * new checker (its own id, as each Lambda request has), running for its
+   * length; a failed invocation is logged and the next one runs, as the next
+   * scheduled one would.
+   */
+  private async runCheckerInvocations(): Promise<void> {
+    const stop = this.checkerStop.signal;
+    for (let n = 1; !stop.aborted; n++) {
+      const invocation = new AbortController();
+      const end = () => invocation.abort();
+      stop.addEventListener("abort", end, { once: true });
+      this.invocation = invocation;
+      const id = `local-checker-${n}`;
+      const ended = await this.invoke(
+        this.newChecker(id),
+        this.o.checkerInvocationMs ?? CHECKER_INVOCATION_MS,
+        invocation.signal,
+      );
+      stop.removeEventListener("abort", end);
+      if (ended !== "returned") this.log(`checker invocation ${id} ${ended}`);
+      await systemClock.sleep(this.o.checkerGapMs ?? CHECKER_GAP_MS, stop);
+    }
+  }
+
+  /**
+   * One checker invocation, bounded as Lambda bounds it: `runFor` for
+   * `runForMs`; when it has not returned by the Lambda's timeout (a call that
+   * never answers), or soon after `signal` aborts, it is abandoned as the
+   * timeout would end it: its lease loop stops without a release, so the next
+   * invocation waits the lease out, and anything it still does later is fenced
+   * by that lost lease.
+   */
+  async invoke(
+    checker: HealthChecker,
+    runForMs: number,
+    signal: AbortSignal,
+  ): Promise<"returned" | `failed: ${string}` | "timed out: abandoned"> {
+    const intervalMs = this.o.checkerIntervalMs ?? (this.dns ? 2000 : 1000);
+    const run = checker.runFor(runForMs, intervalMs, signal).then(
+      () => "returned" as const,
+      (err: unknown) => `failed: ${String(err)}` as const,
+    );
+    const abandoned = "timed out: abandoned" as const;
+    const timers: NodeJS.Timeout[] = [];
+    let grace = () => {};
+    const bound = new Promise<typeof abandoned>((resolve) => {
+      timers.push(setTimeout(() => resolve(abandoned), runForMs + CHECKER_TIMEOUT_MARGIN_MS));
+      grace = () => timers.push(setTimeout(() => resolve(abandoned), CHECKER_STOP_GRACE_MS));
+    });
+    if (signal.aborted) grace();
+    else signal.addEventListener("abort", grace, { once: true });
+    const ended = await Promise.race([run, bound]);
+    signal.removeEventListener("abort", grace);
+    for (const t of timers) clearTimeout(t);
+    if (ended === abandoned) await checker.lease.stop({ release: false });
+    return ended;
+  }
+
+  /** Ends the running checker invocation now (it releases its lease); the next starts after the gap. */
+  restartChecker(): void {
+    this.invocation?.abort();
+  }
+
   /** A health checker for this fleet as the control plane runs it (the tests start a second one). */
   newChecker(checkerId: string): HealthChecker {
     const zone = this.zone;
-    const endpoint = this.o.checkerEndpoint;
     return new HealthChecker({
       store: this.checkerStore ?? this.store,
       fleetId: this.fleetId,
       checkerId,
       elasticIps: this.checkerIps ?? this.elasticIps,
+      ...this.o.checkerSettings,
       ...(zone
         ? {
             dns: {
-              records: new WeightedRecords(endpoint ? { aws: { endpoint } } : { route53: this.route53 }),
+              records: this.checkerRecords ?? new WeightedRecords({ route53: this.route53 }),
               zoneId: zone.zoneId,
               name: this.dnsName,
               sharedAddress: async () => this.elasticIp.publicIp,
@@ -538,7 +627,7 @@ export class LocalFleet {
     const child = spawn(process.execPath, args, {
       env: {
         ...process.env,
-        ...emulatorEnv(this.o.nodeEndpoint ?? this.endpoint),
+        ...emulatorEnv(this.nodeEndpoint(node.nodeId)),
         HAFLEET_STATE_TABLE: this.tables.state,
         HAFLEET_SESSIONS_TABLE: this.tables.sessions,
         AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",
@@ -549,6 +638,11 @@ export class LocalFleet {
     for (const stream of [child.stdout!, child.stderr!]) {
       createInterface({ input: stream }).on("line", (line) => this.o.onNodeLog?.(node.nodeId, line));
     }
+  }
+
+  private nodeEndpoint(nodeId: string): string {
+    const e = this.o.nodeEndpoint;
+    return (typeof e === "function" ? e(nodeId) : e) ?? this.endpoint;
   }
 
   /** The node's last good config (its `--state-file`). */
@@ -656,6 +750,7 @@ export class LocalFleet {
     this.checkerIps?.destroy();
     this.truthIps?.destroy();
     this.truthRoute53?.destroy();
+    this.checkerRecords?.destroy();
     await rm(stateFile(this.fleetId), { force: true });
     for (const n of this.nodes) await rm(this.nodeStateFile(n), { force: true });
     await this.emulator?.stop();
