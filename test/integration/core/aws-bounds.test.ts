@@ -5,6 +5,7 @@
  * bound, the SDK retries it as a timeout, and the call rejects with an error
  * the project's classifier calls a timeout.
  */
+
 import { DynamoDBClient, ListTablesCommand } from "@aws-sdk/client-dynamodb";
 import { DescribeAddressesCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { GetChangeCommand, ListHostedZonesCommand, Route53Client } from "@aws-sdk/client-route-53";
@@ -12,6 +13,7 @@ import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "../.
 import { WeightedRecords } from "../../../lib/core/dns";
 import { ElasticIps } from "../../../lib/core/elastic-ip";
 import { AwsCallError } from "../../../lib/core/errors";
+import { DEFAULT_RETRY_POLICY } from "../../../lib/core/retry";
 import { awsOp, type FaultAction, FaultProxy } from "../../harness/fault-proxy";
 
 let proxy: FaultProxy;
@@ -72,9 +74,10 @@ const CALLS: [string, string, number, () => Promise<unknown>][] = [
     },
   ],
   [
-    "ElasticIps.describe (its own client, 3 attempts)",
+    // One SDK attempt per call; reads are retried by the project's own policy.
+    `ElasticIps.describe (one SDK attempt, ${DEFAULT_RETRY_POLICY.maxAttempts} reads)`,
     "EC2.DescribeAddresses",
-    3,
+    DEFAULT_RETRY_POLICY.maxAttempts,
     () => {
       const e = new ElasticIps({ aws: { endpoint: proxy.endpoint, requestTimeoutMs: 300 } });
       destroyers.push(() => e.destroy());
