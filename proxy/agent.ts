@@ -40,8 +40,8 @@ import { type DnsPlan, listDnsPlans } from "../lib/core/dns";
 import type { ElasticIpApi } from "../lib/core/elastic-ip";
 import { isHafleetError, SettingsError } from "../lib/core/errors";
 import { appendEvent, type FleetEvent } from "../lib/core/events";
-import { dnsDrainMs } from "../lib/core/failover";
-import { FENCE_ATTRIBUTE, fencedPut } from "../lib/core/fence";
+import { dnsDrainMs, type VipDesired } from "../lib/core/failover";
+import { fencedPut } from "../lib/core/fence";
 import {
   Heartbeater,
   listNodes,
@@ -53,6 +53,7 @@ import {
 import type { Lease } from "../lib/core/lease";
 import type { StateStore } from "../lib/core/store";
 import { keys } from "../lib/core/tables";
+import { getVip } from "../lib/core/vip";
 
 export type AgentLog = (
   level: "debug" | "info" | "warn" | "error",
@@ -71,15 +72,6 @@ export interface ProxyHandle {
   dataPlaneHealthy?(): Promise<boolean>;
 }
 
-/** The desired owner of a shared Elastic IP, as the holder records it in `vip#<allocationId>`. */
-export interface VipRecord {
-  readonly allocationId: string;
-  readonly owner: string;
-  readonly instanceId: string;
-  /** The fleet lease token it is recorded under. */
-  readonly token: number;
-}
-
 /**
  * What the agent reads and writes in the fleet's state. Narrow, like the
  * lease's `LeaseStore`, so that the agent's orderings can be tested on their
@@ -91,9 +83,9 @@ export interface AgentStore {
   listNodes(): Promise<NodeRecord[]>;
   listDnsPlans(): Promise<DnsPlan[]>;
   /** The desired owner as recorded; undefined when nobody recorded one. */
-  getVip(allocationId: string): Promise<VipRecord | undefined>;
+  getVip(allocationId: string): Promise<VipDesired | undefined>;
   /** Records the desired owner, fenced by the fleet lease (docs/architecture.md §6); throws `FencedError`. */
-  putVip(vip: VipRecord): Promise<void>;
+  putVip(vip: VipDesired): Promise<void>;
   /** Writes an audit event, fenced by the fleet lease like every other write (`by` and `token`). */
   appendEvent(event: FleetEvent): Promise<void>;
 }
@@ -119,18 +111,11 @@ export class DynamoAgentStore implements AgentStore {
     return listDnsPlans(this.store, this.fleetId);
   }
 
-  async getVip(allocationId: string): Promise<VipRecord | undefined> {
-    const item = await this.store.get("state", { pk: keys.fleet(this.fleetId), sk: keys.vip(allocationId) });
-    if (!item) return undefined;
-    return {
-      allocationId,
-      owner: String(item.owner ?? ""),
-      instanceId: String(item.instanceId ?? ""),
-      token: Number(item[FENCE_ATTRIBUTE] ?? 0),
-    };
+  getVip(allocationId: string): Promise<VipDesired | undefined> {
+    return getVip(this.store, this.fleetId, allocationId);
   }
 
-  putVip(vip: VipRecord): Promise<void> {
+  putVip(vip: VipDesired): Promise<void> {
     return fencedPut(this.store, {
       fleetId: this.fleetId,
       sk: keys.vip(vip.allocationId),

@@ -53,8 +53,9 @@ import {
 import { fencedPut } from "./fence";
 import { HeartbeatMonitor, listNodes, type NodeRecord, setNodeFailed, staleAfterMs } from "./heartbeat";
 import { DynamoLeaseStore, Lease, type LeaseRecord } from "./lease";
-import type { Item, StateStore } from "./store";
+import type { StateStore } from "./store";
 import { keys } from "./tables";
+import { getVip, listVips } from "./vip";
 
 export type LogFn = (
   level: "debug" | "info" | "warn" | "error",
@@ -152,19 +153,9 @@ interface Gathered {
   readonly config: FleetConfig | undefined;
   readonly nodes: readonly NodeRecord[];
   readonly leaseView: LeaseView | undefined;
-  readonly vipItems: readonly Item[];
+  readonly vips: readonly VipDesired[];
   /** Whether each of `nodes` answered its probe (same order). */
   readonly probes: readonly boolean[];
-}
-
-/** A `vip#` item as the planner reads it. */
-function toVipDesired(item: Item): VipDesired {
-  return {
-    allocationId: String(item.allocationId ?? String(item.sk).slice(4)),
-    owner: String(item.owner),
-    instanceId: String(item.instanceId),
-    token: Number(item.fenceToken),
-  };
 }
 
 export class HealthChecker {
@@ -277,18 +268,18 @@ export class HealthChecker {
   /** Step 2: the config, the nodes, the fleet lease and `vip#` as the store has them, and a probe of every node. */
   private async gather(errors: string[]): Promise<Gathered> {
     const store = this.o.store;
-    const [stored, nodes, fleetLease, vipItems] = await Promise.all([
+    const [stored, nodes, fleetLease, vips] = await Promise.all([
       this.config.get().catch((err: unknown) => {
         errors.push(`config: ${String(err)}`);
         return undefined;
       }),
       listNodes(store, this.o.fleetId),
       this.leases.get("fleet"),
-      store.query("state", keys.fleet(this.o.fleetId), { prefix: "vip#" }),
+      listVips(store, this.o.fleetId),
     ]);
     const leaseView = this.judgeFleetLease(fleetLease);
     const probes = await Promise.all(nodes.map((n) => this.probe(n.adminUrl)));
-    return { config: stored?.config, nodes, leaseView, vipItems, probes };
+    return { config: stored?.config, nodes, leaseView, vips, probes };
   }
 
   /** The fleet lease as a waiter judges it: expired once the same rvn has been seen for longer than its leaseMs. */
@@ -408,19 +399,18 @@ export class HealthChecker {
     const failed = new Set(
       lines.filter((l) => l.verdict === "failed" || l.verdict === "gray-failure").map((l) => l.nodeId),
     );
-    for (const item of seen.vipItems) {
-      const gathered = toVipDesired(item);
+    for (const gathered of seen.vips) {
       const allocationId = gathered.allocationId;
       try {
         const actual = await this.o.elasticIps.describe(allocationId);
         let desired: VipDesired | undefined = gathered;
         let plan = planVip(desired, seen.leaseView, actual.instanceId, failed.has(desired.owner));
         if (plan.action === "associate") {
-          const [fleetLease, vip] = await Promise.all([
+          const [fleetLease, current] = await Promise.all([
             this.leases.get("fleet"),
-            this.o.store.get("state", { pk: keys.fleet(this.o.fleetId), sk: keys.vip(allocationId) }),
+            getVip(this.o.store, this.o.fleetId, allocationId),
           ]);
-          desired = vip ? toVipDesired(vip) : undefined;
+          desired = current;
           plan = planVip(
             desired,
             this.judgeFleetLease(fleetLease),

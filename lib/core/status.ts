@@ -11,7 +11,7 @@ import type { ElasticIps } from "./elastic-ip";
 import { listNodes, type NodeRecord } from "./heartbeat";
 import { DynamoLeaseStore } from "./lease";
 import type { StateStore } from "./store";
-import { keys } from "./tables";
+import { listVips } from "./vip";
 
 export interface FleetStatus {
   readonly fleetId: string;
@@ -60,7 +60,7 @@ export async function fleetStatus(
   const [nodes, lease, vips, addresses, sets] = await Promise.all([
     listNodes(store, fleetId),
     new DynamoLeaseStore(store, fleetId).get("fleet"),
-    store.query("state", keys.fleet(fleetId), { prefix: "vip#" }),
+    listVips(store, fleetId),
     elasticIps.listByFleet(fleetId),
     listDnsPlans(store, fleetId),
   ]);
@@ -89,8 +89,8 @@ export async function fleetStatus(
         publicIp: a.publicIp,
         instanceId: a.instanceId || null,
         node: nodes.find((n) => n.instanceId && n.instanceId === a.instanceId)?.nodeId ?? null,
-        desiredOwner: vip ? String(vip.owner) : null,
-        desiredToken: vip ? Number(vip.fenceToken) : null,
+        desiredOwner: vip ? vip.owner : null,
+        desiredToken: vip ? vip.token : null,
       };
     }),
     dns: sets.map((d) => ({

@@ -15,8 +15,9 @@ import type { Clock } from "../../lib/core/clock";
 import type { DnsPlan } from "../../lib/core/dns";
 import { FencedError, StoreError } from "../../lib/core/errors";
 import type { FleetEvent } from "../../lib/core/events";
+import type { VipDesired } from "../../lib/core/failover";
 import type { NodeCommand, NodeRecord, NodeReport } from "../../lib/core/heartbeat";
-import type { AgentStore, VipRecord } from "../../proxy/agent";
+import type { AgentStore } from "../../proxy/agent";
 import type { MemoryLeaseStore } from "./memory-lease-store";
 
 export interface RecordedEvent extends FleetEvent {
@@ -25,7 +26,7 @@ export interface RecordedEvent extends FleetEvent {
 
 /** What every node's store shares: one fleet's items. */
 export class FleetMemory {
-  readonly vips = new Map<string, VipRecord>();
+  readonly vips = new Map<string, VipDesired>();
   readonly events: RecordedEvent[] = [];
   readonly nodes = new Map<string, NodeRecord>();
   /** Writes refused by a fence, for the tests to see that a stale writer tried. */
@@ -92,12 +93,12 @@ export class MemoryAgentStore implements AgentStore {
     return [];
   }
 
-  async getVip(allocationId: string): Promise<VipRecord | undefined> {
+  async getVip(allocationId: string): Promise<VipDesired | undefined> {
     await this.call();
     return this.fleet.vips.get(allocationId);
   }
 
-  async putVip(vip: VipRecord): Promise<void> {
+  async putVip(vip: VipDesired): Promise<void> {
     await this.call();
     if (this.failVipWrites > 0) {
       this.failVipWrites--;
