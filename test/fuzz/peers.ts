@@ -16,11 +16,12 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFleetConfig } from "../../lib/core/config";
 import { ProxyServer } from "../../proxy/server";
+import { freePort } from "../harness/emulator";
 import { CORPUS, type HostileCase } from "../unit/proxy/hostile-corpus";
 import { type ClientView, sendCase } from "../unit/proxy/hostile-runner";
 import { type RawBackend, readRequest, startRawBackend } from "../unit/proxy/raw-backend";
@@ -31,14 +32,6 @@ interface Seen {
   statuses: number[];
   closed: boolean;
   requests: number;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 async function waitForPort(port: number, child: ChildProcess): Promise<void> {
