@@ -6,23 +6,30 @@
  * The proxy parses only heads; bodies are forwarded as the bytes that came in.
  * Strictness is the defence against request smuggling (RFC 9112 section 11.2):
  * whatever two parsers could read differently is refused with 400 and the
- * connection closed, rather than "repaired":
+ * connection closed (502 for a backend's answer), rather than "repaired".
+ * Refused:
  * - more than one Content-Length, or one that is not all digits;
- * - an HTAB after a Content-Length or Transfer-Encoding value (llhttp refuses it);
  * - Transfer-Encoding together with Content-Length (RFC 9112 6.1 allows a
  *   proxy to refuse), or any Transfer-Encoding other than exactly `chunked`;
+ * - an HTAB after a Content-Length or Transfer-Encoding value (OWS to RFC
+ *   9110, but llhttp refuses it);
  * - obsolete line folding (a line starting with SP or HTAB; RFC 9112 5.2);
  * - a header name that is not a token, whitespace before the colon (RFC 9112
- *   5.1), a control byte (other than HTAB) in a value, a bare CR or bare LF
- *   (refused as soon as it arrives: `findHeadEnd`);
+ *   5.1), a control byte (other than HTAB) in a value;
+ * - a bare CR or bare LF anywhere in a head, refused as soon as it arrives
+ *   (`findHeadEnd`), not when the head timeout ends a wait for CRLFCRLF;
+ * - a request target with a byte outside visible ASCII (RFC 3986), or of no
+ *   form but origin-form (`/...`), absolute-form http(s) without userinfo,
+ *   or `*` for OPTIONS (RFC 9112 3.2);
  * - chunk sizes that are not hex, longer than 13 hex digits (2^52, the safe
  *   integer range), or chunk data not followed by CRLF; chunk extensions
- *   other than `;token[=token|quoted-string]`, whitespace in a size line;
- * - a request target with a byte outside visible ASCII, or one that is not origin-form (`/...`), absolute-form http(s)
- *   without userinfo, or `*` for OPTIONS (RFC 9112 3.2); an absolute-form
- *   target is forwarded as origin-form with Host from its authority;
+ *   other than `;token[=token|quoted-string]`, or whitespace in a size line
+ *   (RFC 9112 7.1.1 allows it; llhttp does not);
  * - a trailer line that is not a field (`token ":" value`), or a trailer
  *   carrying Content-Length, Transfer-Encoding or Host (RFC 9110 6.5.1).
+ * Rewritten: an absolute-form target goes on as origin-form with Host from
+ * its authority (RFC 9112 3.2.2); a backend's repeated identical
+ * Content-Length goes on once.
  * Removed from every request, whatever the peer: X-Real-IP, Forwarded,
  * X-Forwarded-Port and the X-Forwarded-For/-Proto/-Host lines (the listener
  * sets its own, believing a trusted proxy's values; README, "Forwarded
@@ -30,11 +37,14 @@
  * Not refused but never honoured: `Connection` naming Content-Length,
  * Transfer-Encoding or Host (either direction). Those are not removable; the
  * message is forwarded with the framing it was parsed with.
+ *
+ * The hostile corpus (test/unit/proxy/hostile-corpus.ts) holds a case for
+ * each of these; the differential check (test/fuzz/differential.ts) holds
+ * this parser to llhttp's reading of whatever it accepts.
  */
 
 /** RFC 9110 5.6.2 token characters. */
 const TOKEN_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
-/** Control bytes other than HTAB, including CR and LF (RFC 9110 5.5: field values). */
 /**
  * One pass over a whole head: a control byte other than HTAB, CR and LF
  * (RFC 9110 5.5), a CR not followed by LF, or an LF not preceded by CR. After

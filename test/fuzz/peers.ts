@@ -8,9 +8,9 @@
  * case's bytes, and what came of them: the statuses the client got, whether
  * the connection closed, how many requests the backend read. Prints a table
  * (or one JSON line per case with --json, then a summary line), saying for
- * each case where the peers' outcome is the one hafleet expects (same statuses,
- * same number of requests read by the backend). It compares outcomes, not
- * bytes: the peers add and rewrite headers of their own.
+ * each case where the peer made the decision hafleet expects (`agrees`), and
+ * whether each case's `follows` says so. It compares decisions, not bytes:
+ * the peers add and rewrite headers of their own.
  *
  * A test tool (it runs the test corpus), not a benchmark: nothing is timed.
  */
@@ -167,13 +167,23 @@ function expected(c: HostileCase): Seen {
   return { statuses: [...e.statuses], closed: e.closed, requests };
 }
 
+/** Refused: the last answer is an error, or none came and the connection closed. */
+function refusedOf(s: Seen): boolean {
+  const last = s.statuses.at(-1);
+  return last === undefined ? s.closed : last >= 400;
+}
+
 /**
- * Same statuses and the same number of requests reaching the backend. Closing
- * is shown but not compared: nginx lingers on a connection it refused (reads
- * on for a while before closing), which says nothing about its framing.
+ * The same decision: as many requests reached the backend, and both refused
+ * (whatever the status: 400 here, 422 or 501 there) or both answered the
+ * same statuses. Closing is shown but not compared: nginx lingers on a
+ * connection it refused, which says nothing about its framing.
  */
 function agrees(want: Seen, got: Seen): boolean {
-  return JSON.stringify(want.statuses) === JSON.stringify(got.statuses) && want.requests === got.requests;
+  if (want.requests !== got.requests) return false;
+  const refused = refusedOf(want);
+  if (refused !== refusedOf(got)) return false;
+  return refused || JSON.stringify(want.statuses) === JSON.stringify(got.statuses);
 }
 
 function show(s: Seen): string {

@@ -316,6 +316,7 @@ describe("findHeadEnd", () => {
     ["a bare CR", "GET / HTTP/1.1\rHost: a", 0, MALFORMED],
     ["a bare LF after where scanning starts", "GET / HTTP/1.1\r\nHost: a\n", 20, MALFORMED],
     ["a CRLF split at where scanning starts", "GET / HTTP/1.1\r\nHost", 15, NEED_MORE],
+    ["a CR ending the last read, no LF in this one", "GET / HTTP/1.1\rX", 15, MALFORMED],
   ];
   it.each(rows)("%s", (_n, text, from, expected) => {
     expect(findHeadEnd(Buffer.from(text, "latin1"), from)).toBe(expected);
