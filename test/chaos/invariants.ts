@@ -113,7 +113,7 @@ export const fenceMonotonic: Invariant = (o) => {
       reads.push({ record, token, sentAt: s.at, doneAt: s.doneAt });
   for (const s of o.eip)
     for (const l of [s.before, s.after])
-      if (l) reads.push({ record: "lease#fleet", token: l.token, sentAt: s.readAt, doneAt: s.doneAt });
+      if (l) reads.push({ record: "lease#fleet", token: l.token, sentAt: s.startedAt, doneAt: s.endedAt });
   const bySent = [...reads].sort((a, b) => a.sentAt - b.sentAt);
   const byDone = [...reads].sort((a, b) => a.doneAt - b.doneAt);
   const seen = new Map<string, Read>();
@@ -254,8 +254,8 @@ export const leaderExists: Invariant = (o, b) => {
   const reads: { at: number; lease: LeaseSeen | undefined }[] = [];
   for (const s of o.state) reads.push({ at: s.at, lease: s.lease });
   for (const s of o.eip) {
-    reads.push({ at: s.readAt, lease: s.before });
-    reads.push({ at: s.doneAt, lease: s.after });
+    reads.push({ at: s.startedAt, lease: s.before });
+    reads.push({ at: s.endedAt, lease: s.after });
   }
   reads.sort((x, y) => x.at - y.at);
   const out: Violation[] = [];

@@ -18,6 +18,9 @@ export interface LeaseSeen {
 
 /** One read of the shared Elastic IP, between two reads of the fleet lease. */
 export interface EipSample {
+  /** When the first lease read was sent, and when the second one's answer came. */
+  readonly startedAt: number;
+  readonly endedAt: number;
   /** When DescribeAddresses was sent, and when its answer came. */
   readonly readAt: number;
   readonly doneAt: number;

@@ -76,12 +76,21 @@ export class Sampler {
   }
 
   private async sampleEip(): Promise<void> {
+    const startedAt = Date.now();
     const before = await this.lease();
     const readAt = Date.now();
     const a = await this.fleet.elasticIps.describe(this.fleet.elasticIp.allocationId);
     const doneAt = Date.now();
     const after = await this.lease();
-    this.eip.push({ readAt, doneAt, before, after, instanceId: a.instanceId });
+    this.eip.push({
+      startedAt,
+      endedAt: Date.now(),
+      readAt,
+      doneAt,
+      before,
+      after,
+      instanceId: a.instanceId,
+    });
   }
 
   private async sampleState(): Promise<void> {

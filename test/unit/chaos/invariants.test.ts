@@ -50,7 +50,15 @@ function observation(o: Partial<Observation>): Observation {
 const lease = (holder: string | undefined, token: number): LeaseSeen => ({ holder, token });
 /** A read of the Elastic IP at `s` seconds, bracketed by two reads that show the same lease (or the given after). */
 function eip(s: number, instanceId: string, before: LeaseSeen, after: LeaseSeen = before): EipSample {
-  return { readAt: at(s), doneAt: at(s) + 20, before, after, instanceId };
+  return {
+    startedAt: at(s) - 10,
+    endedAt: at(s) + 30,
+    readAt: at(s),
+    doneAt: at(s) + 20,
+    before,
+    after,
+    instanceId,
+  };
 }
 
 function plan(
