@@ -141,7 +141,9 @@ export async function main(argv: string[]): Promise<number> {
           file,
           `${[...formatSchedule(result.schedule), ...result.applied, ...result.log].join("\n")}\n`,
         );
-        out(`  the run's log: ${file}`, { check: "chaos-log", run, seed, file });
+        // What the invariants judged, to judge again (or turn into a unit test's case).
+        await writeFile(file.replace(/\.log$/, ".json"), `${JSON.stringify(result.observation)}\n`);
+        out(`  the run's log and observation: ${file}, .json`, { check: "chaos-log", run, seed, file });
       }
     }
   } finally {
@@ -165,7 +167,8 @@ function report(
   out: (human: string, obj: Record<string, unknown>) => void,
 ): void {
   const o = r.observation;
-  const summary = `run ${run}/${of} seed ${r.seed} ${r.schedule.mode}, ${r.schedule.steps.length} steps, ${r.samples.state} samples, ${(r.ms / 1000).toFixed(1)} s`;
+  const hung = r.abandoned.length > 0 ? `, ${r.abandoned.length} checker invocations hung and abandoned` : "";
+  const summary = `run ${run}/${of} seed ${r.seed} ${r.schedule.mode}, ${r.schedule.steps.length} steps, ${r.samples.state} samples${hung}, ${(r.ms / 1000).toFixed(1)} s`;
   const replay = `npm run chaos -- --replay ${r.seed}`;
   if (r.violations.length === 0) {
     out(`${summary}: ok`, {
@@ -197,6 +200,7 @@ function report(
       schedule: formatSchedule(r.schedule),
       applied: r.applied,
       replay,
+      abandoned: r.abandoned,
       ms: r.ms,
       samples: r.samples,
     },

@@ -68,6 +68,8 @@ export interface RunResult {
   readonly violations: readonly Violation[];
   readonly observation: Observation;
   readonly samples: { eip: number; state: number; sessions: number; answers: number; failedReads: number };
+  /** Checker invocations that hung past the Lambda's timeout and were abandoned. */
+  readonly abandoned: readonly string[];
   /** Node and fleet log lines, for a violation's report. */
   readonly log: readonly string[];
   readonly ms: number;
@@ -128,6 +130,7 @@ class Run {
   private readonly seconds: { stop: AbortController; run: Promise<unknown> }[] = [];
   private readonly applied: string[] = [];
   private readonly log: string[] = [];
+  private readonly abandoned: string[] = [];
   private readonly rng: Rng;
   private readonly b: ChaosBounds;
   private proxies = new Map<string, FaultProxy>();
@@ -178,7 +181,10 @@ class Run {
         checkerLeaseMs: c.checkerLeaseMs,
       },
       onNodeLog: (id, line) => this.note(`[${id}] ${line}`),
-      log: (line) => this.note(line),
+      log: (line) => {
+        if (line.includes("abandoned")) this.abandoned.push(line);
+        this.note(line);
+      },
     });
     const f = this.fleet;
     let sampler: Sampler | undefined;
@@ -243,6 +249,7 @@ class Run {
           answers: observation.answers.length,
           failedReads: sampler.failures,
         },
+        abandoned: this.abandoned,
         log: this.log,
         ms: Date.now() - begun,
       };
@@ -372,11 +379,11 @@ class Run {
       case "second-checker": {
         const stop = new AbortController();
         const id = `chaos-checker-${this.seconds.length + 1}`;
-        const run = f
-          .newChecker(id)
-          .runFor(step.forMs, CHAOS_TIMING.checker.intervalMs, stop.signal)
-          .catch((err: unknown) => this.note(`${id}: ${String(err)}`))
-          .finally(() => this.happenings.push({ at: Date.now(), kind: "checker-restart" }));
+        const run = f.invoke(f.newChecker(id), step.forMs, stop.signal).then((ended) => {
+          if (ended.includes("abandoned")) this.abandoned.push(`${id} ${ended}`);
+          this.note(`${id}: ${ended}`);
+          this.happenings.push({ at: Date.now(), kind: "checker-restart" });
+        });
         this.seconds.push({ stop, run });
         this.happenings.push({ at: Date.now(), kind: "checker-restart" });
         return id;

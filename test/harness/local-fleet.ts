@@ -109,6 +109,13 @@ export async function createZone(route53: Route53Client, zoneName: string): Prom
  */
 export const CHECKER_INVOCATION_MS = 10_000;
 export const CHECKER_GAP_MS = 1000;
+/**
+ * An invocation still running this long after its length has hit the Lambda's
+ * timeout: the handler stops 5 s before it (`parseCheckerInvocation`).
+ */
+export const CHECKER_TIMEOUT_MARGIN_MS = 5000;
+/** After the fleet is told to stop, how long an invocation gets to end by itself. */
+const CHECKER_STOP_GRACE_MS = 2000;
 
 export interface LocalFleetOptions {
   /** @default "local" */
@@ -431,25 +438,55 @@ export class LocalFleet {
    */
   private async runCheckerInvocations(): Promise<void> {
     const stop = this.checkerStop.signal;
-    const intervalMs = this.o.checkerIntervalMs ?? (this.dns ? 2000 : 1000);
     for (let n = 1; !stop.aborted; n++) {
       const invocation = new AbortController();
       const end = () => invocation.abort();
       stop.addEventListener("abort", end, { once: true });
       this.invocation = invocation;
-      try {
-        await this.newChecker(`local-checker-${n}`).runFor(
-          this.o.checkerInvocationMs ?? CHECKER_INVOCATION_MS,
-          intervalMs,
-          invocation.signal,
-        );
-      } catch (err) {
-        this.log(`checker invocation ${n} failed: ${String(err)}`);
-      } finally {
-        stop.removeEventListener("abort", end);
-      }
+      const id = `local-checker-${n}`;
+      const ended = await this.invoke(
+        this.newChecker(id),
+        this.o.checkerInvocationMs ?? CHECKER_INVOCATION_MS,
+        invocation.signal,
+      );
+      stop.removeEventListener("abort", end);
+      if (ended !== "returned") this.log(`checker invocation ${id} ${ended}`);
       await systemClock.sleep(this.o.checkerGapMs ?? CHECKER_GAP_MS, stop);
     }
+  }
+
+  /**
+   * One checker invocation, bounded as Lambda bounds it: `runFor` for
+   * `runForMs`; when it has not returned by the Lambda's timeout (a call that
+   * never answers), or soon after `signal` aborts, it is abandoned as the
+   * timeout would end it: its lease loop stops without a release, so the next
+   * invocation waits the lease out, and anything it still does later is fenced
+   * by that lost lease.
+   */
+  async invoke(
+    checker: HealthChecker,
+    runForMs: number,
+    signal: AbortSignal,
+  ): Promise<"returned" | `failed: ${string}` | "timed out: abandoned"> {
+    const intervalMs = this.o.checkerIntervalMs ?? (this.dns ? 2000 : 1000);
+    const run = checker.runFor(runForMs, intervalMs, signal).then(
+      () => "returned" as const,
+      (err: unknown) => `failed: ${String(err)}` as const,
+    );
+    const abandoned = "timed out: abandoned" as const;
+    const timers: NodeJS.Timeout[] = [];
+    let grace = () => {};
+    const bound = new Promise<typeof abandoned>((resolve) => {
+      timers.push(setTimeout(() => resolve(abandoned), runForMs + CHECKER_TIMEOUT_MARGIN_MS));
+      grace = () => timers.push(setTimeout(() => resolve(abandoned), CHECKER_STOP_GRACE_MS));
+    });
+    if (signal.aborted) grace();
+    else signal.addEventListener("abort", grace, { once: true });
+    const ended = await Promise.race([run, bound]);
+    signal.removeEventListener("abort", grace);
+    for (const t of timers) clearTimeout(t);
+    if (ended === abandoned) await checker.lease.stop({ release: false });
+    return ended;
   }
 
   /** Ends the running checker invocation now (it releases its lease); the next starts after the gap. */
