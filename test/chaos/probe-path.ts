@@ -26,6 +26,16 @@ type DispatcherClass = new (options: { connect: Connector }) => { destroy(): Pro
 
 export type CutHow = "refuse" | "blackhole";
 
+/**
+ * The global object of the realm `fetch` belongs to, where it looks up its
+ * dispatcher. Under jest, test code runs in a vm context whose `globalThis` is
+ * another object; `fetch` is the outer realm's, and so is its Function.
+ */
+function fetchRealm(): Record<symbol, unknown> {
+  const OuterFunction = (fetch as unknown as { constructor: FunctionConstructor }).constructor;
+  return OuterFunction("return globalThis")() as Record<symbol, unknown>;
+}
+
 export class ProbePath {
   private readonly cut = new Map<string, CutHow>();
   private readonly sockets = new Map<string, Set<Socket>>();
@@ -35,7 +45,7 @@ export class ProbePath {
   /** Routes this process's `fetch` through the path; `uninstall` restores what was there. */
   async install(): Promise<void> {
     if (this.installed) return;
-    const g = globalThis as unknown as Record<symbol, unknown>;
+    const g = fetchRealm();
     // Node creates its dispatcher on the first fetch.
     await fetch("http://127.0.0.1:1/").catch(() => {});
     this.previous = g[GLOBAL_DISPATCHER];
@@ -48,7 +58,7 @@ export class ProbePath {
 
   async uninstall(): Promise<void> {
     if (!this.installed) return;
-    (globalThis as unknown as Record<symbol, unknown>)[GLOBAL_DISPATCHER] = this.previous;
+    fetchRealm()[GLOBAL_DISPATCHER] = this.previous;
     this.heal();
     await this.installed.destroy().catch(() => {});
     this.installed = undefined;
