@@ -279,14 +279,19 @@ class Run {
     return [...this.state].filter(([, s]) => s === "running").map(([id]) => id);
   }
 
+  /** The fleet lease's holder now, as the emulator says. */
+  private holder(): Promise<string | undefined> {
+    return new DynamoLeaseStore(this.fleet.store, this.fleet.fleetId)
+      .get("fleet")
+      .then((l) => l?.holder)
+      .catch(() => undefined);
+  }
+
   /** The node a target names now: the lease holder, a standby, or any running node. */
   private async resolve(t: Target): Promise<string | undefined> {
     const running = this.running();
     if (running.length === 0) return undefined;
-    const holder = await new DynamoLeaseStore(this.fleet.store, this.fleet.fleetId)
-      .get("fleet")
-      .then((l) => l?.holder)
-      .catch(() => undefined);
+    const holder = await this.holder();
     if (t === "holder" && holder && running.includes(holder)) return holder;
     const standbys = running.filter((id) => id !== holder);
     if (t === "standby" && standbys.length > 0) return this.rng.pick(standbys);
@@ -330,16 +335,9 @@ class Run {
         if (this.running().length < 2) return "skipped: it would leave no node up";
         const id = await this.resolve(step.target);
         if (!id) return "skipped: no node running";
-        if (step.kind === "kill") {
-          f.signal(id, "SIGKILL");
-          this.state.set(id, "gone");
-          this.happenings.push({ at: Date.now(), kind: "kill", node: id });
-        } else if (step.kind === "pause") {
-          f.signal(id, "SIGSTOP");
-          this.state.set(id, "paused");
-          this.happenings.push({ at: Date.now(), kind: "pause", node: id });
-          this.later(step.forMs, () => this.resume(id));
-        } else {
+        if (step.kind === "kill" || step.kind === "pause")
+          this.fail(id, step.kind, step.kind === "pause" ? step.forMs : 0);
+        else {
           await sendNodeCommand(f.store, f.fleetId, id, "drain");
           this.state.set(id, "draining");
           this.happenings.push({ at: Date.now(), kind: "drain", node: id });
@@ -371,6 +369,35 @@ class Run {
             cut.map((node) => ({ at: from, kind: "probe-cut", node, all: step.target === "all", until })),
         );
         return cut.join(", ");
+      }
+      case "cascade": {
+        if (this.running().length < 3) return "skipped: it needs three nodes up";
+        const first = (await this.resolve("holder"))!;
+        const slow = step.slowMs > 0 ? this.rng.pick(this.running().filter((id) => id !== first)) : undefined;
+        if (slow) {
+          const h = this.proxies.get(slow)!.add({
+            match: callsMatcher("ec2"),
+            action: { kind: "latency", ms: step.slowMs },
+          });
+          // EC2 alone: the lease and heartbeats are untouched, so it leaves no ground truth.
+          this.open(
+            this.b.leaderlessMs + step.thenMs + step.slowMs,
+            () => h.remove(),
+            () => [],
+          );
+        }
+        this.fail(first, step.how, step.forMs);
+        void this.afterTakeover(first).then((next) => {
+          if (!next) return this.report(step, "then skipped: nobody took over");
+          this.later(step.thenMs, () => {
+            const up = this.running();
+            if (!up.includes(next) || up.length < 2)
+              return this.report(step, `then skipped: ${next} is down`);
+            this.fail(next, step.how, step.forMs);
+            this.report(step, `then ${next}`);
+          });
+        });
+        return slow ? `${first} (${slow}'s EC2 calls slow)` : first;
       }
       case "checker-restart":
         f.restartChecker();
@@ -443,6 +470,36 @@ class Run {
             : [],
     );
     return step.path === "checker" ? "checker" : ids.join(", ");
+  }
+
+  /** The node that holds the lease once `from` does not, polled until the leaderless bound; undefined if none. */
+  private async afterTakeover(from: string): Promise<string | undefined> {
+    const until = Date.now() + this.b.leaderlessMs;
+    while (Date.now() < until && !this.healed) {
+      const h = await this.holder();
+      if (h && h !== from) return h;
+      await sleep(100);
+    }
+    return undefined;
+  }
+
+  private report(step: Step, what: string): void {
+    this.applied.push(`${formatStep(step)}: ${what}`);
+    this.note(`${formatStep(step)}: ${what}`);
+  }
+
+  /** SIGKILL, or SIGSTOP with a SIGCONT `forMs` later. */
+  private fail(id: string, how: "kill" | "pause", forMs: number): void {
+    if (how === "kill") {
+      this.fleet.signal(id, "SIGKILL");
+      this.state.set(id, "gone");
+      this.happenings.push({ at: Date.now(), kind: "kill", node: id });
+      return;
+    }
+    this.fleet.signal(id, "SIGSTOP");
+    this.state.set(id, "paused");
+    this.happenings.push({ at: Date.now(), kind: "pause", node: id });
+    this.later(forMs, () => this.resume(id));
   }
 
   private resume(id: string): void {

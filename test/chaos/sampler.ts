@@ -13,7 +13,7 @@ import type { LocalFleet } from "../harness/local-fleet";
 import type { EipSample, LeaseSeen, PlanSeen, RecordSeen, SessionSample, StateSample } from "./observation";
 
 export interface SamplerPeriods {
-  /** The Elastic IP and the lease. @default 100 */
+  /** The Elastic IP and the lease. @default 50 */
   readonly eipMs?: number;
   /** Items, plan and records. @default 250 */
   readonly stateMs?: number;
@@ -42,7 +42,7 @@ export class Sampler {
 
   start(): void {
     this.loops = [
-      this.every(this.periods.eipMs ?? 100, () => this.sampleEip()),
+      this.every(this.periods.eipMs ?? 50, () => this.sampleEip()),
       this.every(this.periods.stateMs ?? 250, () => this.sampleState()),
       this.every(this.periods.sessionsMs ?? 1000, () => this.sampleSessions()),
     ];

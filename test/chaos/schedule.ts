@@ -45,6 +45,21 @@ export type Step =
       readonly how: "refuse" | "blackhole";
       readonly forMs: number;
     }
+  /**
+   * Successive failovers: the holder fails, and `thenMs` after another node
+   * took over, that one fails too. With `slowMs`, one standby's EC2 calls are
+   * delayed from the start: when it is the one that takes over, it dies with
+   * its AssociateAddress still on the way.
+   */
+  | {
+      readonly at: number;
+      readonly kind: "cascade";
+      readonly how: "kill" | "pause";
+      readonly slowMs: number;
+      readonly thenMs: number;
+      /** How long each pause lasts, for `pause`. */
+      readonly forMs: number;
+    }
   | { readonly at: number; readonly kind: "checker-restart" }
   /** Another checker invocation overlapping the running ones. */
   | { readonly at: number; readonly kind: "second-checker"; readonly forMs: number }
@@ -163,6 +178,21 @@ const MAKERS: readonly (readonly [Step["kind"], number, Maker])[] = [
       forMs: rng.ms(2000, 8000),
     }),
   ],
+  [
+    "cascade",
+    2,
+    (rng, at) => ({
+      at,
+      kind: "cascade",
+      how: rng.pick(["kill", "pause"] as const),
+      slowMs: rng.weighted([
+        [0, 1],
+        [rng.ms(2500, 4500), 2],
+      ] as const),
+      thenMs: rng.ms(100, 1000),
+      forMs: rng.ms(3000, 6000),
+    }),
+  ],
   ["checker-restart", 2, (_, at) => ({ at, kind: "checker-restart" })],
   ["second-checker", 1.5, (rng, at) => ({ at, kind: "second-checker", forMs: rng.ms(2000, 8000) })],
   ["drain", 1.5, (rng, at) => ({ at, kind: "drain", target: target(rng) })],
@@ -192,12 +222,16 @@ export function generateSchedule(seed: number, o: ScheduleOptions): Schedule {
     const down = gone + pausedUntil.filter((t) => t > at).length;
     for (let attempt = 0; attempt < 10; attempt++) {
       const [kind, , make] = rng.weighted(MAKERS.map((m) => [m, m[1]] as const));
-      if ((kind === "kill" || kind === "pause" || kind === "drain") && down + 1 > o.nodes - 1) continue;
+      const takes = kind === "cascade" ? 2 : kind === "kill" || kind === "pause" || kind === "drain" ? 1 : 0;
+      if (down + takes > o.nodes - 1) continue;
       if (kind === "restart" && gone === 0) continue;
       const step = make(rng, at);
       if (step.kind === "kill" || step.kind === "drain") gone++;
       if (step.kind === "restart") gone--;
       if (step.kind === "pause") pausedUntil.push(at + step.forMs);
+      if (step.kind === "cascade" && step.how === "kill") gone += 2;
+      if (step.kind === "cascade" && step.how === "pause")
+        pausedUntil.push(at + step.forMs, at + step.thenMs + step.forMs);
       steps.push(step);
       break;
     }
@@ -229,6 +263,11 @@ export function formatStep(s: Step): string {
       return `${at} probe-cut ${s.target} (${s.how}) for ${secs(s.forMs)}`;
     case "second-checker":
       return `${at} second-checker for ${secs(s.forMs)}`;
+    case "cascade": {
+      const fail = s.how === "kill" ? "kill" : `pause (${secs(s.forMs)})`;
+      const slow = s.slowMs > 0 ? `, a standby's EC2 calls delayed ${s.slowMs}ms,` : "";
+      return `${at} cascade: ${fail} holder${slow} then ${fail} the new holder ${secs(s.thenMs)} after it took over`;
+    }
     case "config-change":
       return `${at} config-change ${s.change}`;
   }

@@ -46,6 +46,7 @@ test("every kind of step is drawn, within the run's time", () => {
   expect([...kinds].sort()).toEqual(
     [
       "aws-fault",
+      "cascade",
       "checker-restart",
       "config-change",
       "drain",
@@ -68,6 +69,9 @@ function mostDown(s: Schedule): number {
     if (step.kind === "kill" || step.kind === "drain") gone++;
     if (step.kind === "restart") gone--;
     if (step.kind === "pause") paused.push(step.at + step.forMs);
+    if (step.kind === "cascade" && step.how === "kill") gone += 2;
+    if (step.kind === "cascade" && step.how === "pause")
+      paused.push(step.at + step.forMs, step.at + step.thenMs + step.forMs);
     most = Math.max(most, gone + paused.filter((t) => t > step.at).length);
   }
   return most;
@@ -98,15 +102,17 @@ test("a schedule prints one step a line", () => {
       { at: 4500, kind: "probe-cut", target: "all", how: "blackhole", forMs: 6000 },
       { at: 6000, kind: "config-change", change: "dns-ttl" },
       { at: 7000, kind: "mode-switch" },
+      { at: 7500, kind: "cascade", how: "kill", slowMs: 3000, thenMs: 500, forMs: 4000 },
     ],
   };
   expect(formatSchedule(s)).toEqual([
-    "seed 9: active-active, 10.00s of faults, 6 steps",
+    "seed 9: active-active, 10.00s of faults, 7 steps",
     "+1.20s pause holder for 2.50s",
     "+2.00s delay 3000ms on ec2 calls of the checker's AWS path for 4.00s",
     "+3.00s reset on all calls of standby's AWS path for 0.50s",
     "+4.50s probe-cut all (blackhole) for 6.00s",
     "+6.00s config-change dns-ttl",
     "+7.00s mode-switch",
+    "+7.50s cascade: kill holder, a standby's EC2 calls delayed 3000ms, then kill the new holder 0.50s after it took over",
   ]);
 });
