@@ -19,11 +19,18 @@
  * 2. the address must be on this instance; when it is not, AssociateAddress
  *    with AllowReassociation, then read back with DescribeAddresses until it
  *    shows this instance;
- * 3. a move writes an audit event (who, from whom, why, token, how long).
+ * 3. a move writes an audit event (who, from whom, why, token, how long),
+ *    fenced like every other write.
  * The node is active once every address is recorded and on it. A failed step
- * is taken again at the next heartbeat, and a stale ex-leader's
- * AssociateAddress that was in flight when it lost the lease is undone
- * within one period (cloud APIs cannot check a token).
+ * is taken again at the next heartbeat.
+ *
+ * Every step is a side effect of the holding (`Lease.act`, docs/architecture.md
+ * §6): it does not start without the lease, it is aborted at the validity it
+ * began under (AssociateAddress in one attempt), and a release (yield, drain,
+ * stop, the checker's mark) waits for it. The first move of a new holder waits
+ * until no move of the holder before it can still land (`Lease.untilQuiet`),
+ * so it is the last. Cloud APIs cannot check a token: anything else (an
+ * association made behind the system's back) is repaired within one period.
  *
  * Demotion is immediate: on `lost` the role drops to standby before anything
  * else, and no side effect starts without `lease.isLeader()` being true at that
@@ -85,9 +92,9 @@ export interface AgentStore {
   /** The desired owner as recorded; undefined when nobody recorded one. */
   getVip(allocationId: string): Promise<VipDesired | undefined>;
   /** Records the desired owner, fenced by the fleet lease (docs/architecture.md §6); throws `FencedError`. */
-  putVip(vip: VipDesired): Promise<void>;
-  /** Writes an audit event, fenced by the fleet lease like every other write (`by` and `token`). */
-  appendEvent(event: FleetEvent): Promise<void>;
+  putVip(vip: VipDesired, deadlineMs?: number): Promise<void>;
+  /** Writes an audit event, fenced by the lease it names like every other write (`by` and `token`). */
+  appendEvent(event: FleetEvent, deadlineMs?: number): Promise<void>;
 }
 
 /** `AgentStore` on the `State` table, for one node of one fleet. */
@@ -115,8 +122,9 @@ export class DynamoAgentStore implements AgentStore {
     return getVip(this.store, this.fleetId, allocationId);
   }
 
-  putVip(vip: VipDesired): Promise<void> {
+  putVip(vip: VipDesired, deadlineMs?: number): Promise<void> {
     return fencedPut(this.store, {
+      deadlineMs,
       fleetId: this.fleetId,
       sk: keys.vip(vip.allocationId),
       token: vip.token,
@@ -131,8 +139,8 @@ export class DynamoAgentStore implements AgentStore {
     });
   }
 
-  async appendEvent(event: FleetEvent): Promise<void> {
-    await appendEvent(this.store, this.fleetId, event);
+  async appendEvent(event: FleetEvent, deadlineMs?: number): Promise<void> {
+    await appendEvent(this.store, this.fleetId, event, { deadlineMs });
   }
 }
 
@@ -513,12 +521,13 @@ export class NodeAgent {
         await this.holdAddress(allocationId, token);
         held++;
       } catch (err) {
-        const fenced = isHafleetError(err, "HAFLEET_FENCED");
-        this.log(fenced ? "warn" : "error", `could not hold Elastic IP ${allocationId}`, {
+        // Fenced, or the lease lost or handed over: this holding is over, and so is the run.
+        const over = isHafleetError(err, "HAFLEET_FENCED") || isHafleetError(err, "HAFLEET_LEASE_LOST");
+        this.log(over ? "warn" : "error", `could not hold Elastic IP ${allocationId}`, {
           token,
           error: String(err),
         });
-        if (fenced) return;
+        if (over) return;
       }
     }
     if (held === this.o.allocationIds.length && this.lease.token === token && this.activeUnder !== token) {
@@ -536,16 +545,26 @@ export class NodeAgent {
       recorded.instanceId !== this.o.instanceId ||
       recorded.token !== token
     ) {
-      if (this.lease.token !== token) return;
-      await this.o.store.putVip({ allocationId, owner: this.o.nodeId, instanceId: this.o.instanceId, token });
+      await this.lease.act(
+        (h) =>
+          this.o.store.putVip(
+            { allocationId, owner: this.o.nodeId, instanceId: this.o.instanceId, token: h.token },
+            h.remainingMs(),
+          ),
+        { token },
+      );
       if (this.activeUnder === token)
         this.log("warn", `vip# of ${allocationId} did not record this node: recorded it again`, { token });
     }
-    // 2. Then the cloud, only when it differs.
+    // 2. Then the cloud, only when it differs, and only once no deposed holder's move can still land:
+    // read it after that, so that such a move is not taken for this node's own.
+    await this.lease.untilQuiet(token);
     const now = await this.o.elasticIps.describe(allocationId);
     if (now.instanceId === this.o.instanceId) return;
-    if (this.lease.token !== token) return; // lost meanwhile: no side effect
-    const moved = await this.o.elasticIps.moveTo(allocationId, this.o.instanceId);
+    const moved = await this.lease.act(
+      (h) => this.o.elasticIps.moveTo(allocationId, this.o.instanceId, { signal: h.signal }),
+      { token, unfenced: true },
+    );
     // 3. The audit trail. The first move under a token is the takeover; later ones are repairs.
     const first = this.movedUnder !== token;
     this.movedUnder = token;
@@ -556,7 +575,7 @@ export class NodeAgent {
         ? `took over the lease from ${from}`
         : "acquired the free fleet lease"
       : "the Elastic IP was associated elsewhere while this node holds the lease";
-    await this.o.store.appendEvent({
+    const event = {
       kind,
       lease: "fleet",
       by: this.o.nodeId,
@@ -569,7 +588,8 @@ export class NodeAgent {
         moveMs: Math.round(moved.elapsedMs),
         verifyReads: moved.verifyReads,
       },
-    });
+    };
+    await this.lease.act((h) => this.o.store.appendEvent(event, h.remainingMs()), { token });
     this.log("info", `Elastic IP ${allocationId} now on ${this.o.instanceId}`, {
       // The audit event's kind; the stack counts "vip-moved" lines with a `from` as takeovers
       // (a log metric filter), so a fleet's first acquisition is no failover.

@@ -29,6 +29,10 @@
  *   holder stop early (it then takes its own lease back at once, 2b below).
  * - Side effects outside the store (AssociateAddress) cannot check a token;
  *   they are driven from fenced desired state and reconciled (docs/architecture.md §6).
+ *   Run through `act`, they end with the holding, a release waits for them,
+ *   and a successor waits out one that may still land (`successorWaitMs`):
+ *   the next holder's move comes last as long as EC2 applies a request, if
+ *   ever, within `leaseMs` after its caller gave up on it.
  *
  * How it errs
  * - The holder errs early: it stops acting as leader when `leaseMs - safetyMs`
@@ -52,15 +56,18 @@
  *    token takes it back at once: nobody acquired in between. So a store
  *    outage alone never moves the leader.
  * 4. Renew every `renewMs` with `holder = :me AND token = :mine`, new rvn.
+ *    Every write also says whether the holder may have a call outside the
+ *    store in flight (`inFlight`); one is recorded before such a call starts.
  * 5. A write whose answer was lost (timeout, reset) may have landed: every
  *    write sets a fresh rvn, so re-reading tells whether it did.
- * 6. Release: `holder = :me AND token = :mine`, REMOVE holder: a waiter takes
- *    it at its next poll without waiting out the lease.
+ * 6. Release: once the side effects in flight have ended,
+ *    `holder = :me AND token = :mine`, REMOVE holder: a waiter takes it at its
+ *    next poll without waiting out the lease.
  */
 import { randomBytes } from "node:crypto";
 import { EventEmitter } from "node:events";
 import { type Clock, systemClock } from "./clock";
-import { LeaseLostError, SettingsError, StoreError } from "./errors";
+import { AwsCallError, LeaseLostError, SettingsError, StoreError } from "./errors";
 import { floorAttribute } from "./fence";
 import { isConditionFailed, type StateStore } from "./store";
 import { keys } from "./tables";
@@ -98,6 +105,28 @@ export function minSafetyMs(leaseMs: number): number {
   return Math.ceil((leaseMs * CLOCK_RATE_BOUND) / (1 + CLOCK_RATE_BOUND));
 }
 
+/**
+ * How long a new holder waits, from the start of its acquiring write, before
+ * its first call outside the store (AssociateAddress), when the holder before
+ * it may have left one in flight (docs/architecture.md §3, §6).
+ *
+ * A holder's calls outside the store are aborted at the validity they began
+ * under (`Lease.act`), so none of them lasts longer than `leaseMs - safetyMs`
+ * on its clock, and before a successor acquires, the deposed holder has given
+ * up on every one: its validity ran out (a takeover), or its release waited
+ * for them (a release). What the cloud still does with a request its caller
+ * gave up on, no client can bound; the wait rests on one assumption, taken to
+ * be as long as the longest call: EC2 applies a request, if ever, within the
+ * deposed holder's `leaseMs` (on its clock) after its caller gave up on it.
+ * Measured on the successor's clock, which may run up to `CLOCK_RATE_BOUND`
+ * faster, that is `leaseMs * (1 + CLOCK_RATE_BOUND)`: 2200 ms for a 2000 ms
+ * lease. The successor waits only when the item says a call may be in flight
+ * (`LeaseRecord.inFlight`), which a holder records before making one.
+ */
+export function successorWaitMs(priorLeaseMs: number): number {
+  return Math.ceil(priorLeaseMs * (1 + CLOCK_RATE_BOUND));
+}
+
 export interface LeaseRecord {
   readonly name: string;
   /** Absent after a release. */
@@ -109,6 +138,13 @@ export interface LeaseRecord {
   readonly leaseMs: number;
   /** Wall time of the last write, display only. */
   readonly updatedAtMs: number;
+  /**
+   * What the holder's last write said: it may have a call outside the store
+   * (AssociateAddress) in flight, or one given up on that may still land. A
+   * successor waits `successorWaitMs` before its own such call unless this is
+   * false; absent (an item written before it existed) counts as true.
+   */
+  readonly inFlight?: boolean;
 }
 
 export type LeaseCondition = { readonly rvn: string } | { readonly holder: string; readonly token: number };
@@ -119,6 +155,8 @@ export interface LeaseChange {
   readonly rvn: string;
   readonly leaseMs: number;
   readonly updatedAtMs: number;
+  /** See `LeaseRecord.inFlight`; undefined removes it (unknown: a successor waits). */
+  readonly inFlight?: boolean;
 }
 
 /** Storage of lease items, narrow so the state machine can be tested on its own. */
@@ -196,18 +234,26 @@ export interface LeaseEvents {
   observed: [{ holder: string | undefined; token: number }];
 }
 
-type State =
-  | { kind: "follower" }
-  | {
-      kind: "leader";
-      token: number;
-      rvn: string;
-      validUntilMs: number;
-      /** The same end by the wall clock, which counts a suspend that the monotonic clock does not. */
-      wallValidUntilMs: number;
-      nextRenewAtMs: number;
-    }
-  | { kind: "stopped" };
+/** The holder's state: what it last confirmed, and the signals of its holding. */
+interface LeaderState {
+  kind: "leader";
+  token: number;
+  rvn: string;
+  validUntilMs: number;
+  /** The same end by the wall clock, which counts a suspend that the monotonic clock does not. */
+  wallValidUntilMs: number;
+  nextRenewAtMs: number;
+  /** No call outside the store before this (monotonic): a deposed holder's may still land until then. */
+  quietUntilMs: number;
+  /** What the last confirmed write of the item said about calls in flight (`inFlight`). */
+  advertised: boolean;
+  /** Aborted when the holding ends (lost, released, stopped): every side effect in flight ends. */
+  readonly ended: AbortController;
+  /** Aborted when a release begins: no new call outside the store starts. */
+  readonly handover: AbortController;
+}
+
+type State = { kind: "follower" } | LeaderState | { kind: "stopped" };
 
 /** A write sent whose answer never came: it may have landed. */
 interface PendingWrite {
@@ -215,6 +261,22 @@ interface PendingWrite {
   readonly startedAtMs: number;
   readonly startedAtWallMs: number;
   readonly tookOverFrom: string | undefined;
+  /** The successor's wait it inherits (`successorWaitMs`); `by-token` for a created item (a floor above 0: wait). */
+  readonly waitMs: number | "by-token";
+  /** What the write says about calls in flight. */
+  readonly inFlight: boolean;
+}
+
+/** What a side effect run by `Lease.act` gets: the token to stamp, and when to give up. */
+export interface Holding {
+  readonly token: number;
+  /**
+   * Aborts when the holding ends, or at the validity it had when the effect
+   * began, whichever comes first: pass it to the call (`abortSignal`).
+   */
+  readonly signal: AbortSignal;
+  /** Ms left until `signal` aborts by the clock: a store call's `deadlineMs`. */
+  remainingMs(): number;
 }
 
 export function newRvn(): string {
@@ -238,10 +300,19 @@ export class Lease extends EventEmitter<LeaseEvents> {
   /** The token this contender held until its validity ran out unconfirmed (not released, not taken). */
   private lostByTimeout: number | undefined;
   private eligible = true;
+  /** Set by `stop()`: no acquisition while it hands over. */
+  private stopping = false;
   private loop: Promise<void> | undefined;
   private abort = new AbortController();
-  private watchdog: NodeJS.Timeout | undefined;
+  private watchdog: AbortController | undefined;
   private ticking: Promise<number> | undefined;
+  private releasing: Promise<void> | undefined;
+  /** Side effects run by `act` that have not ended. */
+  private readonly effects = new Set<Promise<unknown>>();
+  /** Of those, calls outside the store. */
+  private unfencedInFlight = 0;
+  /** Until when (monotonic) a call outside the store that was given up on may still land, or a deposed holder's. */
+  private dirtyUntilMs = Number.NEGATIVE_INFINITY;
 
   constructor(store: LeaseStore, settings: LeaseSettings, clock: Clock = systemClock) {
     super();
@@ -290,6 +361,111 @@ export class Lease extends EventEmitter<LeaseEvents> {
     if (!eligible && this.state.kind === "leader") await this.release();
   }
 
+  /**
+   * Runs `fn`, one side effect of the current holding (docs/architecture.md §6).
+   * Throws `LeaseLostError` without running it unless this contender is leader
+   * now (with `token`, when given). `fn` gets a signal that aborts when the
+   * holding ends or at the validity it had when `fn` began, whichever comes
+   * first: no effect outlives the holding it was made under. `release()` waits
+   * for every effect in flight.
+   *
+   * `unfenced`: a call that no store checks the token of (AssociateAddress).
+   * It first waits out `untilQuiet()`, does not start once a release has
+   * begun, and is recorded in the lease item (`inFlight`, a renewal written
+   * before the call when the item says none) so that a successor knows to wait
+   * for it. One given up on (aborted, no answer) stays recorded for `leaseMs`,
+   * the longest it may still take to land.
+   */
+  async act<T>(
+    fn: (h: Holding) => Promise<T>,
+    options: { readonly token?: number; readonly unfenced?: boolean } = {},
+  ): Promise<T> {
+    const unfenced = options.unfenced ?? false;
+    let leader = this.current(options.token, unfenced);
+    if (unfenced) {
+      await this.untilQuiet(options.token);
+      this.unfencedInFlight++;
+    }
+    let settled = false;
+    try {
+      if (unfenced && !leader.advertised) await this.advertise(leader);
+      leader = this.current(options.token, unfenced);
+      const deadlineMs = leader.validUntilMs;
+      const timer = new AbortController();
+      const done = new AbortController();
+      void this.clock.sleep(deadlineMs - this.clock.nowMs(), done.signal).then(() => {
+        if (!done.signal.aborted) timer.abort(new LeaseLostError(this.settings.name, "validity ran out"));
+      });
+      const holding: Holding = {
+        token: leader.token,
+        signal: AbortSignal.any([leader.ended.signal, timer.signal]),
+        remainingMs: () => Math.max(0, deadlineMs - this.clock.nowMs()),
+      };
+      const run = fn(holding);
+      this.effects.add(run);
+      try {
+        const value = await run;
+        settled = true;
+        return value;
+      } catch (err) {
+        // An answer that refused the call leaves nothing behind; anything else may still land.
+        settled = err instanceof AwsCallError && !err.retryable;
+        throw err;
+      } finally {
+        done.abort();
+        this.effects.delete(run);
+      }
+    } finally {
+      if (unfenced) {
+        this.unfencedInFlight--;
+        if (!settled)
+          this.dirtyUntilMs = Math.max(this.dirtyUntilMs, this.clock.nowMs() + this.settings.leaseMs);
+      }
+    }
+  }
+
+  /**
+   * Resolves once no deposed holder's call outside the store can still land
+   * (at once, unless this holding began after a holder that may have had one
+   * in flight: then `successorWaitMs` after the acquiring write began). Throws
+   * `LeaseLostError` when the holding ends or a release begins first.
+   */
+  async untilQuiet(token?: number): Promise<void> {
+    const leader = this.current(token, true);
+    const waitMs = leader.quietUntilMs - this.clock.nowMs();
+    if (waitMs > 0)
+      await this.clock.sleep(waitMs, AbortSignal.any([leader.ended.signal, leader.handover.signal]));
+    this.current(token, true);
+  }
+
+  /** The leader state if it may act now (a call outside the store: not while handing over); else throws. */
+  private current(token: number | undefined, unfenced: boolean): LeaderState {
+    const st = this.state;
+    if (st.kind !== "leader" || !this.isLeader())
+      throw new LeaseLostError(this.settings.name, "not the holder (or validity ran out)");
+    if (token !== undefined && st.token !== token)
+      throw new LeaseLostError(this.settings.name, `held with token ${st.token}, not ${token}`);
+    if (unfenced && st.handover.signal.aborted)
+      throw new LeaseLostError(this.settings.name, "handing over: no new call outside the store");
+    return st;
+  }
+
+  /** Whether a call outside the store may be in flight or still land: what the item's `inFlight` says. */
+  private inFlightNow(): boolean {
+    return this.unfencedInFlight > 0 || this.clock.nowMs() < this.dirtyUntilMs;
+  }
+
+  /** A renewal now, in turn with the ticks, so that the item says a call is in flight before it starts. */
+  private async advertise(leader: LeaderState): Promise<void> {
+    const run = (this.ticking ?? Promise.resolve(0)).then(() =>
+      this.state === leader && this.isLeader() ? this.renew(leader) : 0,
+    );
+    this.ticking = run.catch(() => 0);
+    await run;
+    if (this.state !== leader || !leader.advertised)
+      throw new LeaseLostError(this.settings.name, "could not record a call in flight in the lease item");
+  }
+
   /** One step of the state machine; returns the ms until the next step is due. */
   tick(): Promise<number> {
     // Steps never overlap: a tick called while one runs waits for it.
@@ -333,12 +509,21 @@ export class Lease extends EventEmitter<LeaseEvents> {
       return this.nextDelay();
     }
     if (this.state.kind !== "follower") return s.pollMs;
+    const canAcquire = this.eligible && !this.stopping;
 
-    // 1. Free: nobody ever held it.
+    // 1. Free: nobody holds an item (a new fleet, or the item was deleted).
     if (!record) {
-      if (!this.eligible) return s.pollMs;
+      if (!canAcquire) return s.pollMs;
       const rvn = newRvn();
-      return this.attempt({ rvn, ...this.startedAt(), tookOverFrom: undefined }, async () => {
+      // Written as in flight: a deleted item's last holder is unknown (the floor says whether there was one).
+      const write = {
+        rvn,
+        ...this.startedAt(),
+        tookOverFrom: undefined,
+        waitMs: "by-token",
+        inFlight: true,
+      } as const;
+      return this.attempt(write, async () => {
         const created = await this.store.create(
           {
             name: s.name,
@@ -347,6 +532,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
             rvn,
             leaseMs: s.leaseMs,
             updatedAtMs: this.clock.wallMs(),
+            inFlight: true,
           },
           s.pollMs * 2,
         );
@@ -360,7 +546,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
       if (changedHolder) this.emit("observed", { holder: record.holder, token: record.token });
     }
 
-    if (!this.eligible) return s.pollMs;
+    if (!canAcquire) return s.pollMs;
     // 2. Released: take it at once. 2b. Still recorded as ours with the token we
     // lost by timeout (e.g. the store was unreachable): nobody acquired since, take
     // it back at once, so a store outage alone never moves the leader.
@@ -373,11 +559,22 @@ export class Lease extends EventEmitter<LeaseEvents> {
     const seenRvn = record.rvn;
     const rvn = newRvn();
     const from = record.holder;
-    return this.attempt({ rvn, ...this.startedAt(), tookOverFrom: from }, async () => {
+    // The holder before may have left a call outside the store in flight, unless its last write said
+    // none (an item without the attribute predates it: assume one). Our own past calls go where ours go.
+    const waitMs = ownPast || record.inFlight === false ? 0 : successorWaitMs(record.leaseMs);
+    const inFlight = waitMs > 0 || this.inFlightNow();
+    return this.attempt({ rvn, ...this.startedAt(), tookOverFrom: from, waitMs, inFlight }, async () => {
       const next = await this.store.updateIf(
         s.name,
         { rvn: seenRvn },
-        { holder: s.holderId, bumpToken: true, rvn, leaseMs: s.leaseMs, updatedAtMs: this.clock.wallMs() },
+        {
+          holder: s.holderId,
+          bumpToken: true,
+          rvn,
+          leaseMs: s.leaseMs,
+          updatedAtMs: this.clock.wallMs(),
+          inFlight,
+        },
         s.pollMs * 2,
       );
       return next?.token;
@@ -410,6 +607,9 @@ export class Lease extends EventEmitter<LeaseEvents> {
 
   private becomeLeader(token: number, rvn: string, write: PendingWrite): void {
     const s = this.settings;
+    const waitMs = write.waitMs === "by-token" ? (token > 1 ? successorWaitMs(s.leaseMs) : 0) : write.waitMs;
+    const quietUntilMs = write.startedAtMs + waitMs;
+    this.dirtyUntilMs = Math.max(this.dirtyUntilMs, quietUntilMs);
     this.state = {
       kind: "leader",
       token,
@@ -417,50 +617,65 @@ export class Lease extends EventEmitter<LeaseEvents> {
       validUntilMs: write.startedAtMs + s.leaseMs - s.safetyMs,
       wallValidUntilMs: write.startedAtWallMs + s.leaseMs - s.safetyMs,
       nextRenewAtMs: write.startedAtMs + s.renewMs,
+      quietUntilMs,
+      advertised: write.inFlight,
+      ended: new AbortController(),
+      handover: new AbortController(),
     };
     this.seen = undefined;
     this.armWatchdog();
     this.emit("acquired", { token, tookOverFrom: write.tookOverFrom });
   }
 
-  private async leaderStep(leader: Extract<State, { kind: "leader" }>): Promise<number> {
-    const s = this.settings;
-    const now = this.clock.nowMs();
+  private async leaderStep(leader: LeaderState): Promise<number> {
     if (!this.isLeader()) {
       this.loseByTimeout(leader);
       return 1;
     }
-    if (now < leader.nextRenewAtMs) return this.nextDelay();
+    if (this.clock.nowMs() < leader.nextRenewAtMs) return this.nextDelay();
+    return this.renew(leader);
+  }
 
-    // 4. Renew; the call may not outlive the current validity.
+  /** 4. Renews; the call may not outlive the current validity. The item says whether a call is in flight. */
+  private async renew(leader: LeaderState): Promise<number> {
+    const s = this.settings;
     const rvn = newRvn();
     const started = this.startedAt();
-    const budget = leader.validUntilMs - now;
+    const budget = leader.validUntilMs - started.startedAtMs;
+    const inFlight = this.inFlightNow();
     let next: LeaseRecord | undefined;
     try {
       next = await this.store.updateIf(
         s.name,
         { holder: s.holderId, token: leader.token },
-        { holder: s.holderId, bumpToken: false, rvn, leaseMs: s.leaseMs, updatedAtMs: this.clock.wallMs() },
+        {
+          holder: s.holderId,
+          bumpToken: false,
+          rvn,
+          leaseMs: s.leaseMs,
+          updatedAtMs: this.clock.wallMs(),
+          inFlight,
+        },
         budget,
       );
     } catch {
       // 5. The answer was lost: re-read before deciding anything.
-      return this.settleRenewal(leader, rvn, started);
+      return this.settleRenewal(leader, rvn, started, inFlight);
     }
     if (this.state !== leader) return this.nextDelay(); // released meanwhile
     if (!next) {
       this.lose(leader.token, "the lease was taken over (holder or token changed)");
       return 1;
     }
-    this.renewed(leader, rvn, started);
+    this.renewed(leader, rvn, started, inFlight);
     return this.nextDelay();
   }
 
   private async settleRenewal(
-    leader: Extract<State, { kind: "leader" }>,
+    leader: LeaderState,
     rvn: string,
     started: { startedAtMs: number; startedAtWallMs: number },
+    inFlight: boolean,
   ): Promise<number> {
     const s = this.settings;
     const budget = leader.validUntilMs - this.clock.nowMs();
@@ -476,27 +691,33 @@ export class Lease extends EventEmitter<LeaseEvents> {
       this.lose(leader.token, "the lease was taken over (seen on re-read after a lost renewal answer)");
       return 1;
     }
-    if (record.rvn === rvn) this.renewed(leader, rvn, started);
-    else leader.rvn = record.rvn; // the renewal did not land; still ours, try again soon
+    if (record.rvn === rvn) this.renewed(leader, rvn, started, inFlight);
+    else {
+      // The renewal did not land; still ours, try again soon. The item says what its last write said.
+      leader.rvn = record.rvn;
+      leader.advertised = record.inFlight !== false;
+    }
     return Math.max(1, Math.min(s.renewMs / 4, leader.validUntilMs - this.clock.nowMs()));
   }
 
   private renewed(
-    leader: Extract<State, { kind: "leader" }>,
+    leader: LeaderState,
     rvn: string,
     started: { startedAtMs: number; startedAtWallMs: number },
+    inFlight: boolean,
   ): void {
     const s = this.settings;
     leader.rvn = rvn;
     leader.validUntilMs = started.startedAtMs + s.leaseMs - s.safetyMs;
     leader.wallValidUntilMs = started.startedAtWallMs + s.leaseMs - s.safetyMs;
     leader.nextRenewAtMs = started.startedAtMs + s.renewMs;
+    leader.advertised = inFlight;
     this.armWatchdog();
     this.emit("renewed", { token: leader.token, latencyMs: this.clock.nowMs() - started.startedAtMs });
   }
 
   /** The holder's own clocks say its validity ran out with no renewal confirmed. */
-  private loseByTimeout(leader: Extract<State, { kind: "leader" }>): void {
+  private loseByTimeout(leader: LeaderState): void {
     const validMs = this.settings.leaseMs - this.settings.safetyMs;
     const suspended = this.clock.nowMs() < leader.validUntilMs;
     this.lose(
@@ -509,10 +730,12 @@ export class Lease extends EventEmitter<LeaseEvents> {
   }
 
   private lose(token: number, reason: string, byTimeout = false): void {
+    const st = this.state;
     this.lostByTimeout = byTimeout ? token : undefined;
     this.state = { kind: "follower" };
     this.seen = undefined;
     this.clearWatchdog();
+    if (st.kind === "leader") st.ended.abort(new LeaseLostError(this.settings.name, reason));
     this.emit("lost", { token, reason });
   }
 
@@ -531,17 +754,17 @@ export class Lease extends EventEmitter<LeaseEvents> {
     this.clearWatchdog();
     if (!this.loop || this.state.kind !== "leader") return;
     const leader = this.state;
-    this.watchdog = setTimeout(
-      () => {
-        if (this.state === leader && !this.isLeader()) this.loseByTimeout(leader);
-      },
-      Math.max(0, leader.validUntilMs - this.clock.nowMs()) + 1,
-    );
-    this.watchdog.unref?.();
+    const watchdog = new AbortController();
+    this.watchdog = watchdog;
+    void this.clock
+      .sleep(Math.max(0, leader.validUntilMs - this.clock.nowMs()) + 1, watchdog.signal)
+      .then(() => {
+        if (!watchdog.signal.aborted && this.state === leader && !this.isLeader()) this.loseByTimeout(leader);
+      });
   }
 
   private clearWatchdog(): void {
-    if (this.watchdog) clearTimeout(this.watchdog);
+    this.watchdog?.abort();
     this.watchdog = undefined;
   }
 
@@ -549,6 +772,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
   start(): void {
     if (this.loop) return;
     if (this.state.kind === "stopped") this.state = { kind: "follower" };
+    this.stopping = false;
     this.abort = new AbortController();
     const signal = this.abort.signal;
     this.loop = (async () => {
@@ -565,16 +789,32 @@ export class Lease extends EventEmitter<LeaseEvents> {
   }
 
   /**
-   * Hands the lease over at once: stops acting as leader first, then clears the
-   * holder so that a waiter takes it at its next poll. A failed release is
-   * harmless: the lease then expires by itself.
+   * Hands the lease over: no call outside the store starts from here on; the
+   * side effects in flight end first (each by the validity it began under, the
+   * holder renewing meanwhile); then the holder stops acting and clears the
+   * holder in the item, saying whether a call outside the store may still
+   * land, so that a waiter takes it at its next poll and waits for such a call
+   * only if there is one. A failed release is harmless: the lease then expires
+   * by itself.
    */
-  async release(): Promise<void> {
+  release(): Promise<void> {
+    this.releasing ??= this.handOver().finally(() => {
+      this.releasing = undefined;
+    });
+    return this.releasing;
+  }
+
+  private async handOver(): Promise<void> {
     await this.ticking;
     const st = this.state;
     if (st.kind !== "leader") return;
+    st.handover.abort();
+    while (this.effects.size > 0) await Promise.allSettled([...this.effects]);
+    await this.ticking;
+    if (this.state !== st) return; // lost meanwhile
     this.state = { kind: "follower" };
     this.clearWatchdog();
+    st.ended.abort(new LeaseLostError(this.settings.name, "released"));
     const s = this.settings;
     try {
       await this.store.updateIf(
@@ -586,6 +826,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
           rvn: newRvn(),
           leaseMs: s.leaseMs,
           updatedAtMs: this.clock.wallMs(),
+          inFlight: this.inFlightNow(),
         },
         Math.max(100, st.validUntilMs - this.clock.nowMs()),
       );
@@ -595,14 +836,17 @@ export class Lease extends EventEmitter<LeaseEvents> {
     this.emit("released", { token: st.token });
   }
 
-  /** Stops the loop; with `release` (the default) hands the lease over first. */
+  /** Stops the loop; with `release` (the default) hands the lease over first, renewing until it has. */
   async stop(options: { release?: boolean } = {}): Promise<void> {
+    this.stopping = true;
+    if (options.release ?? true) await this.release();
     this.abort.abort();
     const loop = this.loop;
     this.loop = undefined;
     await loop;
-    if (options.release ?? true) await this.release();
     this.clearWatchdog();
+    const st = this.state;
+    if (st.kind === "leader") st.ended.abort(new LeaseLostError(this.settings.name, "stopped"));
     this.state = { kind: "stopped" };
   }
 }
@@ -643,6 +887,7 @@ export class DynamoLeaseStore implements LeaseStore {
         rvn: created.rvn,
         leaseMs: created.leaseMs,
         updatedAt: created.updatedAtMs,
+        ...(created.inFlight !== undefined ? { inFlight: created.inFlight } : {}),
       },
       { condition: "attribute_not_exists(sk)" },
       { deadlineMs: left },
@@ -665,11 +910,16 @@ export class DynamoLeaseStore implements LeaseStore {
       ":at": change.updatedAtMs,
     };
     const sets = ["rvn = :rvn", "leaseMs = :leaseMs", "updatedAt = :at"];
-    let remove = "";
-    if (change.holder === undefined) remove = " REMOVE holder";
+    const removes: string[] = [];
+    if (change.holder === undefined) removes.push("holder");
     else {
       sets.push("holder = :holder");
       values[":holder"] = change.holder;
+    }
+    if (change.inFlight === undefined) removes.push("inFlight");
+    else {
+      sets.push("inFlight = :inFlight");
+      values[":inFlight"] = change.inFlight;
     }
     if (change.bumpToken) {
       sets.push("#token = #token + :one");
@@ -687,7 +937,7 @@ export class DynamoLeaseStore implements LeaseStore {
     const item = await this.store.update(
       "state",
       this.key(name),
-      `SET ${sets.join(", ")}${remove}`,
+      `SET ${sets.join(", ")}${removes.length > 0 ? ` REMOVE ${removes.join(", ")}` : ""}`,
       { condition: cond, names: { "#token": "token" }, values },
       { deadlineMs },
     );
@@ -703,5 +953,6 @@ function toRecord(name: string, item: Record<string, unknown>): LeaseRecord {
     rvn: String(item.rvn),
     leaseMs: Number(item.leaseMs),
     updatedAtMs: Number(item.updatedAt ?? 0),
+    ...(typeof item.inFlight === "boolean" ? { inFlight: item.inFlight } : {}),
   };
 }

@@ -31,6 +31,8 @@ export interface MoveCall {
   landedAtMs?: number;
   /** When the caller stopped waiting: its answer, or its abort. */
   endedAtMs?: number;
+  /** The caller's lease validity when the call began, when the caller told (see `FakeElasticIps`). */
+  readonly validUntilMs?: number;
   outcome?: "answered" | "aborted";
 }
 
@@ -60,7 +62,11 @@ export class FakeEc2 {
 }
 
 export class FakeElasticIps implements ElasticIpApi {
-  constructor(private readonly ec2: FakeEc2) {}
+  /** `validUntil`: the caller's lease validity, recorded with each call for the tests to check against. */
+  constructor(
+    private readonly ec2: FakeEc2,
+    private readonly validUntil: () => number | undefined = () => undefined,
+  ) {}
 
   async describe(allocationId: string): Promise<AddressState> {
     return {
@@ -79,7 +85,12 @@ export class FakeElasticIps implements ElasticIpApi {
   ): Promise<MoveResult> {
     const clock = this.ec2.clock;
     const plan = this.ec2.nextPlan(instanceId);
-    const call: MoveCall = { allocationId, instanceId, startedAtMs: clock.nowMs() };
+    const call: MoveCall = {
+      allocationId,
+      instanceId,
+      startedAtMs: clock.nowMs(),
+      ...(this.validUntil() !== undefined ? { validUntilMs: this.validUntil() } : {}),
+    };
     this.ec2.calls.push(call);
     const signal = options.signal;
     const gaveUp = () => {

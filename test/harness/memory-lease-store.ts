@@ -59,6 +59,7 @@ export class MemoryLeaseStore implements LeaseStore {
       rvn: change.rvn,
       leaseMs: change.leaseMs,
       updatedAtMs: change.updatedAtMs,
+      ...(change.inFlight !== undefined ? { inFlight: change.inFlight } : {}),
     };
     this.records.set(name, next);
     this.writes++;

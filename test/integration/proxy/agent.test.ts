@@ -15,7 +15,7 @@ import { keys, type TableNames } from "../../../lib/core/tables";
 import { DynamoAgentStore, NodeAgent } from "../../../proxy/agent";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { allocateElasticIp, runInstances } from "../../harness/ec2";
-import { dynamoOp, FaultProxy, INTERNAL_ERROR } from "../../harness/fault-proxy";
+import { dynamoOp, FaultProxy, type FaultRequest, INTERNAL_ERROR } from "../../harness/fault-proxy";
 
 let tables: TableNames;
 let proxy: FaultProxy;
@@ -36,6 +36,11 @@ afterAll(async () => {
   ec2.destroy();
   await proxy.close();
 });
+
+/** Matches EC2 query-protocol calls of one action, e.g. AssociateAddress for one instance. */
+function ec2Call(action: string, includes = ""): (req: FaultRequest) => boolean {
+  return (req) => req.body.includes(`Action=${action}&`) && req.body.includes(includes);
+}
 
 async function waitFor(what: string, withinMs: number, check: () => boolean | Promise<boolean>) {
   const deadline = Date.now() + withinMs;
@@ -95,6 +100,53 @@ async function fleetOfTwo(options: { heartbeatMs: number }) {
   const events = () => listEvents(reader, fleetId);
   return { fleetId, eip, a, b, addressOn, vip, events };
 }
+
+describe("a move in flight when the holder hands over lands before the successor's", () => {
+  const drain = (n: Node) => n.agent.drain();
+  const stop = (n: Node) => n.agent.stop({ handoverMs: 15_000, propagationMs: 0 });
+  // 2.5 s: the delay the issue was seen with. 3.5 s: longer than the successor's wait (2.2 s) plus
+  // a poll, so only the release's wait for the move (until the validity it began under) keeps it first.
+  const cases: { how: string; release: (n: Node) => Promise<void>; delayMs: number }[] = [
+    { how: "a drain", release: drain, delayMs: 2500 },
+    { how: "a stop (SIGTERM)", release: stop, delayMs: 2500 },
+    { how: "a drain", release: drain, delayMs: 3500 },
+  ];
+  test.each(cases)(
+    "$how while the promotion's AssociateAddress is delayed $delayMs ms: the address ends on the successor, and the deposed node writes no event",
+    async ({ release, delayMs }) => {
+      // Heartbeats far apart: no repair runs during the test, so the order of the two moves decides.
+      const f = await fleetOfTwo({ heartbeatMs: 60_000 });
+      let sentAt = 0;
+      const delayed = proxy.add({
+        match: (req) => {
+          const hit = ec2Call("AssociateAddress", `InstanceId=${f.a.instanceId}`)(req);
+          if (hit) sentAt = Date.now();
+          return hit;
+        },
+        action: { kind: "latency", ms: delayMs },
+        times: 1,
+      });
+      await f.a.agent.start();
+      await waitFor("a's AssociateAddress in flight", 10_000, () => delayed.hits() === 1);
+      await f.b.agent.start();
+      const releasing = release(f.a);
+      await waitFor("b active", 20_000, () => f.b.agent.role === "active");
+      const bActiveAt = Date.now();
+      await releasing;
+      // Until well after the delayed request reached the emulator, the address stays on b.
+      const seen = new Set<string>();
+      while (Date.now() < Math.max(sentAt + delayMs + 3000, bActiveAt + 1000)) {
+        seen.add(await f.addressOn());
+        await sleep(100);
+      }
+      expect([...seen]).toEqual([f.b.instanceId]);
+      const events = await f.events();
+      expect(events.filter((e) => e.by === "a")).toEqual([]);
+      expect(events.filter((e) => e.kind === "vip-moved" && e.by === "b")).toHaveLength(1);
+    },
+    60_000,
+  );
+});
 
 describe("a failed vip# write during promotion", () => {
   test("the node does not go active until vip# records it; the next heartbeat writes vip#, then moves the address", async () => {

@@ -1,5 +1,5 @@
 import { Lease, resolveLeaseSettings } from "../../../lib/core/lease";
-import { ManualClock } from "../../harness/manual-clock";
+import { ManualClock, ManualTimerClock } from "../../harness/manual-clock";
 import { MemoryLeaseStore, LeaseStoreView as View } from "../../harness/memory-lease-store";
 
 interface World {
@@ -360,5 +360,66 @@ describe("lease settings are checked when built, and errors name the fields", ()
       safetyMs: 200,
       pollMs: 250,
     });
+  });
+});
+
+describe("side effects of a holding (Lease.act), on a clock whose sleeps wait for the test", () => {
+  function holder() {
+    const clock = new ManualTimerClock();
+    const store = new MemoryLeaseStore();
+    const lease = new Lease(store, { name: "fleet", holderId: "a" }, clock);
+    return { clock, store, lease };
+  }
+
+  test("an effect does not run without the lease", async () => {
+    const { lease } = holder();
+    let ran = false;
+    await expect(
+      lease.act(async () => {
+        ran = true;
+      }),
+    ).rejects.toMatchObject({ code: "HAFLEET_LEASE_LOST" });
+    expect(ran).toBe(false);
+  });
+
+  test("an effect's signal aborts at the validity it began under, though the holder renewed since", async () => {
+    const { clock, lease } = holder();
+    lease.start();
+    await clock.run(20);
+    const began = clock.nowMs();
+    const validUntil = lease.validUntilMs!;
+    let abortedAt: number | undefined;
+    const effect = lease.act(
+      (h) =>
+        new Promise<void>((resolve) =>
+          h.signal.addEventListener("abort", () => {
+            abortedAt = clock.nowMs();
+            resolve();
+          }),
+        ),
+    );
+    await clock.run(3000);
+    await effect;
+    expect(lease.isLeader()).toBe(true);
+    expect(lease.validUntilMs).toBeGreaterThan(validUntil);
+    expect(abortedAt).toBeGreaterThanOrEqual(validUntil);
+    expect(abortedAt! - began).toBeLessThanOrEqual(2000 - 200);
+    await lease.stop();
+  });
+
+  test("a release waits for an effect in flight, and says no call is left when it was answered", async () => {
+    const { clock, store, lease } = holder();
+    lease.start();
+    await clock.run(1000);
+    const call = lease.act(() => clock.sleep(500), { unfenced: true });
+    await clock.run(10);
+    expect(store.records.get("fleet")?.inFlight).toBe(true); // recorded before the call
+    const released = lease.release();
+    await clock.run(300);
+    expect(store.records.get("fleet")?.holder).toBe("a"); // still held: the call is in flight
+    await clock.run(300);
+    await Promise.all([call, released]);
+    expect(store.records.get("fleet")).toMatchObject({ holder: undefined, inFlight: false });
+    await lease.stop();
   });
 });

@@ -34,6 +34,8 @@ export class AgentWorld {
   readonly nodes: Record<string, WorldNode> = {};
   /** A line per change of lease holder, as the leases report it. */
   readonly leaseEvents: string[] = [];
+  /** When each node last acquired the lease (the test's clock). */
+  readonly acquiredAt: Record<string, number> = {};
 
   constructor(ids: readonly string[], options: { heartbeatMs?: number } = {}) {
     for (const id of ids) {
@@ -45,6 +47,9 @@ export class AgentWorld {
       const logs: string[] = [];
       for (const ev of ["acquired", "lost", "released"] as const)
         lease.on(ev, (e: { token: number }) => this.leaseEvents.push(`${id} ${ev} ${e.token}`));
+      lease.on("acquired", () => {
+        this.acquiredAt[id] = this.clock.nowMs();
+      });
       const agent = new NodeAgent({
         store,
         lease,
@@ -53,7 +58,7 @@ export class AgentWorld {
         address: "127.0.0.1",
         adminUrl: `http://127.0.0.1:9901/${id}`,
         version: "test",
-        elasticIps: new FakeElasticIps(this.ec2),
+        elasticIps: new FakeElasticIps(this.ec2, () => lease.validUntilMs),
         allocationIds: [SHARED],
         heartbeatMs: options.heartbeatMs ?? 1000,
         proxy: { ready: () => true, load: () => ({ connections: 0, rps: 0 }), drain: async () => {} },

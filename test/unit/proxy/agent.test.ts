@@ -5,6 +5,7 @@
  * cloud, written as data; the same items run against the emulator and the
  * fault proxy in test/integration/proxy/agent.test.ts.
  */
+import type { MovePlan } from "../../harness/fake-elastic-ips";
 import { AgentWorld, SHARED } from "./agent-world";
 
 let world: AgentWorld | undefined;
@@ -106,5 +107,164 @@ describe("the vip# record comes before the move, and the repair path writes it w
     await w.run(1100);
     expect(w.memory.vips.get(SHARED)).toMatchObject({ owner: "a", token: 1 });
     expect(w.ec2.calls).toHaveLength(1);
+  });
+});
+
+/** What happens to node a once its trigger came (a's release, or a cut from the store). */
+type Action = "yield" | "drain" | "mark" | "stop" | "cut";
+
+interface Ordering {
+  readonly name: string;
+  /** How a's moves go, in order (`leavesAfterMs`, `landsAfterMs`, `answersAfterMs`). */
+  readonly aMoves: MovePlan[];
+  /** When the action comes: once a's promotion move has started, or once a, active and idle, starts a repair. */
+  readonly after: "promotion move started" | "repair move started";
+  readonly action: Action;
+  readonly expect: {
+    /** How a's move ended for a: answered, aborted after it was sent, or aborted before it left. */
+    readonly aMove: "answered" | "aborted" | "never sent";
+    /** Whether b waited out a's move (`successorWaitMs`) before its own. */
+    readonly bWaited: boolean;
+    readonly aEvents: number;
+  };
+}
+
+const RELEASES: Action[] = ["yield", "drain", "mark", "stop"];
+
+/**
+ * Every ordering of a move against a hand-over. The delays keep to the one
+ * assumption of docs/architecture.md §6: EC2 applies a request, if ever,
+ * within `leaseMs` after its caller gave up on it.
+ */
+const ORDERINGS: Ordering[] = [
+  // Release during a move in flight: the release waits for it until the validity it began under.
+  ...RELEASES.map(
+    (action): Ordering => ({
+      name: `${action} while a's promotion move is in flight past a's validity: a gives up at it, b waits, b's move lands last`,
+      aMoves: [{ landsAfterMs: 2500, answersAfterMs: 2500 }],
+      after: "promotion move started",
+      action,
+      expect: { aMove: "aborted", bWaited: true, aEvents: 0 },
+    }),
+  ),
+  ...RELEASES.map(
+    (action): Ordering => ({
+      name: `${action} while a's promotion move is in flight, answered in 1.5 s: the release waits for the answer, and b need not wait`,
+      aMoves: [{ landsAfterMs: 1500, answersAfterMs: 1500 }],
+      after: "promotion move started",
+      action,
+      expect: { aMove: "answered", bWaited: false, aEvents: 1 },
+    }),
+  ),
+  // Lost during a move: the validity runs out (a cut off from the store), and b takes over after the lease.
+  {
+    name: "a cut off while its move waits to leave (a slow connect): the abort at its validity means it never leaves",
+    aMoves: [{ leavesAfterMs: 5000, landsAfterMs: 10 }],
+    after: "promotion move started",
+    action: "cut",
+    expect: { aMove: "never sent", bWaited: true, aEvents: 0 },
+  },
+  {
+    name: "a cut off with its move on the wire (lands after 3 s): b waits out the move before its own",
+    aMoves: [{ landsAfterMs: 3000, answersAfterMs: 3000 }],
+    after: "promotion move started",
+    action: "cut",
+    expect: { aMove: "aborted", bWaited: true, aEvents: 0 },
+  },
+  {
+    name: "a cut off while a repair move is on the wire: the item said none in flight, so a said so before sending; b waits",
+    aMoves: [{}, { landsAfterMs: 3000, answersAfterMs: 3000 }],
+    after: "repair move started",
+    action: "cut",
+    expect: { aMove: "aborted", bWaited: true, aEvents: 1 },
+  },
+];
+
+describe("a move in flight against a hand-over (orderings as data)", () => {
+  test.each(ORDERINGS)("$name", async ({ aMoves, after, action, expect: want }) => {
+    const w = newWorld(["a", "b"]);
+    const a = w.node("a");
+    w.ec2.plan("i-a", ...aMoves);
+    await w.start("a");
+    await w.start("b");
+    const aCalls = () => w.ec2.calls.filter((c) => c.instanceId === "i-a");
+    if (after === "repair move started") {
+      await w.until(() => a.agent.role === "active", 1000, "a active");
+      await w.run(1500); // renewals since: the item says no call is in flight
+      expect(w.leases.records.get("fleet")?.inFlight).toBe(false);
+      w.ec2.land(SHARED, "i-elsewhere"); // moved behind the system's back: a's next heartbeat repairs it
+    }
+    const index = after === "promotion move started" ? 0 : 1;
+    await w.until(() => aCalls().length > index, 3000, "a's move started");
+    let stopping: Promise<void> | undefined;
+    if (action === "yield" || action === "drain") w.memory.command("a", action);
+    else if (action === "mark") w.memory.markFailed("a", true);
+    else if (action === "stop") stopping = a.agent.stop();
+    else a.cut(true);
+    await w.until(() => w.node("b").agent.role === "active", 10_000, "b active");
+    await w.run(6000); // every move of a has landed or never will
+    if (stopping) await w.during(stopping);
+
+    const aMove = aCalls()[index]!;
+    const bMove = w.ec2.calls.find((c) => c.instanceId === "i-b")!;
+    expect(aMove.outcome === "aborted" && aMove.sentAtMs === undefined ? "never sent" : aMove.outcome).toBe(
+      want.aMove,
+    );
+    // No call outlived the validity its caller had when it began.
+    for (const c of w.ec2.calls) expect(c.endedAtMs!).toBeLessThanOrEqual(c.validUntilMs!);
+    // b's move came last, and b waited out a's move only when a may have left one in flight.
+    expect(w.addressOn()).toBe("i-b");
+    expect(w.ec2.landings.at(-1)).toEqual([SHARED, "i-b", expect.any(Number)]);
+    const waited = bMove.startedAtMs - w.acquiredAt.b!;
+    if (want.bWaited)
+      expect(waited).toBeGreaterThanOrEqual(2200); // successorWaitMs(2000): 2000 x 1.1
+    else expect(waited).toBeLessThan(500);
+    // ...and needed no repair: its one move stayed.
+    expect(w.ec2.calls.filter((c) => c.instanceId === "i-b")).toHaveLength(1);
+    // a wrote its events only while it held the lease.
+    const aEvents = w.memory.events.filter((e) => e.by === "a");
+    expect(aEvents).toHaveLength(want.aEvents);
+    for (const e of aEvents) expect(e.atMs).toBeLessThan(w.acquiredAt.b!);
+    a.cut(false);
+  });
+});
+
+describe("lost during promotion: no move", () => {
+  test("a cut off from the store as it acquires writes no vip# and sends no move", async () => {
+    const w = newWorld(["a", "b"]);
+    const a = w.node("a");
+    a.lease.once("acquired", () => a.cut(true));
+    await w.start("a");
+    await w.start("b");
+    await w.until(() => w.node("b").agent.role === "active", 10_000, "b active");
+    expect(w.ec2.calls.filter((c) => c.instanceId === "i-a")).toEqual([]);
+    expect(w.memory.vips.get(SHARED)).toMatchObject({ owner: "b", token: 2 });
+    a.cut(false);
+  });
+
+  test("a whose renewals fail while it waits out its predecessor's move sends none", async () => {
+    const w = newWorld(["a", "b"]);
+    const a = w.node("a");
+    // An earlier holder released the lease with a move possibly in flight.
+    w.leases.records.set("fleet", {
+      name: "fleet",
+      holder: undefined,
+      token: 4,
+      rvn: "r-earlier",
+      leaseMs: 2000,
+      updatedAtMs: 0,
+      inFlight: true,
+    });
+    // Its renewals fail from the start: its validity (1.8 s) ends before its wait (2.2 s) does.
+    a.lease.once("acquired", () => {
+      a.leaseView.down = true;
+    });
+    await w.start("a");
+    await w.start("b");
+    await w.until(() => w.node("b").agent.role === "active", 10_000, "b active");
+    expect(w.leaseEvents.slice(0, 2)).toEqual(["a acquired 5", "a lost 5"]);
+    expect(w.memory.refused).toEqual([]); // its vip# write went through while it held the lease
+    expect(w.ec2.calls.filter((c) => c.instanceId === "i-a")).toEqual([]);
+    a.leaseView.down = false;
   });
 });
