@@ -11,8 +11,9 @@
  *    damped probe results and, for the holder, the lease; marks gray failures
  *    failed and clears the mark after recovery, but never marks all nodes or a
  *    majority of the live ones (`planMarks`: a checker-side network fault
- *    would otherwise leave nobody who may lead). These writes are fenced by
- *    the checker lease's token.
+ *    would otherwise leave nobody who may lead). A mark lapses after its TTL
+ *    in the node's own beats (`failover.markTtlMs`), so the checker renews the
+ *    marks it keeps. These writes are fenced by the checker lease's token.
  * 4. `reconcileAddresses`: reconciles each Elastic IP with the `vip#` written
  *    by the current holder of the fleet lease: re-associates it when EC2 says
  *    otherwise. The checker never holds the fleet lease and never picks an
@@ -134,7 +135,9 @@ export interface CheckReport {
   readonly vips: VipReportLine[];
   readonly marked: string[];
   readonly cleared: string[];
-  /** Gray failures left unmarked: marking them would mark all nodes or a majority (`planMarks`). */
+  /** Marks this run renewed (a later `untilSeq`), so that they do not lapse while the node still fails. */
+  readonly renewed: string[];
+  /** New marks and renewals this run withheld: they would mark all nodes or a majority (`planMarks`). */
   readonly withheld: string[];
   readonly reassociated: string[];
   /** The weighted set as planned by this run (empty without `dns`). */
@@ -242,6 +245,7 @@ export class HealthChecker {
         vips: [],
         marked: [],
         cleared: [],
+        renewed: [],
         withheld: [],
         reassociated: [],
         dns: [],
@@ -264,6 +268,7 @@ export class HealthChecker {
       vips: addresses.vips,
       marked: judged.marked,
       cleared: judged.cleared,
+      renewed: judged.renewed,
       withheld: judged.withheld,
       reassociated: addresses.reassociated,
       dns: dns.lines,
@@ -306,13 +311,20 @@ export class HealthChecker {
    * probes and, for the holder, the lease; gray failures marked failed, marks
    * of recovered nodes cleared, fenced by the checker lease. Never all nodes or
    * a majority of the live ones marked (`planMarks`): then the checker's own
-   * view is the likelier fault.
+   * view is the likelier fault. Kept marks are renewed once half their TTL is
+   * used up (docs/architecture.md §4).
    */
   private async judgeAndMark(
     seen: Gathered,
     token: number,
     errors: string[],
-  ): Promise<{ lines: NodeReportLine[]; marked: string[]; cleared: string[]; withheld: string[] }> {
+  ): Promise<{
+    lines: NodeReportLine[];
+    marked: string[];
+    cleared: string[];
+    renewed: string[];
+    withheld: string[];
+  }> {
     const { nodes, leaseView } = seen;
     const guard = { name: "checker", holder: this.o.checkerId, token };
     const heartbeatMs = seen.config?.failover.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs;
@@ -335,25 +347,40 @@ export class HealthChecker {
       judgements.push(j);
       lines.push({ nodeId: node.nodeId, verdict: j.verdict, reason: j.reason, heartbeat, probe, holder });
     }
+    // A mark's TTL in the node's own beats; renewed once half of it is used up.
+    const failover = seen.config?.failover ?? FAILOVER_DEFAULTS;
+    const beats = Math.max(2, Math.ceil(failover.markTtlMs / failover.heartbeatMs));
     const plan = planMarks(
       nodes.map((n, i) => ({
         nodeId: n.nodeId,
         mark: judgements[i]!.mark,
         markedFailed: !!n.failed,
+        renewDue: !!n.failed && n.failed.untilSeq - n.seq <= beats / 2,
         live: lines[i]!.heartbeat !== "dead",
       })),
     );
-    if (plan.reason) this.log("warn", `no node marked failed: ${plan.reason}`, { token });
+    if (plan.reason) this.log("warn", `marks withheld: ${plan.reason}`, { token });
     const marked: string[] = [];
     const cleared: string[] = [];
+    const renewed: string[] = [];
     for (const [i, node] of nodes.entries()) {
       const j = judgements[i]!;
       const mark = plan.marks.get(node.nodeId) ?? "keep";
       if (mark === "keep") continue;
       try {
+        const untilSeq = node.seq + beats;
+        if (mark === "renew" && node.failed) {
+          const renewal = { ...node.failed, by: this.o.checkerId, token, untilSeq };
+          await setNodeFailed(this.o.store, this.o.fleetId, node.nodeId, renewal, guard);
+          renewed.push(node.nodeId);
+          this.log("debug", `renewed the failed mark of ${node.nodeId} until its beat ${untilSeq}`, {
+            token,
+          });
+          continue;
+        }
         const failed =
           mark === "set"
-            ? { by: this.o.checkerId, reason: j.reason, atMs: this.clock.wallMs(), token }
+            ? { by: this.o.checkerId, reason: j.reason, atMs: this.clock.wallMs(), token, untilSeq }
             : undefined;
         await setNodeFailed(this.o.store, this.o.fleetId, node.nodeId, failed, guard);
         (mark === "set" ? marked : cleared).push(node.nodeId);
@@ -380,7 +407,7 @@ export class HealthChecker {
     }
     for (const id of this.healthyRuns.keys())
       if (!lines.some((l) => l.nodeId === id)) this.healthyRuns.delete(id);
-    return { lines, marked, cleared, withheld: [...plan.withheld] };
+    return { lines, marked, cleared, renewed, withheld: [...plan.withheld] };
   }
 
   /**
