@@ -23,9 +23,11 @@
  *    `dns#<name>` with the checker lease's token, and only then sends the
  *    changed records in one ChangeResourceRecordSets batch, verified with
  *    GetChange and a read-back. A checker that lost its lease has its `dns#`
- *    write refused and changes nothing in Route 53; whatever a paused one still
- *    sends is undone by the holder's next run, which plans from Route 53's
- *    actual records.
+ *    write refused and changes nothing in Route 53. The batch is a
+ *    compare-and-swap against the records as this checker last read them, so
+ *    what a paused one still sends is refused whole once the holder has
+ *    changed those records; on a refusal the checker reads Route 53 again at
+ *    once and plans from what is there.
  *
  * `runFor` loops runs every `intervalMs` until its time is up: sub-minute
  * checking from a once-a-minute schedule.
@@ -36,7 +38,7 @@ import { FAILOVER_DEFAULTS, type FleetConfig, NAME_PATTERN, NAME_RULE } from "./
 import { ConfigStore } from "./config-store";
 import type { WeightedRecord, WeightedRecords } from "./dns";
 import type { ElasticIps } from "./elastic-ip";
-import { FencedError, HafleetError } from "./errors";
+import { FencedError, HafleetError, isHafleetError } from "./errors";
 import { appendEvent } from "./events";
 import {
   type DnsNodeView,
@@ -487,7 +489,14 @@ export class HealthChecker {
     return { vips, reassociated };
   }
 
-  /** Step 5, when the checker has a weighted set and a config: its errors go into the run's. */
+  /**
+   * Step 5, with a weighted set and a config: plans the set from the verdicts,
+   * records the plan fenced in `dns#`, then makes Route 53 match in one
+   * compare-and-swap batch (`WeightedRecords.apply`). A refused batch means
+   * the set is not as this checker's view says (another checker's batch landed
+   * since): it reads Route 53 again at once and plans once more from what is
+   * there, in the same run.
+   */
   private async planAndApplyDns(
     seen: Gathered,
     lines: readonly NodeReportLine[],
@@ -495,27 +504,42 @@ export class HealthChecker {
     errors: string[],
   ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[] }> {
     const dns = this.o.dns;
-    if (!dns || !seen.config) return { lines: [], changed: 0, outOfDns: [] };
+    const config = seen.config;
+    if (!dns || !config) return { lines: [], changed: 0, outOfDns: [] };
+    const set = { zoneId: dns.zoneId, name: dns.name, ttlS: config.dns.ttlS };
+    let report: DnsReportLine[] = [];
     try {
-      const done = await this.reconcileDns(dns, seen.config, seen.nodes, lines, token);
-      if (done.error) errors.push(`dns ${dns.name}: ${done.error}`);
-      return done;
+      const shared = await dns.sharedAddress?.();
+      for (let attempt = 1; ; attempt++) {
+        const current = await this.readDns(dns, set, token);
+        const plan = this.planSet(config, seen.nodes, lines, current, shared, set.ttlS);
+        report = plan.report;
+        try {
+          return await this.applyDnsPlan(dns, set, config, plan, current, token);
+        } catch (err) {
+          if (attempt > 1 || !isHafleetError(err, "HAFLEET_ROUTE53_CONFLICT")) throw err;
+          this.dnsView = undefined;
+          this.log("warn", `weights of ${set.name} changed behind this checker's back: reading them again`, {
+            token,
+            error: String(err),
+          });
+        }
+      }
     } catch (err) {
       errors.push(`dns ${dns.name}: ${String(err)}`);
-      return { lines: [], changed: 0, outOfDns: [] };
+      return { lines: report, changed: 0, outOfDns: [] };
     }
   }
 
-  /** Plans the weighted set, records it fenced, then makes Route 53 match. */
-  private async reconcileDns(
-    dns: CheckerDns,
+  /** The weighted set planned from the verdicts (`planDns`) against `current`, and the records to change. */
+  private planSet(
     config: FleetConfig,
     nodes: readonly NodeRecord[],
     lines: readonly NodeReportLine[],
-    token: number,
-  ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[]; error?: string }> {
-    const set = { zoneId: dns.zoneId, name: dns.name, ttlS: config.dns.ttlS };
-    const [current, shared] = await Promise.all([this.readDns(dns, set, token), dns.sharedAddress?.()]);
+    current: ReadonlyMap<string, WeightedRecord>,
+    shared: string | undefined,
+    ttlS: number,
+  ): { planned: PlannedRecord[]; report: DnsReportLine[]; changes: WeightedRecord[]; views: DnsNodeView[] } {
     const views: DnsNodeView[] = nodes.map((n) => ({
       nodeId: n.nodeId,
       address: n.publicIp,
@@ -528,7 +552,7 @@ export class HealthChecker {
     const changes: WeightedRecord[] = planned
       .filter((p) => {
         const now = current.get(p.nodeId);
-        return !now || now.weight !== p.weight || now.address !== p.address || now.ttlS !== set.ttlS;
+        return !now || now.weight !== p.weight || now.address !== p.address || now.ttlS !== ttlS;
       })
       .map((p) => {
         const healthCheckId = current.get(p.nodeId)?.healthCheckId;
@@ -539,6 +563,18 @@ export class HealthChecker {
           ...(healthCheckId ? { healthCheckId } : {}),
         };
       });
+    return { planned, report, changes, views };
+  }
+
+  /** Records the plan fenced in `dns#`, then sends its changes as one compare-and-swap batch against `current`. */
+  private async applyDnsPlan(
+    dns: CheckerDns,
+    set: { zoneId: string; name: string; ttlS: number },
+    config: FleetConfig,
+    { planned, report, changes, views }: ReturnType<HealthChecker["planSet"]>,
+    current: ReadonlyMap<string, WeightedRecord>,
+    token: number,
+  ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[] }> {
     // The plan as `dns#` records it, with `syncedAt` once Route 53 serves it (INSYNC and read
     // back). Written when it changed, and by a fresh checker even when Route 53 is already right:
     // a draining node reads it to know when no new answer names it any more.
@@ -547,29 +583,25 @@ export class HealthChecker {
       config.failover.mode,
       planned.map((p) => [p.nodeId, p.address, p.weight]),
     ]);
-    try {
-      if (changes.length === 0) {
-        if (this.recordedPlan !== plan) {
-          await this.recordDns(set, config, planned, token, this.clock.wallMs());
-          this.recordedPlan = plan;
-        }
-        return { lines: report, changed: 0, outOfDns: [] };
+    if (changes.length === 0) {
+      if (this.recordedPlan !== plan) {
+        await this.recordDns(set, config, planned, token, this.clock.wallMs());
+        this.recordedPlan = plan;
       }
-      this.recordedPlan = undefined;
-      await this.recordDns(set, config, planned, token);
-      // Unknown until verified: a failed apply makes the next run read Route 53 again.
-      const view = this.dnsView;
-      this.dnsView = undefined;
-      await dns.records.apply(set, changes);
-      if (view) {
-        for (const c of changes) view.records.set(c.nodeId, { ...c, ttlS: set.ttlS });
-        this.dnsView = view;
-      }
-      await this.recordDns(set, config, planned, token, this.clock.wallMs());
-      this.recordedPlan = plan;
-    } catch (err) {
-      return { lines: report, changed: 0, outOfDns: [], error: String(err) };
+      return { lines: report, changed: 0, outOfDns: [] };
     }
+    this.recordedPlan = undefined;
+    await this.recordDns(set, config, planned, token);
+    // Unknown until verified: a failed apply makes the next run read Route 53 again.
+    const view = this.dnsView;
+    this.dnsView = undefined;
+    await dns.records.apply(set, changes, current);
+    if (view) {
+      for (const c of changes) view.records.set(c.nodeId, { ...c, ttlS: set.ttlS });
+      this.dnsView = view;
+    }
+    await this.recordDns(set, config, planned, token, this.clock.wallMs());
+    this.recordedPlan = plan;
     const moved = report.filter((r) => changes.some((c) => c.nodeId === r.nodeId));
     // A failover, as opposed to a drain or a mode switch: a serving node's weight to 0 on a bad verdict.
     const outOfDns = moved

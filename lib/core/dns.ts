@@ -5,6 +5,12 @@
  * and read back, since the desired weights live fenced in the store (`dns#`)
  * and the cloud is made to match them.
  *
+ * Each batch is a compare-and-swap: per record a DELETE of it exactly as the
+ * writer last read it and a CREATE of the new one. Route 53 checks the whole
+ * batch against the records as they are and refuses all of it when a DELETE
+ * does not match (InvalidChangeBatch), so a batch planned from a stale read (a
+ * deposed checker's, landing late) changes nothing (docs/architecture.md §6).
+ *
  * SetIdentifiers are `<record name>#<node id>`: unique per record name, because
  * some emulators (moto 5.2) delete by SetIdentifier across every name in a zone.
  */
@@ -57,7 +63,7 @@ export interface WeightedRecord {
   readonly address: string;
   readonly weight: number;
   /**
-   * The Route 53 health check the record carries. An UPSERT replaces the whole
+   * The Route 53 health check the record carries. A change replaces the whole
    * record, so a change of weight must carry the check on, or it is dropped.
    */
   readonly healthCheckId?: string;
@@ -127,33 +133,58 @@ export class WeightedRecords {
   }
 
   /**
-   * Upserts every record in one batch, waits for INSYNC (up to `syncMs`), and
-   * reads back; throws `HAFLEET_ROUTE53_UNVERIFIED` if the read-back differs.
+   * Changes every record in one compare-and-swap batch: each one in `current`
+   * (the set as the caller last read it, e.g. from `read`) is deleted exactly
+   * as it is there and created anew; one not in `current` is only created.
+   * Throws `HAFLEET_ROUTE53_CONFLICT` when Route 53 refuses the batch (the set
+   * is no longer as `current` says; nothing changed: read it again). Then waits
+   * for INSYNC (up to `syncMs`) and reads back; throws
+   * `HAFLEET_ROUTE53_UNVERIFIED` if the read-back differs.
    */
   async apply(
     set: WeightedSet,
     records: readonly WeightedRecord[],
+    current: ReadonlyMap<string, WeightedRecord>,
     options: { syncMs?: number } = {},
   ): Promise<void> {
     if (records.length === 0) return;
     const name = fqdn(set.name);
-    const changes: Change[] = records.map((r) => ({
-      Action: "UPSERT",
-      ResourceRecordSet: {
-        Name: name,
-        Type: "A",
-        SetIdentifier: setIdentifierFor(name, r.nodeId),
-        Weight: r.weight,
-        TTL: set.ttlS,
-        ResourceRecords: [{ Value: r.address }],
-        ...(r.healthCheckId ? { HealthCheckId: r.healthCheckId } : {}),
-      },
-    }));
-    const sent = await route53Call("ChangeResourceRecordSets", () =>
-      this.route53.send(
-        new ChangeResourceRecordSetsCommand({ HostedZoneId: set.zoneId, ChangeBatch: { Changes: changes } }),
-      ),
-    );
+    const recordSet = (r: WeightedRecord, ttlS: number) => ({
+      Name: name,
+      Type: "A" as const,
+      SetIdentifier: setIdentifierFor(name, r.nodeId),
+      Weight: r.weight,
+      TTL: ttlS,
+      ResourceRecords: [{ Value: r.address }],
+      ...(r.healthCheckId ? { HealthCheckId: r.healthCheckId } : {}),
+    });
+    const changes: Change[] = records.flatMap((r): Change[] => {
+      const was = current.get(r.nodeId);
+      const create: Change = { Action: "CREATE", ResourceRecordSet: recordSet(r, set.ttlS) };
+      return was
+        ? [{ Action: "DELETE", ResourceRecordSet: recordSet(was, was.ttlS ?? set.ttlS) }, create]
+        : [create];
+    });
+    const sent = await route53Call("ChangeResourceRecordSets", async () => {
+      try {
+        return await this.route53.send(
+          new ChangeResourceRecordSetsCommand({
+            HostedZoneId: set.zoneId,
+            ChangeBatch: { Changes: changes },
+          }),
+        );
+      } catch (err) {
+        const f = describeAwsFailure(err);
+        if (f.name !== "InvalidChangeBatch") throw err;
+        throw new Route53Error(
+          "HAFLEET_ROUTE53_CONFLICT",
+          "ChangeResourceRecordSets",
+          `${set.name}: refused whole, the records are no longer as last read (${f.detail})`,
+          false,
+          err,
+        );
+      }
+    });
     const changeId = sent.ChangeInfo?.Id;
     const syncMs = options.syncMs ?? 60_000;
     await pollUntil(

@@ -20,6 +20,7 @@ import { keys } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { HealthEndpoint } from "../../harness/health-endpoint";
 import { ManualClock } from "../../harness/manual-clock";
+import { Route53Gate } from "../../harness/route53-gate";
 
 let store: StateStore;
 let route53: Route53Client;
@@ -218,6 +219,83 @@ test("a checker whose lease moved on has its weight change refused by the fence;
   expect(desired).toMatchObject({ by: "checker-2", fenceToken: two.lease.token });
 });
 
+test("a deposed checker's batch that lands after the new checker's is refused whole: Route 53 keeps what dns# says", async () => {
+  const f = await fleet("active-active");
+  // checker-1's batches go through a gate, so that one lands when the test says.
+  const own = new Route53Client(awsClientConfig());
+  cleanups.push(() => own.destroy());
+  const gate = new Route53Gate(own);
+  const one = f.newChecker("checker-1", 6000, { records: new WeightedRecords({ route53: own }) });
+  await one.lease.tick();
+  for (let i = 0; i < 4; i++) await one.runOnce();
+  expect(await f.weights()).toMatchObject({ n1: 100, n2: 100, n3: 100 });
+  f.admins[2]!.healthy = false;
+  await one.runOnce(); // n3: one failed probe
+  const held = gate.hold("ChangeResourceRecordSets");
+  const late = one.runOnce(); // plans n3 to 0, records it in dns#, and its batch is held
+  await held.arrived;
+
+  // Meanwhile the checker lease moves on (checker-1 paused past it), n3 is back, and an
+  // operator halves n3's weight: the new checker's batches bring n3 to 50.
+  const leases = new DynamoLeaseStore(store, f.fleetId);
+  const seen = (await leases.get("checker"))!;
+  await leases.updateIf(
+    "checker",
+    { rvn: seen.rvn },
+    { holder: "checker-2", bumpToken: true, rvn: "taken-over", leaseMs: 800, updatedAtMs: Date.now() },
+  );
+  f.admins[2]!.healthy = true;
+  const v = (await f.configs.get())!.version;
+  const halved = config("active-active");
+  await f.configs.put(
+    { ...halved, dns: { ...halved.dns, nodeWeights: { n3: 50 } } },
+    { expectedVersion: v, by: "test" },
+  );
+  const two = f.newChecker("checker-2", 6000); // takes over once the record's 800 ms have passed
+  await leader(two);
+  // n3 carries checker-1's mark: checker-2 clears it once n3 answers twice, and ramps n3 to 50.
+  for (let i = 0; i < 10 && (await f.weights()).n3 !== 50; i++)
+    expect((await two.runOnce()).errors).toEqual([]);
+  expect((await f.weights()).n3).toBe(50);
+
+  held.release(); // checker-1's batch lands now, after checker-2's
+  const stale = await late;
+  expect(stale.weightChanges).toBe(0);
+  expect(stale.errors.join()).toMatch(/refused|no longer held/);
+  const desired = await store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.dns(f.name) });
+  expect(desired).toMatchObject({ by: "checker-2", weights: { n3: { weight: 50 } } });
+  expect((await f.weights()).n3).toBe(50);
+});
+
+test("a refused batch makes the holder read Route 53 again at once and apply its plan to what is there", async () => {
+  const f = await fleet("active-active");
+  const own = new Route53Client(awsClientConfig());
+  cleanups.push(() => own.destroy());
+  const gate = new Route53Gate(own); // counts the checker's calls
+  const c = f.newChecker("checker-1", 6000, { records: new WeightedRecords({ route53: own }) });
+  await leader(c);
+  for (let i = 0; i < 4; i++) await c.runOnce();
+  expect(await f.weights()).toMatchObject({ n1: 100, n2: 100, n3: 100 });
+  // A batch its view does not know of lands (a deposed checker's, planned before this one
+  // read the set), then an operator halves n3's weight.
+  await records.apply(f.set, [{ nodeId: "n3", address: ip(2), weight: 0 }], await records.read(f.set));
+  const v = (await f.configs.get())!.version;
+  const halved = config("active-active");
+  await f.configs.put(
+    { ...halved, dns: { ...halved.dns, nodeWeights: { n3: 50 } } },
+    { expectedVersion: v, by: "test" },
+  );
+  const lists = gate.count("ListResourceRecordSets");
+  const run = await c.runOnce();
+  expect(run.errors).toEqual([]);
+  expect(run.dns.find((d) => d.nodeId === "n3")).toMatchObject({ from: 0, weight: 50 }); // planned from what is there
+  expect(gate.count("ChangeResourceRecordSets")).toBeGreaterThanOrEqual(2); // the refused batch, then the one that landed
+  expect(gate.count("ListResourceRecordSets")).toBeGreaterThan(lists); // read again within the run
+  expect((await f.weights()).n3).toBe(50);
+  const desired = await store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.dns(f.name) });
+  expect(desired).toMatchObject({ weights: { n3: { weight: 50 } } });
+});
+
 test("one config change moves DNS between the shared address and the nodes' own, never all at 0", async () => {
   const f = await fleet("active-passive");
   const c = f.newChecker("checker-1");
@@ -264,7 +342,8 @@ test("reads Route 53 once per rereadMs, trusting its verified changes between; a
   for (let i = 0; i < 3; i++) expect((await c.runOnce()).errors).toEqual([]);
   expect(reads).toBe(0); // nothing changed, its view is fresh: no call to Route 53
 
-  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 7 }]); // behind its back
+  // Behind its back:
+  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 7 }], await records.read(f.set));
   clock.advance(1499);
   await c.runOnce();
   expect(reads).toBe(0);
@@ -291,7 +370,7 @@ test("a weight change keeps the record's Route 53 health check", async () => {
     }),
   );
   const healthCheckId = check.HealthCheck!.Id!;
-  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 100, healthCheckId }]);
+  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 100, healthCheckId }], new Map());
   const c = f.newChecker("checker-1");
   await leader(c);
   f.admins[0]!.healthy = false;
