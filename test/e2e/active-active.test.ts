@@ -173,9 +173,11 @@ test("every node unhealthy at once: the weights are not all zeroed (fail open)",
   expect(f.nodes.map((n) => w[n.nodeId])).toEqual([100, 100]);
   const zeroed = (await weightChanges(f)).filter((c) => c.to === 0 && c.nodeId !== SHARED_ENDPOINT);
   expect(zeroed).toEqual([]);
-  // The checker did judge them failed: it is the fail-open rule that kept the weights.
-  const checks = (await listEvents(f.store, f.fleetId)).filter((e) => e.kind === "node-marked-failed");
-  expect(checks.length).toBeGreaterThanOrEqual(1);
+  // Nor did it mark both failed: every node at once is the likelier fault on its own side, and
+  // marking them all would leave no node that may lead (docs/architecture.md §4). One may be
+  // marked, when its probes fell a run before the other's (one of two is no majority).
+  const marks = (await listEvents(f.store, f.fleetId)).filter((e) => e.kind === "node-marked-failed");
+  expect(new Set(marks.map((e) => (e.detail as { nodeId: string }).nodeId)).size).toBeLessThanOrEqual(1);
 });
 
 /** Every weight change in the audit trail, with who made it under which token. */
