@@ -268,14 +268,25 @@ export function planWeights(targets: readonly WeightTarget[], rampRuns = 4): Pla
 export const SHARED_ENDPOINT = "active";
 
 /**
+ * The health checker asks Route 53 about a change it sent (GetChange) first
+ * this long after sending it, then at doubling gaps up to
+ * `DNS_CONFIRM_MAX_MS`, in later runs: some six calls over Route 53's minute
+ * of propagation, where waiting for INSYNC inside the run made thirty,
+ * against Route 53's 5 calls a second per account.
+ */
+export const DNS_CONFIRM_FIRST_MS = 2000;
+export const DNS_CONFIRM_MAX_MS = 16_000;
+
+/**
  * How long a draining node with its own address may wait to leave DNS while it
  * serves: 10 s for the checker to see the drain (a run every few seconds),
  * 60 s for Route 53 to report the change INSYNC (its documented propagation
- * time; the emulator's is at once), then the records' TTL. The CDK stack adds
- * it to the stop timeout.
+ * time; the emulator's is at once), one gap of the checker's asking about it
+ * (`DNS_CONFIRM_MAX_MS`), then the records' TTL. The CDK stack adds it to the
+ * stop timeout.
  */
 export function dnsDrainMs(ttlS: number): number {
-  return 10_000 + 60_000 + ttlS * 1000;
+  return 10_000 + 60_000 + DNS_CONFIRM_MAX_MS + ttlS * 1000;
 }
 
 /** A node as the DNS planner sees it. */

@@ -2,8 +2,11 @@
  * A gate in a Route 53 client's middleware stack, for what the fault proxy
  * cannot do: hold one operation's requests unsent until the test releases
  * them (a checker paused between its decision and its batch, whose batch then
- * lands late), and count the calls per operation. The requests still go
- * through the real SDK to the emulator; only their timing is the test's.
+ * lands late); report changes PENDING while `pending` is set, as Route 53
+ * does until a change has propagated (the emulator's are INSYNC at once,
+ * docs/architecture.md §9); and count the calls per operation. The requests
+ * still go through the real SDK to the emulator; only their timing and the
+ * change status are the test's.
  */
 import type { Route53Client } from "@aws-sdk/client-route-53";
 
@@ -15,6 +18,8 @@ interface Hold {
 export class Route53Gate {
   /** Calls per operation (`ChangeResourceRecordSets`, `GetChange`, ...), held ones included. */
   readonly calls = new Map<string, number>();
+  /** While true, ChangeResourceRecordSets and GetChange answer `PENDING`. */
+  pending = false;
   private readonly holds = new Map<string, { arrive: () => void; released: Promise<void> }>();
 
   constructor(client: Route53Client) {
@@ -28,7 +33,10 @@ export class Route53Gate {
           hold.arrive();
           await hold.released;
         }
-        return next(args);
+        const out = await next(args);
+        const info = (out.output as { ChangeInfo?: { Status?: string } }).ChangeInfo;
+        if (this.pending && info) info.Status = "PENDING";
+        return out;
       },
       { step: "initialize", name: "hafleetRoute53Gate" },
     );

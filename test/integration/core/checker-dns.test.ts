@@ -9,7 +9,7 @@ import { awsClientConfig } from "../../../lib/core/aws";
 import { HealthChecker } from "../../../lib/core/checker";
 import type { FleetConfigInput } from "../../../lib/core/config";
 import { ConfigStore } from "../../../lib/core/config-store";
-import { WeightedRecords } from "../../../lib/core/dns";
+import { listDnsPlans, WeightedRecords } from "../../../lib/core/dns";
 import { ElasticIps } from "../../../lib/core/elastic-ip";
 import { listEvents } from "../../../lib/core/events";
 import { SHARED_ENDPOINT } from "../../../lib/core/failover";
@@ -323,7 +323,7 @@ test("one config change moves DNS between the shared address and the nodes' own,
 test("reads Route 53 once per rereadMs, trusting its verified changes between; a change behind its back is repaired then", async () => {
   const f = await fleet("active-active");
   let reads = 0;
-  // The real client, counting the record reads it makes (apply's read-back included).
+  // The real client, counting the record reads it makes.
   class CountingRecords extends WeightedRecords {
     override read(set: Parameters<WeightedRecords["read"]>[0]) {
       reads++;
@@ -353,6 +353,108 @@ test("reads Route 53 once per rereadMs, trusting its verified changes between; a
   expect(reads).toBeGreaterThanOrEqual(1);
   expect(repaired.weightChanges).toBe(1);
   expect((await f.weights()).n1).toBe(100);
+});
+
+test("a change Route 53 has not propagated blocks no run: its id goes into dns#, and a later run confirms it", async () => {
+  const f = await fleet("active-active");
+  const own = new Route53Client(awsClientConfig());
+  cleanups.push(() => own.destroy());
+  const gate = new Route53Gate(own);
+  const clock = new ManualClock(); // when a pending change is asked about again is on the checker's clock
+  const c = f.newChecker("checker-1", 6000, { records: new WeightedRecords({ route53: own }) }, clock);
+  await c.lease.tick();
+  for (let i = 0; i < 4; i++) await c.runOnce();
+  const synced = (await listDnsPlans(store, f.fleetId))[0]!;
+  expect(synced.syncedAt).toBeDefined(); // the emulator's changes are INSYNC at once
+
+  gate.pending = true; // Route 53 propagating, as it does for up to a minute
+  f.admins[1]!.healthy = false;
+  await c.runOnce();
+  const before = gate.count("GetChange");
+  const sending = await c.runOnce();
+  expect(sending.errors).toEqual([]);
+  expect(sending.weightChanges).toBe(1);
+  expect(gate.count("GetChange")).toBe(before); // the run did not wait for INSYNC
+  const pending = (await listDnsPlans(store, f.fleetId))[0]!;
+  expect(pending).toMatchObject({ weights: { n2: { weight: 0 } }, syncedAt: undefined });
+  expect(pending.changeId).toMatch(/.+/);
+  expect((await f.weights()).n2).toBe(0); // in Route 53 at once; only propagation is pending
+
+  // Later runs ask about it, at doubling gaps on the checker's clock, and never block on it.
+  const asked: number[] = [];
+  for (const ms of [1000, 1000, 1000, 2000, 2000, 4000, 4000]) {
+    clock.advance(ms);
+    await c.lease.tick(); // renewed by hand, on the manual clock
+    const n = gate.count("GetChange");
+    expect((await c.runOnce()).errors).toEqual([]);
+    asked.push(gate.count("GetChange") - n);
+  }
+  expect(asked).toEqual([0, 1, 0, 0, 1, 0, 1]); // 2 s after the batch, then 4 s, then 8 s after each answer
+  expect((await listDnsPlans(store, f.fleetId))[0]!.syncedAt).toBeUndefined();
+
+  gate.pending = false; // propagated
+  for (let i = 0; i < 4; i++) {
+    clock.advance(4000);
+    await c.lease.tick();
+  }
+  await c.runOnce();
+  const done = (await listDnsPlans(store, f.fleetId))[0]!;
+  expect(done.syncedAt).toBe(clock.wallMs()); // what a draining node waits for
+  expect(done.weights.n2?.weight).toBe(0);
+  const n = gate.count("GetChange");
+  for (let i = 0; i < 15; i++) {
+    clock.advance(4000);
+    await c.lease.tick();
+  }
+  await c.runOnce();
+  expect(gate.count("GetChange")).toBe(n); // confirmed: asked no more
+});
+
+test("a new checker confirms the change its predecessor left pending in dns#, and never calls it synced before", async () => {
+  const f = await fleet("active-active");
+  const own = new Route53Client(awsClientConfig());
+  cleanups.push(() => own.destroy());
+  const gate = new Route53Gate(own);
+  const dnsOptions = { records: new WeightedRecords({ route53: own }) };
+  const one = f.newChecker("checker-1", 6000, dnsOptions, new ManualClock());
+  await one.lease.tick();
+  for (let i = 0; i < 4; i++) await one.runOnce();
+  gate.pending = true;
+  const v = (await f.configs.get())!.version;
+  const halved = config("active-active");
+  await f.configs.put(
+    { ...halved, dns: { ...halved.dns, nodeWeights: { n2: 50 } } },
+    { expectedVersion: v, by: "test" },
+  );
+  expect((await one.runOnce()).weightChanges).toBe(1);
+  const left = (await listDnsPlans(store, f.fleetId))[0]!;
+  expect(left).toMatchObject({ syncedAt: undefined, weights: { n2: { weight: 50 } } });
+  await one.stop(); // its invocation ends, the change still propagating
+
+  const clock = new ManualClock();
+  const two = f.newChecker("checker-2", 6000, dnsOptions, clock);
+  await two.lease.tick();
+  expect(two.lease.isLeader()).toBe(true);
+  const n = gate.count("GetChange");
+  const first = await two.runOnce();
+  expect(first.errors).toEqual([]);
+  expect(first.weightChanges).toBe(0); // Route 53 already has its plan...
+  expect(gate.count("GetChange")).toBe(n + 1); // ...but the change that made it so is asked about
+  expect((await listDnsPlans(store, f.fleetId))[0]).toMatchObject({
+    token: two.lease.token,
+    changeId: left.changeId,
+    syncedAt: undefined,
+  });
+  gate.pending = false;
+  clock.advance(3999);
+  await two.runOnce();
+  expect((await listDnsPlans(store, f.fleetId))[0]!.syncedAt).toBeUndefined(); // not asked again yet
+  clock.advance(1);
+  await two.runOnce();
+  expect((await listDnsPlans(store, f.fleetId))[0]).toMatchObject({
+    token: two.lease.token,
+    syncedAt: clock.wallMs(),
+  });
 });
 
 test("a weight change keeps the record's Route 53 health check", async () => {

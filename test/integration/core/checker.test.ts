@@ -316,6 +316,21 @@ test("of two overlapping checkers only the lease holder runs, and a deposed chec
   expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-b")?.failed).toBeUndefined();
 });
 
+test("the Lambda handler starts no run that could not end before its timeout minus the margin, and returns", async () => {
+  const f = await fleetOfTwo();
+  process.env.HAFLEET_STATE_TABLE = tables.state;
+  process.env.HAFLEET_SESSIONS_TABLE = tables.sessions;
+  process.env.POWERTOOLS_METRICS_DISABLED = "true";
+  // The Lambda's remaining time as the test decides it, by the runs made (one probe of node-a
+  // each): ample for three runs, then 10 ms over the 5 s margin, less than any run takes.
+  const remaining = () => (f.admins.a.probes < 3 ? 600_000 : 5010);
+  const context = { awsRequestId: "req-2", getRemainingTimeInMillis: remaining, functionName: "checker" };
+  const result = await handler({ fleetId: f.fleetId, runForMs: 8000, intervalMs: 200 }, context as never);
+  expect(result.runs).toBe(3);
+  expect(f.admins.a.probes).toBe(3);
+  expect(result.errors).toBe(0);
+});
+
 test("the Lambda handler runs the loop in-process and refuses a bad event without running", async () => {
   const f = await fleetOfTwo();
   process.env.HAFLEET_STATE_TABLE = tables.state;
