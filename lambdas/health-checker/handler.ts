@@ -6,7 +6,8 @@
  *
  * Environment: HAFLEET_FLEET_ID (required), HAFLEET_STATE_TABLE,
  * HAFLEET_SESSIONS_TABLE, HAFLEET_CHECKER_INTERVAL_MS (default 2000),
- * HAFLEET_CHECKER_RUN_FOR_MS (default 55000, capped at the remaining time - 5 s);
+ * HAFLEET_CHECKER_RUN_FOR_MS (default 55000, capped at the remaining time - 5 s; no run
+ * starts that could not end before then);
  * with Route 53, HAFLEET_HOSTED_ZONE_ID and HAFLEET_RECORD_NAME (the weighted
  * set whose weights it manages) and HAFLEET_SHARED_ALLOCATION_ID (the shared
  * Elastic IP whose record serves in active-passive).
@@ -84,7 +85,11 @@ export async function run(
     ...(dns ? { dns } : {}),
     log: (level, message, fields) => logger[level](message, fields ?? {}),
   });
-  const reports: CheckReport[] = await checker.runFor(invocation.runForMs, invocation.intervalMs);
+  // Each run is budgeted by the time the Lambda has left, so that the invocation returns (and the
+  // middleware flushes its metrics) before the timeout instead of being killed mid-run.
+  const reports: CheckReport[] = await checker.runFor(invocation.runForMs, invocation.intervalMs, undefined, {
+    remainingMs: () => context.getRemainingTimeInMillis(),
+  });
   const ran = reports.filter((r) => r.ran);
   const result: CheckerResult = {
     fleetId: invocation.fleetId,

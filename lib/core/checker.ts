@@ -11,8 +11,9 @@
  *    damped probe results and, for the holder, the lease; marks gray failures
  *    failed and clears the mark after recovery, but never marks all nodes or a
  *    majority of the live ones (`planMarks`: a checker-side network fault
- *    would otherwise leave nobody who may lead). These writes are fenced by
- *    the checker lease's token.
+ *    would otherwise leave nobody who may lead). A mark lapses after its TTL
+ *    in the node's own beats (`failover.markTtlMs`), so the checker renews the
+ *    marks it keeps. These writes are fenced by the checker lease's token.
  * 4. `reconcileAddresses`: reconciles each Elastic IP with the `vip#` written
  *    by the current holder of the fleet lease: re-associates it when EC2 says
  *    otherwise. The checker never holds the fleet lease and never picks an
@@ -20,14 +21,20 @@
  * 5. `planAndApplyDns`, with a weighted set in Route 53 (`dns`): plans its
  *    weights from the mode and the verdicts (`planDns`), records them fenced in
  *    `dns#<name>` with the checker lease's token, and only then sends the
- *    changed records in one ChangeResourceRecordSets batch, verified with
- *    GetChange and a read-back. A checker that lost its lease has its `dns#`
- *    write refused and changes nothing in Route 53; whatever a paused one still
- *    sends is undone by the holder's next run, which plans from Route 53's
- *    actual records.
+ *    changed records in one ChangeResourceRecordSets batch. It never waits
+ *    for propagation: the change id goes into `dns#`, and later runs ask
+ *    about it (`confirmPending`) and record `syncedAt` once it is INSYNC. A
+ *    checker that lost its lease has its `dns#` write refused and changes
+ *    nothing in Route 53. The batch is a compare-and-swap against the records
+ *    as this checker last read them, so what a paused one still sends is
+ *    refused whole once the holder has changed those records; on a refusal
+ *    the checker reads Route 53 again at once and plans from what is there.
  *
  * `runFor` loops runs every `intervalMs` until its time is up: sub-minute
- * checking from a once-a-minute schedule.
+ * checking from a once-a-minute schedule. In a Lambda it is given the
+ * invocation's remaining time, and starts no run that could not finish
+ * before the timeout minus a margin (`LAMBDA_MARGIN_MS`). No run waits for
+ * Route 53 to propagate a change.
  */
 import { z } from "zod";
 import { type Clock, systemClock } from "./clock";
@@ -35,9 +42,11 @@ import { FAILOVER_DEFAULTS, type FleetConfig, NAME_PATTERN, NAME_RULE } from "./
 import { ConfigStore } from "./config-store";
 import type { WeightedRecord, WeightedRecords } from "./dns";
 import type { ElasticIps } from "./elastic-ip";
-import { FencedError, HafleetError } from "./errors";
+import { FencedError, HafleetError, isHafleetError } from "./errors";
 import { appendEvent } from "./events";
 import {
+  DNS_CONFIRM_FIRST_MS,
+  DNS_CONFIRM_MAX_MS,
   type DnsNodeView,
   type Judgement,
   judgeNode,
@@ -82,6 +91,20 @@ export interface HealthCheckerOptions {
   readonly log?: LogFn;
 }
 
+/** A probe of a node's `/healthz` gives up after this long, unless `probeTimeoutMs` says otherwise. */
+const DEFAULT_PROBE_TIMEOUT_MS = 1000;
+
+/** How long before its Lambda's timeout an invocation stops starting runs: its lease is released and metrics flushed in it. */
+export const LAMBDA_MARGIN_MS = 5000;
+
+/** The time an invocation has (a Lambda's). */
+export interface RunBudget {
+  /** Ms left before the invocation is ended, e.g. the Lambda context's `getRemainingTimeInMillis()`. */
+  readonly remainingMs: () => number;
+  /** Ms kept free at the end. @default LAMBDA_MARGIN_MS */
+  readonly marginMs?: number;
+}
+
 export interface CheckerDns {
   readonly records: WeightedRecords;
   readonly zoneId: string;
@@ -93,10 +116,11 @@ export interface CheckerDns {
    */
   readonly sharedAddress?: () => Promise<string | undefined>;
   /**
-   * How long the checker trusts its view of the records (read back after its
-   * own changes) before it reads Route 53 again, which also finds changes made
-   * behind its back. Route 53 allows 5 API requests a second per account, so
-   * reading every run would limit an account to a handful of fleets.
+   * How long the checker trusts its view of the records (as read, with its
+   * own accepted changes since) before it reads Route 53 again, which also
+   * finds changes made behind its back. Route 53 allows 5 API requests a
+   * second per account, so reading every run would limit an account to a
+   * handful of fleets.
    * @default 30000
    */
   readonly rereadMs?: number;
@@ -135,7 +159,9 @@ export interface CheckReport {
   readonly vips: VipReportLine[];
   readonly marked: string[];
   readonly cleared: string[];
-  /** Gray failures left unmarked: marking them would mark all nodes or a majority (`planMarks`). */
+  /** Marks this run renewed (a later `untilSeq`), so that they do not lapse while the node still fails. */
+  readonly renewed: string[];
+  /** New marks and renewals this run withheld: they would mark all nodes or a majority (`planMarks`). */
   readonly withheld: string[];
   readonly reassociated: string[];
   /** The weighted set as planned by this run (empty without `dns`). */
@@ -146,6 +172,13 @@ export interface CheckReport {
   readonly outOfDns: string[];
   readonly errors: string[];
   readonly durationMs: number;
+}
+
+/** A Route 53 change not yet known to be INSYNC, and when to ask about it next (monotonic ms). */
+interface PendingChange {
+  readonly changeId: string;
+  readonly askAtMs: number;
+  readonly gapMs: number;
 }
 
 /** What step 2 gathered: the store as read at the start of the run, and a probe result per node. */
@@ -173,6 +206,10 @@ export class HealthChecker {
   private recordedPlan: string | undefined;
   /** The weighted set as last read from Route 53, with this checker's verified changes since. */
   private dnsView: { key: string; readAtMs: number; records: Map<string, WeightedRecord> } | undefined;
+  /** The last change of the set not yet known INSYNC: this checker's, or its predecessor's from `dns#`. */
+  private pendingChange: PendingChange | undefined;
+  /** Whether `dns#` was read for a predecessor's pending change (once per checker). */
+  private dnsItemRead = false;
   private readonly log: LogFn;
 
   constructor(options: HealthCheckerOptions) {
@@ -200,18 +237,40 @@ export class HealthChecker {
     await this.lease.stop({ release: true });
   }
 
-  /** Starts, runs every `intervalMs` for `durationMs`, stops; returns every run's report. */
-  async runFor(durationMs: number, intervalMs = 2000, signal?: AbortSignal): Promise<CheckReport[]> {
+  /**
+   * Starts, runs every `intervalMs` for `durationMs`, stops; returns every
+   * run's report. With a `budget` (a Lambda's remaining time), it starts no run
+   * that could not finish before the budget's end minus its margin, judged by
+   * the longest run so far (at least one probe timeout): an invocation that
+   * the Lambda kills mid-run keeps its lease until it expires and never
+   * flushes its metrics.
+   */
+  async runFor(
+    durationMs: number,
+    intervalMs = 2000,
+    signal?: AbortSignal,
+    budget?: RunBudget,
+  ): Promise<CheckReport[]> {
     const reports: CheckReport[] = [];
     const end = this.clock.nowMs() + durationMs;
+    let longestMs = this.o.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS;
     this.start();
     try {
       // The first tick acquires a free or released lease; give it a moment.
       for (let i = 0; i < 20 && !this.lease.isLeader() && this.clock.nowMs() < end; i++)
         await this.clock.sleep(50, signal);
       while (this.clock.nowMs() < end && !signal?.aborted) {
+        const leftMs = budget ? budget.remainingMs() - (budget.marginMs ?? LAMBDA_MARGIN_MS) : Infinity;
+        if (leftMs < longestMs) {
+          this.log(
+            "info",
+            `stopping: ${Math.max(0, Math.round(leftMs))} ms left, a run may take ${Math.round(longestMs)} ms`,
+          );
+          break;
+        }
         const started = this.clock.nowMs();
         reports.push(await this.runOnce());
+        longestMs = Math.max(longestMs, this.clock.nowMs() - started);
         const wait = Math.min(intervalMs - (this.clock.nowMs() - started), end - this.clock.nowMs());
         if (wait > 0) await this.clock.sleep(wait, signal);
       }
@@ -233,6 +292,7 @@ export class HealthChecker {
         vips: [],
         marked: [],
         cleared: [],
+        renewed: [],
         withheld: [],
         reassociated: [],
         dns: [],
@@ -255,6 +315,7 @@ export class HealthChecker {
       vips: addresses.vips,
       marked: judged.marked,
       cleared: judged.cleared,
+      renewed: judged.renewed,
       withheld: judged.withheld,
       reassociated: addresses.reassociated,
       dns: dns.lines,
@@ -297,13 +358,20 @@ export class HealthChecker {
    * probes and, for the holder, the lease; gray failures marked failed, marks
    * of recovered nodes cleared, fenced by the checker lease. Never all nodes or
    * a majority of the live ones marked (`planMarks`): then the checker's own
-   * view is the likelier fault.
+   * view is the likelier fault. Kept marks are renewed once half their TTL is
+   * used up (docs/architecture.md §4).
    */
   private async judgeAndMark(
     seen: Gathered,
     token: number,
     errors: string[],
-  ): Promise<{ lines: NodeReportLine[]; marked: string[]; cleared: string[]; withheld: string[] }> {
+  ): Promise<{
+    lines: NodeReportLine[];
+    marked: string[];
+    cleared: string[];
+    renewed: string[];
+    withheld: string[];
+  }> {
     const { nodes, leaseView } = seen;
     const guard = { name: "checker", holder: this.o.checkerId, token };
     const heartbeatMs = seen.config?.failover.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs;
@@ -326,25 +394,40 @@ export class HealthChecker {
       judgements.push(j);
       lines.push({ nodeId: node.nodeId, verdict: j.verdict, reason: j.reason, heartbeat, probe, holder });
     }
+    // A mark's TTL in the node's own beats; renewed once half of it is used up.
+    const failover = seen.config?.failover ?? FAILOVER_DEFAULTS;
+    const beats = Math.max(2, Math.ceil(failover.markTtlMs / failover.heartbeatMs));
     const plan = planMarks(
       nodes.map((n, i) => ({
         nodeId: n.nodeId,
         mark: judgements[i]!.mark,
         markedFailed: !!n.failed,
+        renewDue: !!n.failed && n.failed.untilSeq - n.seq <= beats / 2,
         live: lines[i]!.heartbeat !== "dead",
       })),
     );
-    if (plan.reason) this.log("warn", `no node marked failed: ${plan.reason}`, { token });
+    if (plan.reason) this.log("warn", `marks withheld: ${plan.reason}`, { token });
     const marked: string[] = [];
     const cleared: string[] = [];
+    const renewed: string[] = [];
     for (const [i, node] of nodes.entries()) {
       const j = judgements[i]!;
       const mark = plan.marks.get(node.nodeId) ?? "keep";
       if (mark === "keep") continue;
       try {
+        const untilSeq = node.seq + beats;
+        if (mark === "renew" && node.failed) {
+          const renewal = { ...node.failed, by: this.o.checkerId, token, untilSeq };
+          await setNodeFailed(this.o.store, this.o.fleetId, node.nodeId, renewal, guard);
+          renewed.push(node.nodeId);
+          this.log("debug", `renewed the failed mark of ${node.nodeId} until its beat ${untilSeq}`, {
+            token,
+          });
+          continue;
+        }
         const failed =
           mark === "set"
-            ? { by: this.o.checkerId, reason: j.reason, atMs: this.clock.wallMs(), token }
+            ? { by: this.o.checkerId, reason: j.reason, atMs: this.clock.wallMs(), token, untilSeq }
             : undefined;
         await setNodeFailed(this.o.store, this.o.fleetId, node.nodeId, failed, guard);
         (mark === "set" ? marked : cleared).push(node.nodeId);
@@ -372,7 +455,7 @@ export class HealthChecker {
     }
     for (const id of this.healthyRuns.keys())
       if (!lines.some((l) => l.nodeId === id)) this.healthyRuns.delete(id);
-    return { lines, marked, cleared, withheld: [...plan.withheld] };
+    return { lines, marked, cleared, renewed, withheld: [...plan.withheld] };
   }
 
   /**
@@ -452,7 +535,14 @@ export class HealthChecker {
     return { vips, reassociated };
   }
 
-  /** Step 5, when the checker has a weighted set and a config: its errors go into the run's. */
+  /**
+   * Step 5, with a weighted set and a config: plans the set from the verdicts,
+   * records the plan fenced in `dns#`, then makes Route 53 match in one
+   * compare-and-swap batch (`WeightedRecords.apply`). A refused batch means
+   * the set is not as this checker's view says (another checker's batch landed
+   * since): it reads Route 53 again at once and plans once more from what is
+   * there, in the same run.
+   */
   private async planAndApplyDns(
     seen: Gathered,
     lines: readonly NodeReportLine[],
@@ -460,27 +550,42 @@ export class HealthChecker {
     errors: string[],
   ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[] }> {
     const dns = this.o.dns;
-    if (!dns || !seen.config) return { lines: [], changed: 0, outOfDns: [] };
+    const config = seen.config;
+    if (!dns || !config) return { lines: [], changed: 0, outOfDns: [] };
+    const set = { zoneId: dns.zoneId, name: dns.name, ttlS: config.dns.ttlS };
+    let report: DnsReportLine[] = [];
     try {
-      const done = await this.reconcileDns(dns, seen.config, seen.nodes, lines, token);
-      if (done.error) errors.push(`dns ${dns.name}: ${done.error}`);
-      return done;
+      const shared = await dns.sharedAddress?.();
+      for (let attempt = 1; ; attempt++) {
+        const current = await this.readDns(dns, set, token);
+        const plan = this.planSet(config, seen.nodes, lines, current, shared, set.ttlS);
+        report = plan.report;
+        try {
+          return await this.applyDnsPlan(dns, set, config, plan, current, token);
+        } catch (err) {
+          if (attempt > 1 || !isHafleetError(err, "HAFLEET_ROUTE53_CONFLICT")) throw err;
+          this.dnsView = undefined;
+          this.log("warn", `weights of ${set.name} changed behind this checker's back: reading them again`, {
+            token,
+            error: String(err),
+          });
+        }
+      }
     } catch (err) {
       errors.push(`dns ${dns.name}: ${String(err)}`);
-      return { lines: [], changed: 0, outOfDns: [] };
+      return { lines: report, changed: 0, outOfDns: [] };
     }
   }
 
-  /** Plans the weighted set, records it fenced, then makes Route 53 match. */
-  private async reconcileDns(
-    dns: CheckerDns,
+  /** The weighted set planned from the verdicts (`planDns`) against `current`, and the records to change. */
+  private planSet(
     config: FleetConfig,
     nodes: readonly NodeRecord[],
     lines: readonly NodeReportLine[],
-    token: number,
-  ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[]; error?: string }> {
-    const set = { zoneId: dns.zoneId, name: dns.name, ttlS: config.dns.ttlS };
-    const [current, shared] = await Promise.all([this.readDns(dns, set, token), dns.sharedAddress?.()]);
+    current: ReadonlyMap<string, WeightedRecord>,
+    shared: string | undefined,
+    ttlS: number,
+  ): { planned: PlannedRecord[]; report: DnsReportLine[]; changes: WeightedRecord[]; views: DnsNodeView[] } {
     const views: DnsNodeView[] = nodes.map((n) => ({
       nodeId: n.nodeId,
       address: n.publicIp,
@@ -493,7 +598,7 @@ export class HealthChecker {
     const changes: WeightedRecord[] = planned
       .filter((p) => {
         const now = current.get(p.nodeId);
-        return !now || now.weight !== p.weight || now.address !== p.address || now.ttlS !== set.ttlS;
+        return !now || now.weight !== p.weight || now.address !== p.address || now.ttlS !== ttlS;
       })
       .map((p) => {
         const healthCheckId = current.get(p.nodeId)?.healthCheckId;
@@ -504,37 +609,73 @@ export class HealthChecker {
           ...(healthCheckId ? { healthCheckId } : {}),
         };
       });
-    // The plan as `dns#` records it, with `syncedAt` once Route 53 serves it (INSYNC and read
-    // back). Written when it changed, and by a fresh checker even when Route 53 is already right:
-    // a draining node reads it to know when no new answer names it any more.
+    return { planned, report, changes, views };
+  }
+
+  /** Records the plan fenced in `dns#`, then sends its changes as one compare-and-swap batch against `current`. */
+  private async applyDnsPlan(
+    dns: CheckerDns,
+    set: { zoneId: string; name: string; ttlS: number },
+    config: FleetConfig,
+    { planned, report, changes, views }: ReturnType<HealthChecker["planSet"]>,
+    current: ReadonlyMap<string, WeightedRecord>,
+    token: number,
+  ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[] }> {
+    // The plan as `dns#` records it: with the change id while Route 53 propagates it, `syncedAt`
+    // once a run found it INSYNC. Written when it changed, and by a fresh checker even when
+    // Route 53 is already right: a draining node reads it to know when no new answer names it.
     const plan = JSON.stringify([
       set,
       config.failover.mode,
       planned.map((p) => [p.nodeId, p.address, p.weight]),
     ]);
-    try {
-      if (changes.length === 0) {
-        if (this.recordedPlan !== plan) {
-          await this.recordDns(set, config, planned, token, this.clock.wallMs());
-          this.recordedPlan = plan;
-        }
-        return { lines: report, changed: 0, outOfDns: [] };
+    if (changes.length === 0) {
+      if (this.recordedPlan !== plan) {
+        // A change its predecessor left propagating is this checker's to confirm: until then
+        // Route 53 has the records, but not every name server serves them.
+        if (!this.dnsItemRead) this.pendingChange ??= await this.pendingInDns(set.name);
+        this.dnsItemRead = true;
+        const pending = this.pendingChange;
+        await this.recordDns(
+          set,
+          config,
+          planned,
+          token,
+          pending ? { changeId: pending.changeId } : { syncedAt: this.clock.wallMs() },
+        );
+        this.recordedPlan = plan;
       }
-      this.recordedPlan = undefined;
-      await this.recordDns(set, config, planned, token);
-      // Unknown until verified: a failed apply makes the next run read Route 53 again.
-      const view = this.dnsView;
-      this.dnsView = undefined;
-      await dns.records.apply(set, changes);
-      if (view) {
-        for (const c of changes) view.records.set(c.nodeId, { ...c, ttlS: set.ttlS });
-        this.dnsView = view;
-      }
-      await this.recordDns(set, config, planned, token, this.clock.wallMs());
-      this.recordedPlan = plan;
-    } catch (err) {
-      return { lines: report, changed: 0, outOfDns: [], error: String(err) };
+      await this.confirmPending(dns, set, config, planned, token);
+      return { lines: report, changed: 0, outOfDns: [] };
     }
+    this.recordedPlan = undefined;
+    await this.recordDns(set, config, planned, token);
+    // Unknown until the batch is answered: a failed one makes the next run read Route 53 again.
+    const view = this.dnsView;
+    this.dnsView = undefined;
+    const sent = await dns.records.apply(set, changes, current);
+    if (view) {
+      for (const c of changes) view.records.set(c.nodeId, { ...c, ttlS: set.ttlS });
+      this.dnsView = view;
+    }
+    // Never waited for: later runs ask about it (`confirmPending`).
+    this.dnsItemRead = true;
+    this.pendingChange =
+      sent.insync || !sent.changeId
+        ? undefined
+        : {
+            changeId: sent.changeId,
+            askAtMs: this.clock.nowMs() + DNS_CONFIRM_FIRST_MS,
+            gapMs: DNS_CONFIRM_FIRST_MS,
+          };
+    await this.recordDns(
+      set,
+      config,
+      planned,
+      token,
+      this.pendingChange ? { changeId: this.pendingChange.changeId } : { syncedAt: this.clock.wallMs() },
+    );
+    this.recordedPlan = plan;
     const moved = report.filter((r) => changes.some((c) => c.nodeId === r.nodeId));
     // A failover, as opposed to a drain or a mode switch: a serving node's weight to 0 on a bad verdict.
     const outOfDns = moved
@@ -587,13 +728,48 @@ export class HealthChecker {
     return records;
   }
 
-  /** Records the planned set fenced in `dns#` (refused once the lease moved on); `syncedAt` once Route 53 serves it. */
+  /** A change that `dns#` names and does not call synced: a predecessor's, still propagating when it stopped. */
+  private async pendingInDns(name: string): Promise<PendingChange | undefined> {
+    const item = await this.o.store.get("state", { pk: keys.fleet(this.o.fleetId), sk: keys.dns(name) });
+    if (typeof item?.changeId !== "string" || item.syncedAt !== undefined) return undefined;
+    return { changeId: item.changeId, askAtMs: this.clock.nowMs(), gapMs: DNS_CONFIRM_FIRST_MS };
+  }
+
+  /**
+   * Asks Route 53 about the pending change once it is due (one GetChange), and
+   * records `syncedAt` when it is INSYNC; otherwise asks again after twice the
+   * last gap. The plan is Route 53's already (this run had no change to send).
+   */
+  private async confirmPending(
+    dns: CheckerDns,
+    set: { zoneId: string; name: string; ttlS: number },
+    config: FleetConfig,
+    planned: readonly PlannedRecord[],
+    token: number,
+  ): Promise<void> {
+    const pending = this.pendingChange;
+    if (!pending || this.clock.nowMs() < pending.askAtMs) return;
+    if (await dns.records.isInSync(pending.changeId)) {
+      await this.recordDns(set, config, planned, token, { syncedAt: this.clock.wallMs() });
+      this.pendingChange = undefined;
+      this.log("info", `weights of ${set.name} in sync (change ${pending.changeId})`, { token });
+      return;
+    }
+    const gapMs = Math.min(2 * pending.gapMs, DNS_CONFIRM_MAX_MS);
+    this.pendingChange = { ...pending, askAtMs: this.clock.nowMs() + gapMs, gapMs };
+  }
+
+  /**
+   * Records the planned set fenced in `dns#` (refused once the lease moved on),
+   * with the change that made Route 53 match it while that is propagating
+   * (`changeId`), or `syncedAt` once it is INSYNC.
+   */
   private async recordDns(
     set: { zoneId: string; name: string; ttlS: number },
     config: FleetConfig,
     planned: readonly PlannedRecord[],
     token: number,
-    syncedAt?: number,
+    sync: { readonly syncedAt?: number; readonly changeId?: string } = {},
   ): Promise<void> {
     if (!this.lease.isLeader())
       throw new FencedError(keys.dns(set.name), token, "the checker lease ran out during the run");
@@ -611,7 +787,8 @@ export class HealthChecker {
         weights: Object.fromEntries(planned.map((p) => [p.nodeId, { address: p.address, weight: p.weight }])),
         by: this.o.checkerId,
         at: this.clock.wallMs(),
-        ...(syncedAt !== undefined ? { syncedAt } : {}),
+        ...(sync.syncedAt !== undefined ? { syncedAt: sync.syncedAt } : {}),
+        ...(sync.changeId !== undefined ? { changeId: sync.changeId } : {}),
       },
       lease: { name: "checker", holder: this.o.checkerId },
     });
@@ -621,7 +798,7 @@ export class HealthChecker {
     if (!adminUrl) return false;
     try {
       const res = await fetch(`${adminUrl}/healthz`, {
-        signal: AbortSignal.timeout(this.o.probeTimeoutMs ?? 1000),
+        signal: AbortSignal.timeout(this.o.probeTimeoutMs ?? DEFAULT_PROBE_TIMEOUT_MS),
       });
       await res.arrayBuffer();
       return res.status === 200;
@@ -672,9 +849,9 @@ export function parseCheckerInvocation(
   const intervalMs = direct.intervalMs ?? envInterval ?? 2000;
   if (!Number.isFinite(intervalMs) || intervalMs < 200)
     fail(`HAFLEET_CHECKER_INTERVAL_MS: must be at least 200, got ${intervalMs}`);
-  // Stop 5 s before the Lambda's timeout, so the lease is released and metrics are flushed.
+  // Stop before the Lambda's timeout, so the lease is released and metrics are flushed.
   const wanted = direct.runForMs ?? envRun ?? 55_000;
   if (!Number.isFinite(wanted) || wanted < 0)
     fail(`HAFLEET_CHECKER_RUN_FOR_MS: must be at least 0, got ${wanted}`);
-  return { fleetId, intervalMs, runForMs: Math.max(0, Math.min(wanted, remainingMs - 5000)) };
+  return { fleetId, intervalMs, runForMs: Math.max(0, Math.min(wanted, remainingMs - LAMBDA_MARGIN_MS)) };
 }

@@ -158,6 +158,12 @@ export const FailoverSchema = z.strictObject({
   leaseMs: ms(300, 60_000).default(2000),
   /** How often each node writes its heartbeat. */
   heartbeatMs: ms(100, 60_000).default(1000),
+  /**
+   * How long the health checker's failed mark on a node holds unless the checker renews it,
+   * counted in the node's own heartbeats (this over `heartbeatMs` of them), so that a mark left
+   * by a checker that stopped running lapses by itself (docs/architecture.md §4).
+   */
+  markTtlMs: ms(1000, 3_600_000).default(30_000),
 });
 
 /** The failover settings a config gets when it names none: the one home of these defaults. */

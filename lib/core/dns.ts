@@ -1,9 +1,17 @@
 /**
  * Weighted Route 53 records for active-active: one record per node under one
  * name, each with its own SetIdentifier. Changes go out in one
- * ChangeResourceRecordSets batch, are followed with GetChange until INSYNC,
- * and read back, since the desired weights live fenced in the store (`dns#`)
- * and the cloud is made to match them.
+ * ChangeResourceRecordSets batch, since the desired weights live fenced in
+ * the store (`dns#`) and the cloud is made to match them. Route 53 answers a
+ * batch PENDING and reports it INSYNC once propagated (up to a minute): a
+ * caller records the change id and asks about it later (`isInSync`), never
+ * waiting for it (docs/architecture.md §5.2).
+ *
+ * Each batch is a compare-and-swap: per record a DELETE of it exactly as the
+ * writer last read it and a CREATE of the new one. Route 53 checks the whole
+ * batch against the records as they are and refuses all of it when a DELETE
+ * does not match (InvalidChangeBatch), so a batch planned from a stale read (a
+ * deposed checker's, landing late) changes nothing (docs/architecture.md §6).
  *
  * SetIdentifiers are `<record name>#<node id>`: unique per record name, because
  * some emulators (moto 5.2) delete by SetIdentifier across every name in a zone.
@@ -16,9 +24,7 @@ import {
   Route53Client,
 } from "@aws-sdk/client-route-53";
 import { type AwsClientOptions, awsClientConfig, describeAwsFailure } from "./aws";
-import { type Clock, systemClock } from "./clock";
 import { Route53Error } from "./errors";
-import { pollUntil } from "./retry";
 import type { StateStore } from "./store";
 import { keys } from "./tables";
 
@@ -30,8 +36,10 @@ export interface DnsPlan {
   /** The checker lease's token the plan was written with. */
   readonly token: number;
   readonly weights: Readonly<Record<string, { readonly address: string; readonly weight: number }>>;
-  /** Wall ms when Route 53 served the plan (INSYNC and read back); undefined while in flight. */
+  /** Wall ms when a checker run found the change that made Route 53 match the plan INSYNC; undefined while in flight. */
   readonly syncedAt: number | undefined;
+  /** The Route 53 change that made the records match the plan, while it is not known to be INSYNC. */
+  readonly changeId: string | undefined;
 }
 
 /** The fleet's recorded plans, one per weighted set (none: the fleet has no weighted set). */
@@ -48,6 +56,7 @@ export async function listDnsPlans(store: StateStore, fleetId: string): Promise<
       ),
     ),
     syncedAt: d.syncedAt === undefined ? undefined : Number(d.syncedAt),
+    changeId: typeof d.changeId === "string" ? d.changeId : undefined,
   }));
 }
 
@@ -57,12 +66,18 @@ export interface WeightedRecord {
   readonly address: string;
   readonly weight: number;
   /**
-   * The Route 53 health check the record carries. An UPSERT replaces the whole
+   * The Route 53 health check the record carries. A change replaces the whole
    * record, so a change of weight must carry the check on, or it is dropped.
    */
   readonly healthCheckId?: string;
   /** As read back; on writes the set's `ttlS` applies. */
   readonly ttlS?: number;
+}
+
+/** A batch Route 53 accepted: its id, and whether it was INSYNC already (the emulator's are at once). */
+export interface AppliedChange {
+  readonly changeId: string | undefined;
+  readonly insync: boolean;
 }
 
 export interface WeightedSet {
@@ -82,14 +97,12 @@ function fqdn(name: string): string {
 
 export class WeightedRecords {
   readonly route53: Route53Client;
-  private readonly clock: Clock;
   private readonly ownsClient: boolean;
 
-  constructor(options: { route53?: Route53Client; aws?: AwsClientOptions; clock?: Clock } = {}) {
+  constructor(options: { route53?: Route53Client; aws?: AwsClientOptions } = {}) {
     this.ownsClient = !options.route53;
     this.route53 =
       options.route53 ?? new Route53Client(awsClientConfig({ requestTimeoutMs: 3000, ...options.aws }));
-    this.clock = options.clock ?? systemClock;
   }
 
   /** The weighted A records at the set's name, by node id (records hafleet did not make are left out). */
@@ -127,72 +140,69 @@ export class WeightedRecords {
   }
 
   /**
-   * Upserts every record in one batch, waits for INSYNC (up to `syncMs`), and
-   * reads back; throws `HAFLEET_ROUTE53_UNVERIFIED` if the read-back differs.
+   * Changes every record in one compare-and-swap batch: each one in `current`
+   * (the set as the caller last read it, e.g. from `read`) is deleted exactly
+   * as it is there and created anew; one not in `current` is only created.
+   * Throws `HAFLEET_ROUTE53_CONFLICT` when Route 53 refuses the batch (the set
+   * is no longer as `current` says; nothing changed: read it again). Route 53
+   * applies a batch whole or refuses it whole, so the answer is the
+   * verification; it returns without waiting for propagation, with the change
+   * to ask about later (`isInSync`).
    */
   async apply(
     set: WeightedSet,
     records: readonly WeightedRecord[],
-    options: { syncMs?: number } = {},
-  ): Promise<void> {
-    if (records.length === 0) return;
+    current: ReadonlyMap<string, WeightedRecord>,
+  ): Promise<AppliedChange> {
+    if (records.length === 0) return { changeId: undefined, insync: true };
     const name = fqdn(set.name);
-    const changes: Change[] = records.map((r) => ({
-      Action: "UPSERT",
-      ResourceRecordSet: {
-        Name: name,
-        Type: "A",
-        SetIdentifier: setIdentifierFor(name, r.nodeId),
-        Weight: r.weight,
-        TTL: set.ttlS,
-        ResourceRecords: [{ Value: r.address }],
-        ...(r.healthCheckId ? { HealthCheckId: r.healthCheckId } : {}),
-      },
-    }));
-    const sent = await route53Call("ChangeResourceRecordSets", () =>
-      this.route53.send(
-        new ChangeResourceRecordSetsCommand({ HostedZoneId: set.zoneId, ChangeBatch: { Changes: changes } }),
-      ),
-    );
+    const recordSet = (r: WeightedRecord, ttlS: number) => ({
+      Name: name,
+      Type: "A" as const,
+      SetIdentifier: setIdentifierFor(name, r.nodeId),
+      Weight: r.weight,
+      TTL: ttlS,
+      ResourceRecords: [{ Value: r.address }],
+      ...(r.healthCheckId ? { HealthCheckId: r.healthCheckId } : {}),
+    });
+    const changes: Change[] = records.flatMap((r): Change[] => {
+      const was = current.get(r.nodeId);
+      const create: Change = { Action: "CREATE", ResourceRecordSet: recordSet(r, set.ttlS) };
+      return was
+        ? [{ Action: "DELETE", ResourceRecordSet: recordSet(was, was.ttlS ?? set.ttlS) }, create]
+        : [create];
+    });
+    const sent = await route53Call("ChangeResourceRecordSets", async () => {
+      try {
+        return await this.route53.send(
+          new ChangeResourceRecordSetsCommand({
+            HostedZoneId: set.zoneId,
+            ChangeBatch: { Changes: changes },
+          }),
+        );
+      } catch (err) {
+        const f = describeAwsFailure(err);
+        if (f.name !== "InvalidChangeBatch") throw err;
+        throw new Route53Error(
+          "HAFLEET_ROUTE53_CONFLICT",
+          "ChangeResourceRecordSets",
+          `${set.name}: refused whole, the records are no longer as last read (${f.detail})`,
+          false,
+          err,
+        );
+      }
+    });
+    // A change without an id cannot be asked about; its answer is all there is to know.
     const changeId = sent.ChangeInfo?.Id;
-    const syncMs = options.syncMs ?? 60_000;
-    await pollUntil(
-      this.clock,
-      { withinMs: syncMs, firstDelayMs: 250, maxDelayMs: 2000 },
-      async (attempt) => {
-        const status =
-          attempt === 1 || !changeId
-            ? sent.ChangeInfo?.Status
-            : (
-                await route53Call("GetChange", () =>
-                  this.route53.send(new GetChangeCommand({ Id: changeId })),
-                )
-              ).ChangeInfo?.Status;
-        // A change without an id cannot be followed; the read-back below still checks it.
-        return status === "INSYNC" || !changeId
-          ? { done: true as const, value: undefined }
-          : { done: false as const, seen: status };
-      },
-      (seen) =>
-        new Route53Error(
-          "HAFLEET_ROUTE53_UNVERIFIED",
-          "GetChange",
-          `change ${changeId} not INSYNC within ${syncMs} ms (last status ${seen ?? "none"})`,
-          true,
-        ),
+    return { changeId, insync: !changeId || sent.ChangeInfo?.Status === "INSYNC" };
+  }
+
+  /** One GetChange: whether Route 53 has propagated the change to all its name servers. */
+  async isInSync(changeId: string): Promise<boolean> {
+    const out = await route53Call("GetChange", () =>
+      this.route53.send(new GetChangeCommand({ Id: changeId })),
     );
-    const now = await this.read(set);
-    const wrong = records.filter(
-      (r) => now.get(r.nodeId)?.weight !== r.weight || now.get(r.nodeId)?.address !== r.address,
-    );
-    if (wrong.length > 0) {
-      throw new Route53Error(
-        "HAFLEET_ROUTE53_UNVERIFIED",
-        "ChangeResourceRecordSets",
-        `read-back differs for ${wrong.map((w) => `${w.nodeId} (want weight ${w.weight}, see ${now.get(w.nodeId)?.weight ?? "none"})`).join(", ")}`,
-        true,
-      );
-    }
+    return out.ChangeInfo?.Status === "INSYNC";
   }
 
   destroy(): void {

@@ -68,15 +68,20 @@ export interface MarkCandidate {
   readonly nodeId: string;
   /** What `judgeNode` asks for its mark. */
   readonly mark: Judgement["mark"];
+  /** It carries a mark that still holds. */
   readonly markedFailed: boolean;
+  /** Its mark has used up half its TTL: renew it now if it is kept. */
+  readonly renewDue: boolean;
   /** Its heartbeat is not dead: a node that could hold the lease, and that a mark would keep from it. */
   readonly live: boolean;
 }
 
+/** What to write to a node's mark: a new one, a later `untilSeq` on the one it has, no mark, or nothing. */
+export type MarkAction = "set" | "renew" | "clear" | "keep";
+
 export interface MarkPlan {
-  /** The mark to write per node: `set` only where the rule allows it. */
-  readonly marks: ReadonlyMap<string, Judgement["mark"]>;
-  /** Nodes whose mark `judgeNode` asked for and the rule withheld. */
+  readonly marks: ReadonlyMap<string, MarkAction>;
+  /** Nodes whose new mark or renewal the rule withheld. */
   readonly withheld: readonly string[];
   readonly reason?: string;
 }
@@ -87,19 +92,31 @@ export interface MarkPlan {
  * at once, the checker's own view is the likelier fault (its network to the
  * nodes, as in `planWeights`), and marking them would make the holder step
  * down with nobody left who may take over. Such a run sets no new mark; it
- * still clears marks of recovered nodes.
+ * still clears marks of recovered nodes. Marks carry a TTL (`FailedMark`) and
+ * are renewed while they are kept, unless the kept marks alone are already
+ * that many: then they are left to lapse.
  */
 export function planMarks(candidates: readonly MarkCandidate[]): MarkPlan {
-  const marks = new Map(candidates.map((c) => [c.nodeId, c.mark]));
+  const marks = new Map<string, MarkAction>();
+  for (const c of candidates)
+    marks.set(c.nodeId, c.mark === "keep" && c.markedFailed && c.renewDue ? "renew" : c.mark);
   const live = candidates.filter((c) => c.live);
-  const after = live.filter((c) => c.mark === "set" || (c.markedFailed && c.mark !== "clear"));
+  const tooMany = (n: number) => 2 * n > live.length;
+  const kept = live.filter((c) => c.markedFailed && c.mark !== "clear").length;
+  const withAsked = kept + live.filter((c) => c.mark === "set").length;
   const asked = candidates.filter((c) => c.mark === "set").map((c) => c.nodeId);
-  if (asked.length === 0 || 2 * after.length <= live.length) return { marks, withheld: [] };
-  for (const id of asked) marks.set(id, "keep");
+  const renewals = candidates.filter((c) => marks.get(c.nodeId) === "renew").map((c) => c.nodeId);
+  const withheld = [
+    ...(asked.length > 0 && tooMany(withAsked) ? asked : []),
+    ...(tooMany(kept) ? renewals : []),
+  ];
+  if (withheld.length === 0) return { marks, withheld };
+  for (const id of withheld) marks.set(id, "keep");
+  const n = tooMany(kept) ? kept : withAsked;
   return {
     marks,
-    withheld: asked,
-    reason: `marking ${asked.join(", ")} would leave ${after.length} of ${live.length} live nodes marked failed (all or a majority): the checker's own view is the likelier fault`,
+    withheld,
+    reason: `${withheld.join(", ")}: ${n} of ${live.length} live nodes would be marked failed (all or a majority), so the checker's own view is the likelier fault`,
   };
 }
 
@@ -251,14 +268,25 @@ export function planWeights(targets: readonly WeightTarget[], rampRuns = 4): Pla
 export const SHARED_ENDPOINT = "active";
 
 /**
+ * The health checker asks Route 53 about a change it sent (GetChange) first
+ * this long after sending it, then at doubling gaps up to
+ * `DNS_CONFIRM_MAX_MS`, in later runs: some six calls over Route 53's minute
+ * of propagation, where waiting for INSYNC inside the run made thirty,
+ * against Route 53's 5 calls a second per account.
+ */
+export const DNS_CONFIRM_FIRST_MS = 2000;
+export const DNS_CONFIRM_MAX_MS = 16_000;
+
+/**
  * How long a draining node with its own address may wait to leave DNS while it
  * serves: 10 s for the checker to see the drain (a run every few seconds),
  * 60 s for Route 53 to report the change INSYNC (its documented propagation
- * time; the emulator's is at once), then the records' TTL. The CDK stack adds
- * it to the stop timeout.
+ * time; the emulator's is at once), one gap of the checker's asking about it
+ * (`DNS_CONFIRM_MAX_MS`), then the records' TTL. The CDK stack adds it to the
+ * stop timeout.
  */
 export function dnsDrainMs(ttlS: number): number {
-  return 10_000 + 60_000 + ttlS * 1000;
+  return 10_000 + 60_000 + DNS_CONFIRM_MAX_MS + ttlS * 1000;
 }
 
 /** A node as the DNS planner sees it. */

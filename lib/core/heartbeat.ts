@@ -53,15 +53,35 @@ export interface NodeRecord extends NodeReport {
   readonly seq: number;
   /** Wall time of the last heartbeat: display and first-sight estimate only. */
   readonly heartbeatAtMs: number;
-  /** Set by the health checker when it judged the node failed (gray failure). */
-  readonly failed?: {
-    readonly by: string;
-    readonly reason: string;
-    readonly atMs: number;
-    readonly token: number;
-  };
+  /**
+   * Set by the health checker when it judged the node failed (gray failure).
+   * Present only while it holds: `toNodeRecord` drops a mark whose `untilSeq`
+   * the node's heartbeat has reached.
+   */
+  readonly failed?: FailedMark;
   /** The last operator command written for this node; its agent acts on each new `id` once. */
   readonly command?: NodeCommand;
+}
+
+/**
+ * The checker's mark on a node. It lasts until the node's own heartbeat `seq`
+ * reaches `untilSeq`, unless the checker renews it: a TTL counted in the
+ * node's beats, so no clock of the checker is compared with the node's, and a
+ * mark left by a checker that stopped running lapses by itself
+ * (docs/architecture.md §4).
+ */
+export interface FailedMark {
+  readonly by: string;
+  readonly reason: string;
+  readonly atMs: number;
+  readonly token: number;
+  readonly untilSeq: number;
+}
+
+/** Whether a stored mark still holds at heartbeat `seq`; one without `untilSeq` (an older checker's) never does. */
+export function markHolds(mark: unknown, seq: number): mark is FailedMark {
+  const until = (mark as { untilSeq?: unknown } | null | undefined)?.untilSeq;
+  return typeof until === "number" && seq < until;
 }
 
 /** Operator commands carried by the node's own item, so they need no network path to the node. */
@@ -199,8 +219,9 @@ export async function listNodes(store: StateStore, fleetId: string): Promise<Nod
 }
 
 /**
- * Marks a node failed (the checker's verdict on a gray failure), or clears the
- * mark. With `guard`, only while the checker still holds its lease with that token.
+ * Marks a node failed (the checker's verdict on a gray failure), renews the
+ * mark (the same call with a later `untilSeq`), or clears it. With `guard`,
+ * only while the checker still holds its lease with that token.
  */
 export async function setNodeFailed(
   store: StateStore,
@@ -258,10 +279,12 @@ export async function sendNodeCommand(
   return command;
 }
 
+/** A `node#` item as every reader sees it: the agent (its own beat), the checker, status. An expired mark is no mark. */
 export function toNodeRecord(item: Item): NodeRecord {
+  const seq = Number(item.seq ?? 0);
   return {
     nodeId: String(item.nodeId ?? String(item.sk ?? "").replace(/^node#/, "")),
-    seq: Number(item.seq ?? 0),
+    seq,
     address: String(item.address ?? ""),
     adminUrl: String(item.adminUrl ?? ""),
     role: (item.role ?? "starting") as NodeRole,
@@ -272,7 +295,7 @@ export function toNodeRecord(item: Item): NodeRecord {
     ...(item.instanceId ? { instanceId: String(item.instanceId) } : {}),
     ...(item.zone ? { zone: String(item.zone) } : {}),
     ...(item.publicIp ? { publicIp: String(item.publicIp) } : {}),
-    ...(item.failed ? { failed: item.failed } : {}),
+    ...(markHolds(item.failed, seq) ? { failed: item.failed } : {}),
     ...(item.command ? { command: item.command as NodeCommand } : {}),
   };
 }

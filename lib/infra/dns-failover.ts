@@ -250,9 +250,11 @@ export class DnsFailover extends Construct {
   }
 
   /**
-   * Lets `grantee` (the health checker) change the weights of this fleet's records: UPSERTs of A
-   * records named `recordName` only, in this zone only; plus reading the zone's records and the
-   * state of its own changes, which IAM cannot narrow further.
+   * Lets `grantee` (the health checker) change the weights of this fleet's records: DELETEs and
+   * CREATEs of A records named `recordName` only, in this zone only (each batch is a
+   * compare-and-swap, a DELETE of the record as it was read and a CREATE of the new one, which
+   * Route 53 refuses whole when the DELETE does not match; docs/architecture.md §6); plus reading
+   * the zone's records and the state of its own changes, which IAM cannot narrow further.
    */
   grantWeightChanges(grantee: iam.IGrantable): iam.Grant {
     const zoneArn = Stack.of(this).formatArn({
@@ -272,7 +274,7 @@ export class DnsFailover extends Construct {
         "ForAllValues:StringEquals": {
           "route53:ChangeResourceRecordSetsNormalizedRecordNames": [this.recordName],
           "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
-          "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
+          "route53:ChangeResourceRecordSetsActions": ["CREATE", "DELETE"],
         },
       },
     });

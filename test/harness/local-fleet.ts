@@ -589,10 +589,9 @@ export class LocalFleet {
       );
       records.push({ ...e, healthCheckId: check.HealthCheck!.Id! });
     }
-    await new WeightedRecords({ route53: this.route53 }).apply(
-      { zoneId: this.zone.zoneId, name: this.dnsName, ttlS: this.ttlS },
-      records,
-    );
+    const weighted = new WeightedRecords({ route53: this.route53 });
+    const set = { zoneId: this.zone.zoneId, name: this.dnsName, ttlS: this.ttlS };
+    await weighted.apply(set, records, await weighted.read(set));
     this.log(`weighted set ${this.dnsName} in zone ${this.zone.zoneId}: ${endpoints.length} records`);
   }
 

@@ -42,7 +42,9 @@ export class FleetMemory {
     const n = this.node(nodeId);
     this.nodes.set(nodeId, {
       ...n,
-      failed: failed ? { by: "checker", reason: "probes failed", atMs: 0, token: 1 } : undefined,
+      failed: failed
+        ? { by: "checker", reason: "probes failed", atMs: 0, token: 1, untilSeq: Number.MAX_SAFE_INTEGER }
+        : undefined,
     });
   }
 

@@ -10,7 +10,7 @@ import { HealthChecker } from "../../../lib/core/checker";
 import { type Clock, systemClock } from "../../../lib/core/clock";
 import type { FleetConfigInput } from "../../../lib/core/config";
 import { ConfigStore } from "../../../lib/core/config-store";
-import { WeightedRecords } from "../../../lib/core/dns";
+import { listDnsPlans, WeightedRecords } from "../../../lib/core/dns";
 import { ElasticIps } from "../../../lib/core/elastic-ip";
 import { listEvents } from "../../../lib/core/events";
 import { SHARED_ENDPOINT } from "../../../lib/core/failover";
@@ -20,6 +20,8 @@ import type { StateStore } from "../../../lib/core/store";
 import { keys } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { HealthEndpoint } from "../../harness/health-endpoint";
+import { ManualClock } from "../../harness/manual-clock";
+import { Route53Gate } from "../../harness/route53-gate";
 
 let store: StateStore;
 let route53: Route53Client;
@@ -243,6 +245,83 @@ test("a checker whose lease moved on has its weight change refused by the fence;
   expect(desired).toMatchObject({ by: "checker-2", fenceToken: two.lease.token });
 });
 
+test("a deposed checker's batch that lands after the new checker's is refused whole: Route 53 keeps what dns# says", async () => {
+  const f = await fleet("active-active");
+  // checker-1's batches go through a gate, so that one lands when the test says.
+  const own = new Route53Client(awsClientConfig());
+  cleanups.push(() => own.destroy());
+  const gate = new Route53Gate(own);
+  const one = f.newChecker("checker-1", 6000, { records: new WeightedRecords({ route53: own }) });
+  await one.lease.tick();
+  for (let i = 0; i < 4; i++) await one.runOnce();
+  expect(await f.weights()).toMatchObject({ n1: 100, n2: 100, n3: 100 });
+  f.admins[2]!.healthy = false;
+  await one.runOnce(); // n3: one failed probe
+  const held = gate.hold("ChangeResourceRecordSets");
+  const late = one.runOnce(); // plans n3 to 0, records it in dns#, and its batch is held
+  await held.arrived;
+
+  // Meanwhile the checker lease moves on (checker-1 paused past it), n3 is back, and an
+  // operator halves n3's weight: the new checker's batches bring n3 to 50.
+  const leases = new DynamoLeaseStore(store, f.fleetId);
+  const seen = (await leases.get("checker"))!;
+  await leases.updateIf(
+    "checker",
+    { rvn: seen.rvn },
+    { holder: "checker-2", bumpToken: true, rvn: "taken-over", leaseMs: 800, updatedAtMs: Date.now() },
+  );
+  f.admins[2]!.healthy = true;
+  const v = (await f.configs.get())!.version;
+  const halved = config("active-active");
+  await f.configs.put(
+    { ...halved, dns: { ...halved.dns, nodeWeights: { n3: 50 } } },
+    { expectedVersion: v, by: "test" },
+  );
+  const two = f.newChecker("checker-2", 6000); // takes over once the record's 800 ms have passed
+  await leader(two);
+  // n3 carries checker-1's mark: checker-2 clears it once n3 answers twice, and ramps n3 to 50.
+  for (let i = 0; i < 10 && (await f.weights()).n3 !== 50; i++)
+    expect((await two.runOnce()).errors).toEqual([]);
+  expect((await f.weights()).n3).toBe(50);
+
+  held.release(); // checker-1's batch lands now, after checker-2's
+  const stale = await late;
+  expect(stale.weightChanges).toBe(0);
+  expect(stale.errors.join()).toMatch(/refused|no longer held/);
+  const desired = await store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.dns(f.name) });
+  expect(desired).toMatchObject({ by: "checker-2", weights: { n3: { weight: 50 } } });
+  expect((await f.weights()).n3).toBe(50);
+});
+
+test("a refused batch makes the holder read Route 53 again at once and apply its plan to what is there", async () => {
+  const f = await fleet("active-active");
+  const own = new Route53Client(awsClientConfig());
+  cleanups.push(() => own.destroy());
+  const gate = new Route53Gate(own); // counts the checker's calls
+  const c = f.newChecker("checker-1", 6000, { records: new WeightedRecords({ route53: own }) });
+  await leader(c);
+  for (let i = 0; i < 4; i++) await c.runOnce();
+  expect(await f.weights()).toMatchObject({ n1: 100, n2: 100, n3: 100 });
+  // A batch its view does not know of lands (a deposed checker's, planned before this one
+  // read the set), then an operator halves n3's weight.
+  await records.apply(f.set, [{ nodeId: "n3", address: ip(2), weight: 0 }], await records.read(f.set));
+  const v = (await f.configs.get())!.version;
+  const halved = config("active-active");
+  await f.configs.put(
+    { ...halved, dns: { ...halved.dns, nodeWeights: { n3: 50 } } },
+    { expectedVersion: v, by: "test" },
+  );
+  const lists = gate.count("ListResourceRecordSets");
+  const run = await c.runOnce();
+  expect(run.errors).toEqual([]);
+  expect(run.dns.find((d) => d.nodeId === "n3")).toMatchObject({ from: 0, weight: 50 }); // planned from what is there
+  expect(gate.count("ChangeResourceRecordSets")).toBeGreaterThanOrEqual(2); // the refused batch, then the one that landed
+  expect(gate.count("ListResourceRecordSets")).toBeGreaterThan(lists); // read again within the run
+  expect((await f.weights()).n3).toBe(50);
+  const desired = await store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.dns(f.name) });
+  expect(desired).toMatchObject({ weights: { n3: { weight: 50 } } });
+});
+
 test("one config change moves DNS between the shared address and the nodes' own, never all at 0", async () => {
   const f = await fleet("active-passive");
   const c = f.newChecker("checker-1");
@@ -270,7 +349,7 @@ test("one config change moves DNS between the shared address and the nodes' own,
 test("reads Route 53 once per rereadMs, trusting its verified changes between; a change behind its back is repaired then", async () => {
   const f = await fleet("active-active");
   let reads = 0;
-  // The real client, counting the record reads it makes (apply's read-back included).
+  // The real client, counting the record reads it makes.
   class CountingRecords extends WeightedRecords {
     override read(set: Parameters<WeightedRecords["read"]>[0]) {
       reads++;
@@ -294,7 +373,7 @@ test("reads Route 53 once per rereadMs, trusting its verified changes between; a
   for (let i = 0; i < 3; i++) expect((await c.runOnce()).errors).toEqual([]);
   expect(reads).toBe(0); // nothing changed, its view is fresh: no call to Route 53
 
-  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 7 }]); // behind its back
+  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 7 }], await records.read(f.set)); // behind its back
   await c.runOnce();
   expect((await f.weights()).n1).toBe(7); // not seen yet: its view is still fresh
   clock.advance(1501);
@@ -302,6 +381,108 @@ test("reads Route 53 once per rereadMs, trusting its verified changes between; a
   expect(reads).toBeGreaterThanOrEqual(1);
   expect(repaired.weightChanges).toBe(1);
   expect((await f.weights()).n1).toBe(100);
+});
+
+test("a change Route 53 has not propagated blocks no run: its id goes into dns#, and a later run confirms it", async () => {
+  const f = await fleet("active-active");
+  const own = new Route53Client(awsClientConfig());
+  cleanups.push(() => own.destroy());
+  const gate = new Route53Gate(own);
+  const clock = new ManualClock(); // when a pending change is asked about again is on the checker's clock
+  const c = f.newChecker("checker-1", 6000, { records: new WeightedRecords({ route53: own }) }, clock);
+  await c.lease.tick();
+  for (let i = 0; i < 4; i++) await c.runOnce();
+  const synced = (await listDnsPlans(store, f.fleetId))[0]!;
+  expect(synced.syncedAt).toBeDefined(); // the emulator's changes are INSYNC at once
+
+  gate.pending = true; // Route 53 propagating, as it does for up to a minute
+  f.admins[1]!.healthy = false;
+  await c.runOnce();
+  const before = gate.count("GetChange");
+  const sending = await c.runOnce();
+  expect(sending.errors).toEqual([]);
+  expect(sending.weightChanges).toBe(1);
+  expect(gate.count("GetChange")).toBe(before); // the run did not wait for INSYNC
+  const pending = (await listDnsPlans(store, f.fleetId))[0]!;
+  expect(pending).toMatchObject({ weights: { n2: { weight: 0 } }, syncedAt: undefined });
+  expect(pending.changeId).toMatch(/.+/);
+  expect((await f.weights()).n2).toBe(0); // in Route 53 at once; only propagation is pending
+
+  // Later runs ask about it, at doubling gaps on the checker's clock, and never block on it.
+  const asked: number[] = [];
+  for (const ms of [1000, 1000, 1000, 2000, 2000, 4000, 4000]) {
+    clock.advance(ms);
+    await c.lease.tick(); // renewed by hand, on the manual clock
+    const n = gate.count("GetChange");
+    expect((await c.runOnce()).errors).toEqual([]);
+    asked.push(gate.count("GetChange") - n);
+  }
+  expect(asked).toEqual([0, 1, 0, 0, 1, 0, 1]); // 2 s after the batch, then 4 s, then 8 s after each answer
+  expect((await listDnsPlans(store, f.fleetId))[0]!.syncedAt).toBeUndefined();
+
+  gate.pending = false; // propagated
+  for (let i = 0; i < 4; i++) {
+    clock.advance(4000);
+    await c.lease.tick();
+  }
+  await c.runOnce();
+  const done = (await listDnsPlans(store, f.fleetId))[0]!;
+  expect(done.syncedAt).toBe(clock.wallMs()); // what a draining node waits for
+  expect(done.weights.n2?.weight).toBe(0);
+  const n = gate.count("GetChange");
+  for (let i = 0; i < 15; i++) {
+    clock.advance(4000);
+    await c.lease.tick();
+  }
+  await c.runOnce();
+  expect(gate.count("GetChange")).toBe(n); // confirmed: asked no more
+});
+
+test("a new checker confirms the change its predecessor left pending in dns#, and never calls it synced before", async () => {
+  const f = await fleet("active-active");
+  const own = new Route53Client(awsClientConfig());
+  cleanups.push(() => own.destroy());
+  const gate = new Route53Gate(own);
+  const dnsOptions = { records: new WeightedRecords({ route53: own }) };
+  const one = f.newChecker("checker-1", 6000, dnsOptions, new ManualClock());
+  await one.lease.tick();
+  for (let i = 0; i < 4; i++) await one.runOnce();
+  gate.pending = true;
+  const v = (await f.configs.get())!.version;
+  const halved = config("active-active");
+  await f.configs.put(
+    { ...halved, dns: { ...halved.dns, nodeWeights: { n2: 50 } } },
+    { expectedVersion: v, by: "test" },
+  );
+  expect((await one.runOnce()).weightChanges).toBe(1);
+  const left = (await listDnsPlans(store, f.fleetId))[0]!;
+  expect(left).toMatchObject({ syncedAt: undefined, weights: { n2: { weight: 50 } } });
+  await one.stop(); // its invocation ends, the change still propagating
+
+  const clock = new ManualClock();
+  const two = f.newChecker("checker-2", 6000, dnsOptions, clock);
+  await two.lease.tick();
+  expect(two.lease.isLeader()).toBe(true);
+  const n = gate.count("GetChange");
+  const first = await two.runOnce();
+  expect(first.errors).toEqual([]);
+  expect(first.weightChanges).toBe(0); // Route 53 already has its plan...
+  expect(gate.count("GetChange")).toBe(n + 1); // ...but the change that made it so is asked about
+  expect((await listDnsPlans(store, f.fleetId))[0]).toMatchObject({
+    token: two.lease.token,
+    changeId: left.changeId,
+    syncedAt: undefined,
+  });
+  gate.pending = false;
+  clock.advance(3999);
+  await two.runOnce();
+  expect((await listDnsPlans(store, f.fleetId))[0]!.syncedAt).toBeUndefined(); // not asked again yet
+  clock.advance(1);
+  await two.runOnce();
+  expect((await listDnsPlans(store, f.fleetId))[0]).toMatchObject({
+    token: two.lease.token,
+    syncedAt: clock.wallMs(),
+  });
 });
 
 test("a weight change keeps the record's Route 53 health check", async () => {
@@ -319,7 +500,7 @@ test("a weight change keeps the record's Route 53 health check", async () => {
     }),
   );
   const healthCheckId = check.HealthCheck!.Id!;
-  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 100, healthCheckId }]);
+  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 100, healthCheckId }], new Map());
   const c = f.newChecker("checker-1");
   await leader(c);
   f.admins[0]!.healthy = false;

@@ -80,7 +80,7 @@ async function fleetOfTwo() {
     await admins.a.close();
     await admins.b.close();
   });
-  return { fleetId, ia: ia!, ib: ib!, eip, admins, lease };
+  return { fleetId, ia: ia!, ib: ib!, eip, admins, lease, beats };
 }
 
 function checker(fleetId: string, id = "checker-1", probeTimeoutMs = 500) {
@@ -237,6 +237,70 @@ test("a checker-side network fault (every probe fails, heartbeats go on) marks n
   expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-a")?.failed).toBeDefined();
 });
 
+/**
+ * The fleet's heartbeats driven by hand, one beat of each node and one checker run per step:
+ * a mark's TTL is counted in the node's own beats, so the test counts them too.
+ */
+async function steppedFleet() {
+  const f = await fleetOfTwo();
+  for (const b of f.beats) await b.stop();
+  const [a, b] = f.beats as [Heartbeater, Heartbeater];
+  const c = checker(f.fleetId);
+  await leader(c);
+  const step = async () => {
+    await b.beat();
+    const seenByAgent = await a.beat(); // the record node-a's agent reads its mark from
+    return { seenByAgent, report: await c.runOnce() };
+  };
+  const markOfA = async () =>
+    (await store.get("state", { pk: keys.fleet(f.fleetId), sk: keys.node("node-a") }))?.failed;
+  return { ...f, a, c, step, markOfA };
+}
+
+// Defaults: markTtlMs 30000 over heartbeatMs 1000, so a mark holds 30 of the node's beats.
+const MARK_BEATS = 30;
+
+test("a mark left by a checker that stopped running lapses after its TTL, counted in the node's own beats", async () => {
+  const f = await steppedFleet();
+  f.admins.a.healthy = false;
+  await f.step();
+  expect((await f.step()).report.marked).toEqual(["node-a"]);
+  await f.c.stop(); // the checker stops (its schedule broken, its account locked out)
+  const { untilSeq } = await f.markOfA();
+  const seen: { seq: number; marked: boolean }[] = [];
+  for (let i = 0; i <= MARK_BEATS && seen.at(-1)?.marked !== false; i++) {
+    const r = await f.a.beat();
+    seen.push({ seq: r.seq, marked: !!r.failed });
+  }
+  expect(seen.filter((s) => !s.marked).map((s) => s.seq)).toEqual([untilSeq]);
+  expect(seen.filter((s) => s.marked).length).toBe(MARK_BEATS - 1);
+  // Every reader sees the same: the checker's and the status's read of node# too.
+  expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-a")?.failed).toBeUndefined();
+});
+
+test("while a marked node still fails, the checker renews its mark before it lapses", async () => {
+  const f = await steppedFleet();
+  f.admins.a.healthy = false;
+  await f.step();
+  expect((await f.step()).report.marked).toEqual(["node-a"]);
+  const first = (await f.markOfA()).untilSeq;
+  const renewed: string[] = [];
+  for (let i = 0; i < 2 * MARK_BEATS; i++) {
+    const { seenByAgent, report } = await f.step();
+    expect(seenByAgent.failed).toBeDefined();
+    expect(report.marked).toEqual([]); // renewed, never marked anew
+    renewed.push(...report.renewed);
+  }
+  expect(renewed.length).toBeGreaterThanOrEqual(3);
+  expect(new Set(renewed)).toEqual(new Set(["node-a"]));
+  expect((await f.markOfA()).untilSeq).toBeGreaterThan(first + MARK_BEATS);
+  // Recovered: cleared, and renewed no more.
+  f.admins.a.healthy = true;
+  await f.step();
+  expect((await f.step()).report.cleared).toEqual(["node-a"]);
+  expect(await f.markOfA()).toBeUndefined();
+});
+
 test("of two overlapping checkers only the lease holder runs, and a deposed checker's writes are fenced", async () => {
   const f = await fleetOfTwo();
   const one = checker(f.fleetId, "checker-1");
@@ -254,7 +318,7 @@ test("of two overlapping checkers only the lease holder runs, and a deposed chec
     store,
     f.fleetId,
     "node-b",
-    { by: "checker-1", reason: "stale", atMs: 0, token: oldToken },
+    { by: "checker-1", reason: "stale", atMs: 0, token: oldToken, untilSeq: 1000 },
     {
       name: "checker",
       holder: "checker-1",
@@ -263,6 +327,21 @@ test("of two overlapping checkers only the lease holder runs, and a deposed chec
   ).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(FencedError);
   expect((await listNodes(store, f.fleetId)).find((n) => n.nodeId === "node-b")?.failed).toBeUndefined();
+});
+
+test("the Lambda handler starts no run that could not end before its timeout minus the margin, and returns", async () => {
+  const f = await fleetOfTwo();
+  process.env.HAFLEET_STATE_TABLE = tables.state;
+  process.env.HAFLEET_SESSIONS_TABLE = tables.sessions;
+  process.env.POWERTOOLS_METRICS_DISABLED = "true";
+  // The Lambda's remaining time as the test decides it, by the runs made (one probe of node-a
+  // each): ample for three runs, then 10 ms over the 5 s margin, less than any run takes.
+  const remaining = () => (f.admins.a.probes < 3 ? 600_000 : 5010);
+  const context = { awsRequestId: "req-2", getRemainingTimeInMillis: remaining, functionName: "checker" };
+  const result = await handler({ fleetId: f.fleetId, runForMs: 8000, intervalMs: 200 }, context as never);
+  expect(result.runs).toBe(3);
+  expect(f.admins.a.probes).toBe(3);
+  expect(result.errors).toBe(0);
 });
 
 test("the Lambda handler runs the loop in-process and refuses a bad event without running", async () => {

@@ -194,24 +194,29 @@ describe("Route 53: changes propagate, calls are rate-limited", () => {
   test("a change stays PENDING for its window: applied, but not INSYNC", async () => {
     const proxy = await proxyWith({ route53PendingMs: FOREVER });
     const set = { zoneId, name: `pending.${zoneName}`, ttlS: 5 };
-    const err = await recordsThrough(proxy)
-      .apply(set, [{ nodeId: "n1", address: "127.9.0.1", weight: 10 }], { syncMs: 1500 })
-      .catch((e: unknown) => e);
-    expect(err).toMatchObject({ code: "HAFLEET_ROUTE53_UNVERIFIED", operation: "GetChange" });
-    expect(String(err)).toContain("last status PENDING");
+    const records = recordsThrough(proxy);
+    const change = await records.apply(set, [{ nodeId: "n1", address: "127.9.0.1", weight: 10 }], new Map());
+    expect(change).toMatchObject({ insync: false });
+    expect(await records.isInSync(change.changeId!)).toBe(false);
     expect(proxy.byOperation.get("Route53.GetChange")).toBeGreaterThanOrEqual(1);
     const direct53 = new WeightedRecords({ aws: { endpoint: emulatorEndpoint() } });
     cleanups.push(() => direct53.destroy());
     expect((await direct53.read(set)).get("n1")?.weight).toBe(10); // the records themselves changed at once
   });
 
-  test("a change turns INSYNC after its window, and a caller that follows it with GetChange sees it", async () => {
+  test("a change turns INSYNC after its window, and a caller that asks again with GetChange sees it", async () => {
     const proxy = await proxyWith({ route53PendingMs: [300, 300] });
     const set = { zoneId, name: `insync.${zoneName}`, ttlS: 5 };
-    await recordsThrough(proxy).apply(set, [{ nodeId: "n1", address: "127.9.0.2", weight: 20 }], {
-      syncMs: 20_000,
-    });
-    expect(proxy.byOperation.get("Route53.GetChange")).toBeGreaterThanOrEqual(1);
+    const records = recordsThrough(proxy);
+    const change = await records.apply(set, [{ nodeId: "n1", address: "127.9.0.2", weight: 20 }], new Map());
+    expect(change.insync).toBe(false);
+    // Bounded: the window is 300 ms; ask every 100 ms for at most 20 s.
+    let insync = false;
+    for (let i = 0; i < 200 && !insync; i++) {
+      insync = await records.isInSync(change.changeId!);
+      if (!insync) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(insync).toBe(true);
     expect(proxy.realismStats.pendingAnswers).toBeGreaterThanOrEqual(1);
   });
 

@@ -352,6 +352,7 @@ describe("heartbeats and the audit trail", () => {
       reason: "probe failed 3 times",
       atMs: 1,
       token: 7,
+      untilSeq: second.seq + 3,
     });
     const [node] = await listNodes(store, fleet);
     expect(node).toMatchObject({

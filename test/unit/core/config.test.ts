@@ -31,7 +31,12 @@ describe("fleet config", () => {
       fall: 3,
     });
     expect(config.listeners[0]!.stickiness).toEqual({ cookieName: "HAFLEET", ttlS: 3600 });
-    expect(config.failover).toEqual({ mode: "active-passive", leaseMs: 2000, heartbeatMs: 1000 });
+    expect(config.failover).toEqual({
+      mode: "active-passive",
+      leaseMs: 2000,
+      heartbeatMs: 1000,
+      markTtlMs: 30_000,
+    });
     expect(parseFleetConfig(JSON.parse(JSON.stringify(config)))).toEqual(config);
   });
 

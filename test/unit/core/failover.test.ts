@@ -81,30 +81,43 @@ describe("judging a node from its signals", () => {
 });
 
 describe("marking nodes failed: never all nodes or a majority of the live ones", () => {
-  // Each node as a letter: s = judged gray (mark asked), m = marked already, c = marked and
-  // recovered (clear asked), o = fine; upper case = heartbeat dead (not live).
+  // Each node as a letter: s = judged gray (mark asked), m = marked already, r = marked with half
+  // its TTL used up (renewal due), c = marked and recovered (clear asked), o = fine; upper case =
+  // heartbeat dead (not live).
   const fleet = (spec: string): MarkCandidate[] =>
-    [...spec].map((ch, i) => ({
-      nodeId: `n${i + 1}`,
-      mark: ch.toLowerCase() === "s" ? "set" : ch.toLowerCase() === "c" ? "clear" : "keep",
-      markedFailed: "mMcC".includes(ch),
-      live: ch === ch.toLowerCase(),
-    }));
-  test.each<[string, string, string[], string[]]>([
-    ["one gray node of two is marked (one of two is no majority)", "so", ["n1"], []],
-    ["one gray node of three is marked", "soo", ["n1"], []],
-    ["two gray nodes of four are marked (half is no majority)", "ssoo", ["n1", "n2"], []],
-    ["every node gray (a checker-side fault): none is marked", "ss", [], ["n1", "n2"]],
-    ["two of three gray: a majority, none is marked", "sso", [], ["n1", "n2"]],
-    ["a single live node is never marked", "s", [], ["n1"]],
-    ["one marked already and one more gray of three: none more", "mso", [], ["n2"]],
-    ["the only live node of three (two dead) is never marked", "sOO", [], ["n1"]],
-    ["a gray node beside a dead one and a fine one: one of two live", "sOo", ["n1"], []],
-    ["a recovered node's mark is cleared, making room for another", "cso", ["n2"], []],
-    ["nothing asked, nothing withheld, even with many marks", "mmo", [], []],
-  ])("%s (%s)", (_name, spec, set, withheld) => {
+    [...spec].map((ch, i) => {
+      const c = ch.toLowerCase();
+      return {
+        nodeId: `n${i + 1}`,
+        mark: c === "s" ? "set" : c === "c" ? "clear" : "keep",
+        markedFailed: "mrc".includes(c),
+        renewDue: c === "r",
+        live: ch === c,
+      };
+    });
+  const acts = (spec: string, action: string) =>
+    [...planMarks(fleet(spec)).marks].filter(([, m]) => m === action).map(([id]) => id);
+  test.each<[string, string, string[], string[], string[]]>([
+    ["one gray node of two is marked (one of two is no majority)", "so", ["n1"], [], []],
+    ["one gray node of three is marked", "soo", ["n1"], [], []],
+    ["two gray nodes of four are marked (half is no majority)", "ssoo", ["n1", "n2"], [], []],
+    ["every node gray (a checker-side fault): none is marked", "ss", [], [], ["n1", "n2"]],
+    ["two of three gray: a majority, none is marked", "sso", [], [], ["n1", "n2"]],
+    ["a single live node is never marked", "s", [], [], ["n1"]],
+    ["one marked already and one more gray of three: none more", "mso", [], [], ["n2"]],
+    ["the only live node of three (two dead) is never marked", "sOO", [], [], ["n1"]],
+    ["a gray node beside a dead one and a fine one: one of two live", "sOo", ["n1"], [], []],
+    ["a recovered node's mark is cleared, making room for another", "cso", ["n2"], [], []],
+    ["nothing asked, nothing withheld, even with many marks", "mmo", [], [], []],
+    ["a kept mark with half its TTL used up is renewed", "ro", [], ["n1"], []],
+    ["a kept mark not yet due is left as it is", "mo", [], [], []],
+    ["a renewal goes on while a new mark beside it is withheld", "rso", [], ["n1"], ["n2"]],
+    ["marks that are already all or a majority are not renewed: they lapse", "rr", [], [], ["n1", "n2"]],
+    ["two kept marks of three live: not renewed", "rmo", [], [], ["n1"]],
+  ])("%s (%s)", (_name, spec, set, renew, withheld) => {
+    expect(acts(spec, "set")).toEqual(set);
+    expect(acts(spec, "renew")).toEqual(renew);
     const plan = planMarks(fleet(spec));
-    expect([...plan.marks].filter(([, m]) => m === "set").map(([id]) => id)).toEqual(set);
     expect(plan.withheld).toEqual(withheld);
     expect(plan.reason === undefined).toBe(withheld.length === 0);
   });

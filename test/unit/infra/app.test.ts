@@ -279,7 +279,7 @@ describe("HafleetStack", () => {
     t.resourceCountIs("AWS::Route53::RecordSet", 1);
     t.hasResourceProperties("AWS::Route53::RecordSet", {
       ResourceRecords: [stack.resolve(stack.fleet.elasticIps[0]!.ref)],
-      // setIdentifierFor(recordName, SHARED_ENDPOINT): what the health checker reads and UPSERTs.
+      // setIdentifierFor(recordName, SHARED_ENDPOINT): what the health checker reads and swaps.
       SetIdentifier: "main.example.org#active",
     });
   });

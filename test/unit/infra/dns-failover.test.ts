@@ -246,7 +246,7 @@ describe("DnsFailover", () => {
     expect(new Set(ids).size).toBe(6);
   });
 
-  test("grantWeightChanges lets UPSERTs of A records at recordName through, in this zone only", () => {
+  test("grantWeightChanges lets DELETEs and CREATEs (the checker's compare-and-swap) of A records at recordName through, in this zone only", () => {
     const stack = newStack();
     const dns = new DnsFailover(stack, "Dns", {
       fleetId: "blue",
@@ -263,7 +263,7 @@ describe("DnsFailover", () => {
       "ForAllValues:StringEquals": {
         "route53:ChangeResourceRecordSetsNormalizedRecordNames": ["blue.example.org"],
         "route53:ChangeResourceRecordSetsRecordTypes": ["A"],
-        "route53:ChangeResourceRecordSetsActions": ["UPSERT"],
+        "route53:ChangeResourceRecordSetsActions": ["CREATE", "DELETE"],
       },
     });
     expect(JSON.stringify(resourcesOf(change))).toContain(

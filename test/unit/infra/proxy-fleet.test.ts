@@ -348,9 +348,9 @@ describe("ProxyFleet", () => {
       expect(ud).toContain("TimeoutStopSec=40"); // drainMs 30000 by default
     });
 
-    test("in active-active, adds the wait to leave DNS: 70 s plus the records' TTL", () => {
+    test("in active-active, adds the wait to leave DNS: 86 s plus the records' TTL", () => {
       const ud = userData(defaultAa().t);
-      expect(ud).toContain("TimeoutStopSec=120"); // 30 s drain, 70 s + 10 s TTL, 10 s
+      expect(ud).toContain("TimeoutStopSec=136"); // 30 s drain, 86 s + 10 s TTL, 10 s
     });
 
     test("seeds the state file with the config, unless the node has one", () => {
