@@ -65,6 +65,14 @@ const NOTABLE_LENGTH = (() => {
   for (const n of [2, 4, 6, 7, 9, 10, 14, 15, 16, 17, 18, 19]) a[n] = 1;
   return a;
 })();
+/** The forwarded headers the proxy sets or removes; their underscore spellings are removed too. */
+const FORWARDED_NAMES = new Set([
+  "x-forwarded-for",
+  "x-forwarded-proto",
+  "x-forwarded-host",
+  "x-forwarded-port",
+  "x-real-ip",
+]);
 /** method SP request-target SP HTTP/1.x; the target is visible ASCII (RFC 3986; llhttp refuses other bytes). */
 const REQUEST_LINE_RE = /^([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e]+) HTTP\/1\.([01])$/;
 // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing control bytes is the point (RFC 9110 5.5)
@@ -324,6 +332,10 @@ export function parseRequestHead(head: string, hashHeader?: string): RequestHead
       default:
         if (lower === hashHeader && hashValue === undefined) hashValue = trimOws(raw);
         if (HOP_BY_HOP.has(lower)) continue;
+        // A gateway interface (CGI, WSGI, Rack) reads `_` as `-`: an underscore
+        // spelling of a forwarded header would pass the client's value on as
+        // the proxy's (docs/architecture.md §8).
+        if (lower.includes("_") && FORWARDED_NAMES.has(lower.replaceAll("_", "-"))) continue;
         forwardLines += line + "\r\n";
     }
   }

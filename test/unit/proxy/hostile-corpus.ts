@@ -1021,6 +1021,27 @@ export const CORPUS: readonly HostileCase[] = [
     expect: forwarded(FWD_GET),
   },
   {
+    // CGI, PHP, WSGI and Rack read X_Forwarded_For and X-Forwarded-For as one
+    // variable (HTTP_X_FORWARDED_FOR), so the underscore spelling would
+    // smuggle the client's value past the one the proxy sets. nginx drops every
+    // name with an underscore (underscores_in_headers off); HAProxy forwards
+    // them. hafleet drops only the spellings of the names it sets or removes.
+    name: "underscore spellings of forwarded headers are removed too",
+    cls: "forwarded headers",
+    follows: "nginx 1.22",
+    send: head(
+      "GET / HTTP/1.1",
+      "Host: a",
+      "X_Forwarded_For: 10.6.6.6",
+      "x_real_ip: 10.6.6.6",
+      "X-Forwarded_Host: evil",
+      "X_Forwarded-Proto: https",
+      "X_FORWARDED_PORT: 443",
+      "Keep_Alive: 1",
+    ),
+    expect: forwarded(fwd("GET / HTTP/1.1", ["Host: a", "Keep_Alive: 1"])),
+  },
+  {
     name: "a trusted proxy's forwarded headers are believed, X-Forwarded-For appended to",
     cls: "forwarded headers",
     send: head(
