@@ -55,6 +55,7 @@ const D_NONE = 0;
 const D_IDLE = 1; // between requests: close quietly
 const D_HEAD = 2; // reading a head: 408
 const D_REQUEST = 3; // whole exchange: 504 if nothing answered yet
+const D_LINGER = 4; // closed by the proxy: destroyed at the deadline, whatever the client does
 
 const OVERSIZE_BODY = errorResponse(413);
 /** While draining, how long a connection may stay open for a request the client already sent. */
@@ -62,10 +63,12 @@ const DRAIN_GRACE_MS = 2000;
 
 export class HttpListener extends Listener<HttpConnection> {
   protected override refuse(socket: Socket): void {
-    // Over the connection limit: answer 503 rather than reset, so clients see why.
+    // Over the connection limit: answer 503 rather than reset, so clients see
+    // why. No connection object exists for it, so a timer bounds its linger.
     socket.on("error", () => {});
     socket.end(errorResponse(503));
-    setTimeout(() => socket.destroy(), 1000).unref();
+    socket.resume();
+    setTimeout(() => socket.destroy(), this.settings.timeouts.lingerMs).unref();
   }
 
   protected override open(socket: Socket): HttpConnection {
@@ -144,6 +147,8 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   }
 
   private onClientData(chunk: Buffer): void {
+    // Closed by the proxy, lingering: read and drop, so the client's FIN is seen.
+    if (this.state === CLOSED) return;
     if (this.state === TUNNEL) {
       if (this.upstream && !this.upstream.socket.write(chunk)) this.socket.pause();
       return;
@@ -165,13 +170,16 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   }
 
   private onClientEnd(): void {
+    if (this.state === CLOSED) return;
     if (this.state === TUNNEL) {
       this.upstream?.socket.end();
       return;
     }
-    // Half-close from the client: finish the exchange in flight, then close.
-    if (this.state === READ_HEAD && (this.pending === undefined || this.pending.length === 0))
-      this.socket.end();
+    // Half-close from the client (docs/architecture.md §8): the exchange in
+    // flight, and requests already read, are answered; then the proxy closes.
+    // Between requests, or half way through a head that can no longer
+    // complete, there is nothing to answer.
+    if (this.state === READ_HEAD) this.closeGracefully();
     else this.closeAfter = true;
   }
 
@@ -248,17 +256,29 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     }
     this.listener.stats.countRefused(reason);
     this.listener.stats.countStatus(status);
-    this.state = CLOSED;
-    this.pending = undefined;
     if (this.upstream) {
       this.upstream.destroy();
       this.upstream = undefined;
     }
-    if (!this.socket.destroyed) {
-      this.socket.end(errorResponse(status));
-      // A client that never reads the answer must not hold the socket.
-      setTimeout(() => this.socket.destroy(), 2000).unref();
-    }
+    this.closeGracefully(errorResponse(status));
+  }
+
+  /**
+   * The proxy closes the connection (docs/architecture.md §8, lingering
+   * close): `last` and FIN go out, what the client still sends is read and
+   * dropped (a paused socket would never see the client's FIN, and would
+   * hold its `maxConnections` slot for good), and the sweep destroys the
+   * socket `lingerMs` later whatever the client does.
+   */
+  private closeGracefully(last?: Buffer): void {
+    this.state = CLOSED;
+    this.pending = undefined;
+    if (this.socket.destroyed) return;
+    if (last === undefined) this.socket.end();
+    else this.socket.end(last);
+    this.deadlineKind = D_LINGER;
+    this.deadlineMs = performance.now() + this.listener.settings.timeouts.lingerMs;
+    this.socket.resume();
   }
 
   // ---- routing -----------------------------------------------------------
@@ -585,8 +605,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     this.endExchange(this.resStatus);
     if (this.state === CLOSED) return;
     if (this.closeAfter) {
-      this.state = CLOSED;
-      this.socket.end();
+      this.closeGracefully();
       return;
     }
     this.state = READ_HEAD;
@@ -651,6 +670,13 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     }
   }
 
+  onUpstreamEnd(conn: UpstreamConnection): void {
+    // In a tunnel the backend's FIN goes on to the client, whose bytes still
+    // go the other way; in an exchange it ends the connection.
+    if (conn === this.upstream && this.state === TUNNEL) this.socket.end();
+    else conn.socket.destroy();
+  }
+
   onUpstreamClose(conn: UpstreamConnection, connected: boolean, error: Error | undefined): void {
     if (conn !== this.upstream || this.state === CLOSED) return;
     this.upstream = undefined;
@@ -658,8 +684,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     const pool = this.pool;
     const req = this.req!;
     if (this.state === TUNNEL) {
-      this.state = CLOSED;
-      this.socket.end();
+      this.closeGracefully();
       return;
     }
     if (this.resStarted && this.resHeadBuf === undefined && this.resFraming === Framing.UntilClose) {
@@ -735,12 +760,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
       this.upstream = undefined;
     }
     this.endExchange(status);
-    this.state = CLOSED;
-    this.pending = undefined;
-    if (!this.socket.destroyed) {
-      this.socket.end(status === 413 ? OVERSIZE_BODY : errorResponse(status));
-      setTimeout(() => this.socket.destroy(), 2000).unref();
-    }
+    this.closeGracefully(status === 413 ? OVERSIZE_BODY : errorResponse(status));
   }
 
   /** Resets both sides (an answer was cut off half way). */
@@ -768,7 +788,11 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   // ---- timeouts and drain ------------------------------------------------
 
   sweep(nowMs: number): void {
-    if (this.deadlineKind === D_NONE || nowMs < this.deadlineMs || this.state === CLOSED) return;
+    if (this.deadlineKind === D_NONE || nowMs < this.deadlineMs) return;
+    if (this.state === CLOSED) {
+      if (this.deadlineKind === D_LINGER) this.socket.destroy();
+      return;
+    }
     switch (this.deadlineKind) {
       case D_IDLE:
         this.state = CLOSED;
@@ -787,11 +811,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   drain(): void {
     this.draining = true;
     const idle = this.state === READ_HEAD && (this.pending === undefined || this.pending.length === 0);
-    if (idle) {
-      this.state = CLOSED;
-      this.socket.end();
-      setTimeout(() => this.socket.destroy(), 1000).unref();
-    }
+    if (idle) this.closeGracefully();
   }
 
   destroy(): void {

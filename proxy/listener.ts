@@ -80,7 +80,11 @@ export abstract class Listener<C extends ClientConnection> {
     this.accessLog = options.accessLog;
     this.port = options.port ?? options.settings.listener.port;
     this.readBuffers = options.readBuffers ?? true;
-    this.server = createServer({ noDelay: true, pauseOnConnect: false }, (socket) => this.accept(socket));
+    // Half-open: a client's FIN ends only its side, so what it asked for is
+    // still answered (docs/architecture.md §8); each connection closes its own side.
+    this.server = createServer({ noDelay: true, pauseOnConnect: false, allowHalfOpen: true }, (socket) =>
+      this.accept(socket),
+    );
   }
 
   get name(): string {
@@ -122,6 +126,7 @@ export abstract class Listener<C extends ClientConnection> {
       const reader = new ReadBuffer();
       const socket = new Socket({
         handle: clientHandle,
+        allowHalfOpen: true,
         readable: true,
         writable: true,
         onread: {

@@ -8,6 +8,11 @@
  * backend (nothing has reached a backend yet, so this is safe whatever the
  * protocol), within the retry budget. The idle timeout counts sweep ticks
  * rather than reading the clock per chunk.
+ *
+ * A FIN from either side goes on to the other, whose bytes keep flowing the
+ * other way, as HAProxy carries half-closed streams; the connection is done
+ * when both sides have ended. When the backend goes away first, the client
+ * connection is closed with a lingering close (docs/architecture.md §8).
  */
 import type { Socket } from "node:net";
 import { hash32 } from "./hash";
@@ -59,6 +64,10 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
   private readonly startMs = performance.now();
   /** The pool this connection was routed in (a reload may give the listener another). */
   private readonly pool: Pool;
+  /** The client sent FIN. */
+  private clientEnded = false;
+  /** Closed by the proxy: milliseconds left before the socket is destroyed (-1: not lingering). */
+  private lingerLeftMs = -1;
 
   constructor(listener: TcpListener, socket: Socket) {
     this.listener = listener;
@@ -66,9 +75,10 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
     this.ip = clientAddress(socket);
     socket.on("drain", () => this.upstream?.socket.resume());
     socket.on("end", () => {
-      // Half-close travels to the backend; the connection ends when both sides have.
+      // Half-close travels to the backend (at once, or once connected, after
+      // the bytes that came before it); the connection ends when both sides have.
+      this.clientEnded = true;
       if (this.state === PIPING) this.upstream?.socket.end();
-      else this.close();
     });
     socket.on("error", () => {});
     socket.on("close", () => this.close());
@@ -86,6 +96,8 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
   }
 
   onClientBytes(chunk: Buffer): boolean {
+    // Lingering after the backend went away: read and drop, so the client's FIN is seen.
+    if (this.state === CLOSED) return false;
     this.active = true;
     const up = this.upstream;
     if (this.state === PIPING && up) {
@@ -120,6 +132,7 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
     const pending = this.pending;
     this.pending = [];
     for (const chunk of pending) conn.socket.write(chunk);
+    if (this.clientEnded) conn.socket.end();
     this.socket.resume();
   }
 
@@ -131,6 +144,10 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
 
   onUpstreamDrain(): void {
     this.socket.resume();
+  }
+
+  onUpstreamEnd(conn: UpstreamConnection): void {
+    if (conn === this.upstream) this.socket.end();
   }
 
   onUpstreamClose(conn: UpstreamConnection, connected: boolean): void {
@@ -149,10 +166,14 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
       this.close();
       return;
     }
-    // The backend finished: let the client read what is left, then close.
+    // The backend is gone: after both FINs, or reset. Let the client read
+    // what is left, then close; lingering, whatever the client does.
     this.state = CLOSED;
-    this.socket.end();
     this.finish();
+    if (this.socket.destroyed) return;
+    this.socket.end();
+    this.lingerLeftMs = this.listener.settings.timeouts.lingerMs;
+    this.socket.resume();
   }
 
   private releaseBackend(): void {
@@ -196,7 +217,12 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
 
   sweep(nowMs: number): void {
     this.listener.advance(nowMs);
-    if (this.state === CLOSED) return;
+    if (this.state === CLOSED) {
+      if (this.lingerLeftMs < 0) return;
+      this.lingerLeftMs -= this.listener.tickMs;
+      if (this.lingerLeftMs <= 0) this.socket.destroy();
+      return;
+    }
     if (this.active) {
       this.active = false;
       this.idleMsSeen = 0;

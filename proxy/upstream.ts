@@ -27,6 +27,11 @@ export interface UpstreamOwner {
   /** The connection failed or closed; `connected` says whether it ever connected. */
   onUpstreamClose(conn: UpstreamConnection, connected: boolean, error: Error | undefined): void;
   onUpstreamDrain(conn: UpstreamConnection): void;
+  /**
+   * The backend sent FIN (its side is done; ours may still write). An idle
+   * connection is closed instead.
+   */
+  onUpstreamEnd(conn: UpstreamConnection): void;
 }
 
 export class UpstreamConnection implements IdleConnection {
@@ -54,6 +59,8 @@ export class UpstreamConnection implements IdleConnection {
       host: backend.host,
       port: backend.port,
       noDelay: true,
+      // The owner decides what a backend's FIN means (a TCP stream carries it through).
+      allowHalfOpen: true,
       onread: {
         // Node keeps the current buffer when the generator returns a non-buffer
         // (lib/internal/stream_base_commons.js onStreamRead); the types do not say so.
@@ -75,7 +82,11 @@ export class UpstreamConnection implements IdleConnection {
     });
     socket.on("drain", () => this.owner?.onUpstreamDrain(this));
     // A backend closing an idle keep-alive connection is normal: leave the idle list.
-    socket.on("end", () => socket.destroy());
+    socket.on("end", () => {
+      const owner = this.owner;
+      if (owner) owner.onUpstreamEnd(this);
+      else socket.destroy();
+    });
     socket.on("error", (err) => {
       this.error ??= err;
     });

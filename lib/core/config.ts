@@ -129,6 +129,12 @@ export const TimeoutsSchema = z.strictObject({
   requestMs: ms(1, 3_600_000).default(60_000),
   /** On drain or shutdown, in-flight requests get this long to finish. */
   drainMs: ms(0, 3_600_000).default(30_000),
+  /**
+   * A connection the proxy closes is destroyed this long after its last
+   * answer was written, whatever the peer does (it may keep sending, or never
+   * read): the lingering close of docs/architecture.md section 8.
+   */
+  lingerMs: ms(1, 60_000).default(2000),
 });
 
 export const LimitsSchema = z.strictObject({

@@ -41,6 +41,7 @@ async function chunksFrom(retain: boolean): Promise<{ chunks: Buffer[]; buffers:
       },
       onUpstreamClose: () => resolve(),
       onUpstreamDrain: () => {},
+      onUpstreamEnd: (c) => c.socket.destroy(),
     };
     new UpstreamConnection(pool.backends[0]!, owner, 1000);
   });
