@@ -1025,10 +1025,11 @@ export const CORPUS: readonly HostileCase[] = [
     // variable (HTTP_X_FORWARDED_FOR), so the underscore spelling would
     // smuggle the client's value past the one the proxy sets. nginx drops every
     // name with an underscore (underscores_in_headers off); HAProxy forwards
-    // them. hafleet drops only the spellings of the names it sets or removes.
+    // them. hafleet drops only the spellings of the names it sets or removes;
+    // all three forward the request.
     name: "underscore spellings of forwarded headers are removed too",
     cls: "forwarded headers",
-    follows: "nginx 1.22",
+    follows: "HAProxy 2.6 and nginx 1.22",
     send: head(
       "GET / HTTP/1.1",
       "Host: a",
