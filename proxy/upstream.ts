@@ -152,15 +152,49 @@ export function takeIdle(backend: Backend, owner: UpstreamOwner): UpstreamConnec
   return undefined;
 }
 
-/** Puts a connection whose exchange ended cleanly back on its backend's idle list, or closes it. */
+/**
+ * Connections released in this turn of the event loop: they join their idle
+ * lists when the turn's I/O has been handled (`setImmediate`), not at once.
+ */
+let releasing: UpstreamConnection[] = [];
+
+function idleAllowed(conn: UpstreamConnection): boolean {
+  const b = conn.backend;
+  return (
+    !conn.closed &&
+    !conn.socket.destroyed &&
+    conn.owner === undefined &&
+    !b.removed &&
+    b.healthy &&
+    !b.ejected &&
+    b.idle.length < MAX_IDLE_PER_BACKEND
+  );
+}
+
+function joinIdleLists(): void {
+  const list = releasing;
+  releasing = [];
+  for (const conn of list) {
+    if (idleAllowed(conn)) conn.backend.idle.push(conn);
+    else if (conn.owner === undefined) conn.socket.destroy();
+  }
+}
+
+/**
+ * Puts a connection whose exchange ended cleanly back on its backend's idle
+ * list, or closes it. Not at once: a request read in the same turn (the
+ * next of a pipeline) would take it before bytes the backend sent after its
+ * answer could be read, and take them for its own answer. Bytes read on a
+ * connection nobody owns close it (`onRead`), so a connection that spoke
+ * while idle is never reused.
+ */
 export function release(conn: UpstreamConnection, nowMs: number, keep: boolean): void {
   conn.owner = undefined;
-  const b = conn.backend;
-  if (!keep || conn.closed || b.removed || !b.healthy || b.ejected || b.idle.length >= MAX_IDLE_PER_BACKEND) {
+  if (!keep || !idleAllowed(conn)) {
     conn.socket.destroy();
     return;
   }
   if (conn.socket.isPaused()) conn.socket.resume();
   conn.idleSinceMs = nowMs;
-  b.idle.push(conn);
+  if (releasing.push(conn) === 1) setImmediate(joinIdleLists);
 }

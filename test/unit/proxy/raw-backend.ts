@@ -11,8 +11,17 @@
  */
 import { createServer, type Socket } from "node:net";
 
-/** One answer: raw bytes (latin1), written at once, then maybe a close. */
-export type RawReply = string | { readonly writes: readonly string[]; readonly close?: boolean };
+/**
+ * One answer: raw bytes (latin1), written at once, then maybe a close. A
+ * write given as `{ afterMs, data }` goes out that long after the request
+ * was read (a late answer, or bytes nobody asked for); a close waits for it.
+ */
+export type RawReply =
+  | string
+  | {
+      readonly writes: readonly (string | { readonly afterMs: number; readonly data: string })[];
+      readonly close?: boolean;
+    };
 
 export interface RawBackend {
   readonly port: number;
@@ -56,9 +65,17 @@ export async function startRawBackend(replies: readonly RawReply[] = []): Promis
         const reply = replies[requests.length - 1] ?? DEFAULT_REPLY;
         if (typeof reply === "string") socket.write(reply, "latin1");
         else {
-          for (const w of reply.writes) socket.write(w, "latin1");
+          let lastMs = 0;
+          for (const w of reply.writes) {
+            if (typeof w === "string") socket.write(w, "latin1");
+            else {
+              lastMs = Math.max(lastMs, w.afterMs);
+              setTimeout(() => socket.writable && socket.write(w.data, "latin1"), w.afterMs);
+            }
+          }
           if (reply.close) {
-            socket.end();
+            if (lastMs === 0) socket.end();
+            else setTimeout(() => socket.end(), lastMs);
             return;
           }
         }
