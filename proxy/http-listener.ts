@@ -54,7 +54,7 @@ const CLOSED = 4;
 const D_NONE = 0;
 const D_IDLE = 1; // between requests: close quietly
 const D_HEAD = 2; // reading a head: 408
-const D_REQUEST = 3; // whole exchange: 504 if nothing answered yet
+const D_REQUEST = 3; // the optional total for an exchange (`requestMs`): 504 if nothing answered yet
 const D_LINGER = 4; // closed by the proxy: destroyed at the deadline, whatever the client does
 
 const OVERSIZE_BODY = errorResponse(413);
@@ -113,6 +113,14 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   /** The pool of the exchange in flight (a reload may give the listener another). */
   private pool: Pool;
   private staleRetried = false;
+  /** Bytes came from the client, or it took answer bytes, since the last sweep. */
+  private clientSeen = false;
+  /** Bytes came from the backend, or it took request bytes, since the last sweep. */
+  private serverSeen = false;
+  /** Since when the exchange has waited on the client (or the tunnel on either side). */
+  private clientWaitMs = 0;
+  /** Since when the exchange has waited on the backend. */
+  private serverWaitMs = 0;
   /** The `trustedProxies` list `trusted` was decided for. */
   private trustedFor: readonly string[] | undefined;
   private trusted = false;
@@ -127,6 +135,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     // idleMs of the last answer plus headMs of their first byte.
     this.deadlineMs = performance.now() + listener.settings.timeouts.headMs;
     socket.on("drain", () => {
+      this.clientSeen = true;
       if (this.upstream && this.state === EXCHANGE) this.upstream.socket.resume();
     });
     socket.on("end", () => this.onClientEnd());
@@ -149,6 +158,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   private onClientData(chunk: Buffer): void {
     // Closed by the proxy, lingering: read and drop, so the client's FIN is seen.
     if (this.state === CLOSED) return;
+    this.clientSeen = true;
     if (this.state === TUNNEL) {
       if (this.upstream && !this.upstream.socket.write(chunk)) this.socket.pause();
       return;
@@ -288,8 +298,12 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     this.state = ROUTING;
     this.req = req;
     this.startMs = performance.now();
-    this.deadlineKind = D_REQUEST;
-    this.deadlineMs = this.startMs + settings.timeouts.requestMs;
+    // Inactivity per direction (clientMs, serverMs) is the sweep's; a total only when asked for.
+    const total = settings.timeouts.requestMs;
+    this.deadlineKind = total === undefined ? D_NONE : D_REQUEST;
+    this.deadlineMs = this.startMs + (total ?? 0);
+    this.clientWaitMs = this.startMs;
+    this.serverWaitMs = this.startMs;
     this.retry.attempts = 0;
     this.retry.isRetry = false;
     this.staleRetried = false;
@@ -450,6 +464,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
 
   onUpstreamData(conn: UpstreamConnection, chunk: Buffer): boolean {
     if (conn !== this.upstream) return false;
+    this.serverSeen = true;
     if (this.state === TUNNEL) {
       if (!this.socket.write(chunk)) conn.socket.pause();
     } else if (!this.resStarted || this.resHeadBuf !== undefined) this.readResponseHead(conn, chunk);
@@ -665,6 +680,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
 
   onUpstreamDrain(conn: UpstreamConnection): void {
     if (conn !== this.upstream) return;
+    this.serverSeen = true;
     if (this.state === TUNNEL || (this.state === EXCHANGE && !this.reqDone && this.pending === undefined)) {
       this.socket.resume();
     }
@@ -777,6 +793,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   private startTunnel(conn: UpstreamConnection, rest: Buffer): void {
     this.state = TUNNEL;
     this.deadlineKind = D_NONE;
+    this.clientWaitMs = performance.now();
     this.endExchange(101);
     this.backend = undefined;
     if (rest.length > 0) this.socket.write(rest);
@@ -788,11 +805,12 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
   // ---- timeouts and drain ------------------------------------------------
 
   sweep(nowMs: number): void {
-    if (this.deadlineKind === D_NONE || nowMs < this.deadlineMs) return;
     if (this.state === CLOSED) {
-      if (this.deadlineKind === D_LINGER) this.socket.destroy();
+      if (this.deadlineKind === D_LINGER && nowMs >= this.deadlineMs) this.socket.destroy();
       return;
     }
+    if ((this.state === EXCHANGE || this.state === TUNNEL) && this.inactive(nowMs)) return;
+    if (this.deadlineKind === D_NONE || nowMs < this.deadlineMs) return;
     switch (this.deadlineKind) {
       case D_IDLE:
         this.state = CLOSED;
@@ -806,6 +824,57 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
         else this.failExchange(504, "request timeout");
         return;
     }
+  }
+
+  /**
+   * Inactivity timeouts, per direction: each counts only while the exchange
+   * waits on that side (a side paused by backpressure from the other is not
+   * the one waited on). True when it closed the connection.
+   */
+  private inactive(nowMs: number): boolean {
+    const t = this.listener.settings.timeouts;
+    const client = this.clientSeen;
+    const server = this.serverSeen;
+    this.clientSeen = false;
+    this.serverSeen = false;
+    if (this.state === TUNNEL) {
+      if (client || server) this.clientWaitMs = nowMs;
+      else if (nowMs - this.clientWaitMs >= t.tunnelMs) {
+        this.listener.stats.countRefused("tunnel timeout");
+        if (this.upstream) {
+          this.upstream.destroy();
+          this.upstream = undefined;
+        }
+        this.closeGracefully();
+        return true;
+      }
+      return false;
+    }
+    const up = this.upstream;
+    // Waiting on the client: for request body bytes it is allowed to send, or to take answer bytes.
+    const onClient = (!this.reqDone && !this.socket.isPaused()) || this.socket.writableNeedDrain;
+    if (client || !onClient) this.clientWaitMs = nowMs;
+    else if (nowMs - this.clientWaitMs >= t.clientMs) {
+      if (this.resStarted) {
+        this.listener.stats.countRefused("client timeout");
+        this.abort();
+      } else this.failExchange(408, "body timeout");
+      return true;
+    }
+    // Waiting on the backend: for answer bytes once it may answer, or to take request bytes.
+    const onServer =
+      up !== undefined &&
+      up.connected &&
+      (((this.reqDone || this.resStarted) && !up.socket.isPaused()) || up.socket.writableNeedDrain);
+    if (server || !onServer) this.serverWaitMs = nowMs;
+    else if (nowMs - this.serverWaitMs >= t.serverMs) {
+      if (this.resStarted && this.resHeadBuf === undefined) {
+        this.listener.stats.countRefused("server timeout");
+        this.abort();
+      } else this.failExchange(504, "server timeout");
+      return true;
+    }
+    return false;
   }
 
   drain(): void {

@@ -3,10 +3,12 @@
  * connections, the settings a reload swaps in, the connection limit, and the
  * sweep that enforces timeouts.
  *
- * Timeouts are deadlines checked by one coarse sweep per listener instead of
- * a timer per connection per request: arming a timer costs more than
- * forwarding a small request, and a timeout only needs to be right to within
- * the sweep period (a quarter of the shortest timeout, between 10 and 250 ms).
+ * Timeouts are deadlines and inactivity checked by one coarse sweep per
+ * listener instead of a timer per connection per request: arming a timer
+ * costs more than forwarding a small request, and a timeout only needs to be
+ * right to within the sweep period (a quarter of the shortest timeout,
+ * between 10 and 250 ms). Inactivity is a flag set per read or drain and
+ * looked at by the sweep, so no clock is read per chunk.
  */
 import { createServer, type Server, Socket } from "node:net";
 import type { Logger } from "pino";
@@ -156,7 +158,16 @@ export abstract class Listener<C extends ClientConnection> {
   private restartSweep(): void {
     if (this.sweepTimer) clearInterval(this.sweepTimer);
     const t = this.settings.timeouts;
-    const shortest = Math.min(t.headMs, t.idleMs, t.requestMs, t.connectMs);
+    const shortest = Math.min(
+      t.headMs,
+      t.idleMs,
+      t.clientMs,
+      t.serverMs,
+      t.tunnelMs,
+      t.lingerMs,
+      t.requestMs ?? Number.POSITIVE_INFINITY,
+      t.connectMs,
+    );
     const periodMs = Math.max(10, Math.min(250, Math.floor(shortest / 4)));
     this.sweepTimer = setInterval(() => this.sweep(), periodMs);
     this.sweepTimer.unref();

@@ -123,10 +123,25 @@ export const TimeoutsSchema = z.strictObject({
   connectMs: ms(1, 600_000).default(2000),
   /** A client must send the whole request head within this (slowloris defence). */
   headMs: ms(1, 600_000).default(10_000),
-  /** An idle connection (client or keep-alive upstream) is closed after this. */
+  /** An idle connection (client or keep-alive upstream, an idle TCP stream) is closed after this. */
   idleMs: ms(1, 3_600_000).default(60_000),
-  /** The whole request, from first byte to the last byte of the answer. */
-  requestMs: ms(1, 3_600_000).default(60_000),
+  /**
+   * During an exchange, the longest the proxy waits on the client: for more
+   * of the request body (then 408), or for it to take answer bytes (HAProxy's
+   * `timeout client`). Inactivity, not a total.
+   */
+  clientMs: ms(1, 3_600_000).default(60_000),
+  /**
+   * During an exchange, the longest the proxy waits on the backend: for its
+   * answer or its next answer bytes (504 when nothing was answered yet), or
+   * for it to take request bytes (HAProxy's `timeout server`, nginx's
+   * `proxy_read_timeout`). A download that keeps moving is never cut.
+   */
+  serverMs: ms(1, 3_600_000).default(60_000),
+  /** An upgraded connection (WebSocket) with no byte either way for this long is closed (HAProxy's `timeout tunnel`). */
+  tunnelMs: ms(1, 86_400_000).default(3_600_000),
+  /** Optional total for one exchange, first byte of the request to the last of the answer, however active. */
+  requestMs: ms(1, 86_400_000).optional(),
   /** On drain or shutdown, in-flight requests get this long to finish. */
   drainMs: ms(0, 3_600_000).default(30_000),
   /**

@@ -586,7 +586,7 @@ describe("backend failures", () => {
       else if (req.url === "/slow") setTimeout(() => !res.destroyed && res.end("late"), 3000);
       else res.end("ok");
     };
-    const proxy = h.add(await startProxy(webConfig([a], {}, { timeouts: { requestMs: 300 } })));
+    const proxy = h.add(await startProxy(webConfig([a], {}, { timeouts: { serverMs: 300 } })));
     expect((await get(proxy.port("web"), "/close", { method: "POST" })).status).toBe(502);
     expect((await get(proxy.port("web"), "/slow")).status).toBe(504);
     expect((await get(proxy.port("web"), "/")).status).toBe(200);
