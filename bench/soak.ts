@@ -2,7 +2,8 @@
  * The leak soak: many connections, each ending one of the ways in
  * `close-patterns.ts` (half-close, reset, close while sending, backend first,
  * HTTP/1.0, pipelined after close), mixed, against `proxy/main.ts` as a child
- * process with `limits.maxConnections` at 1,000. A warm-up of 3,000 of the same
+ * process with `limits.maxConnections` at 1,000. A warm-up of as many (up to
+ * 10,000) of the same
  * mix comes first; then the proxy's descriptor count, its active-connections
  * gauge and its RSS must come back to where the warm-up left them (within 5%),
  * no client may be turned away (503 or a refused connection), and a normal
@@ -231,7 +232,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       return usage(proc.pid!);
     };
 
-    await round_(Math.min(3000, options.connections));
+    await round_(Math.min(10_000, options.connections));
     const before = await quiet();
     log(`warm: ${before.fds} descriptors, ${before.rssKiB} KiB resident`);
 
