@@ -37,6 +37,7 @@ import {
 } from "./http1";
 import { type ClientConnection, clientAddress, Listener } from "./listener";
 import type { Backend, Pool } from "./pool";
+import type { Abort, BackendError, ClientRefusal } from "./stats";
 import { StickyRouter } from "./sticky";
 import { release, takeIdle, UpstreamConnection, type UpstreamOwner } from "./upstream";
 
@@ -258,13 +259,13 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     this.startExchange(req);
   }
 
-  /** Answers an error of the proxy's own making and closes the connection. */
-  private refuse(status: number, reason: string): void {
+  /** Refuses the client's request (its doing, or over a limit) with an answer of the proxy's own, and closes. */
+  private refuse(status: number, reason: ClientRefusal): void {
+    this.listener.stats.countRefused(reason);
     if (this.countedInFlight) {
-      this.failExchange(status, reason);
+      this.answerOwn(status);
       return;
     }
-    this.listener.stats.countRefused(reason);
     this.listener.stats.countStatus(status);
     if (this.upstream) {
       this.upstream.destroy();
@@ -435,7 +436,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
       if (end === MALFORMED) {
         const tooLarge = this.reqChunks.error === "too large";
         if (this.resStarted) {
-          this.abort();
+          this.abort("bad request body");
           return;
         }
         this.refuse(tooLarge ? 413 : 400, tooLarge ? "body too large" : "bad chunk");
@@ -638,8 +639,11 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     if (this.state === READ_HEAD) this.socket.resume();
   }
 
-  /** Bookkeeping at the end of an exchange, whatever its outcome. */
-  private endExchange(status: number): void {
+  /**
+   * Bookkeeping at the end of an exchange, whatever its outcome: `status` is
+   * counted when above 0; the duration is observed then, or when `cut`.
+   */
+  private endExchange(status: number, cut = false): void {
     const b = this.backend;
     if (b) {
       b.outstanding--;
@@ -653,8 +657,8 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     }
     this.retry.isRetry = false;
     const stats = this.listener.stats;
-    if (status > 0) {
-      stats.countStatus(status);
+    if (status > 0 || cut) {
+      if (status > 0) stats.countStatus(status);
       const ms = performance.now() - this.startMs;
       stats.observe(ms);
       if (this.listener.accessLog) {
@@ -712,7 +716,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     }
     if (this.resStarted) {
       // Mid-answer: the client already has part of it; only a reset tells it.
-      this.abort();
+      this.abort("backend closed mid-answer");
       return;
     }
     const b = conn.backend;
@@ -731,7 +735,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
         this.state = ROUTING;
         const next = pool.pick(this.hashKey, b);
         if (next) this.connectTo(next);
-        else this.failExchange(502, "connect failed, no other backend");
+        else this.failExchange(502, "connect failed");
         return;
       }
       this.failExchange(502, "connect failed");
@@ -755,22 +759,27 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     return this.req !== undefined && this.req.framing === Framing.None;
   }
 
-  private badUpstream(conn: UpstreamConnection, reason: string): void {
+  private badUpstream(conn: UpstreamConnection, reason: BackendError): void {
     this.listener.logger.warn({ backend: conn.backend.id, reason }, "bad response from backend");
     this.pool.reportFailure(conn.backend);
     this.upstream = undefined;
     conn.destroy();
     if (this.resStarted && this.resHeadBuf === undefined) {
-      this.abort();
+      this.abort("bad response body");
       return;
     }
     this.failExchange(502, reason);
   }
 
-  /** Ends an exchange with an error answer of our own, then closes. */
-  private failExchange(status: number, reason: string): void {
+  /** Ends an exchange that failed on the backend's side with an answer of the proxy's own, then closes. */
+  private failExchange(status: number, reason: BackendError): void {
+    this.listener.stats.countBackendError(reason);
+    this.answerOwn(status);
+  }
+
+  /** Ends the exchange in flight with an error answer of the proxy's own, then closes. */
+  private answerOwn(status: number): void {
     this.resStatus = status;
-    this.listener.stats.countRefused(reason);
     if (this.upstream) {
       this.upstream.destroy();
       this.upstream = undefined;
@@ -779,13 +788,17 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     this.closeGracefully(status === 413 ? OVERSIZE_BODY : errorResponse(status));
   }
 
-  /** Resets both sides (an answer was cut off half way). */
-  private abort(): void {
+  /**
+   * Resets both sides (an answer was cut off half way). Counted as aborted,
+   * not under the status its head carried.
+   */
+  private abort(reason: Abort): void {
+    this.listener.stats.countAborted(reason);
     if (this.upstream) {
       this.upstream.destroy();
       this.upstream = undefined;
     }
-    this.endExchange(this.resStatus || 502);
+    this.endExchange(0, true);
     this.state = CLOSED;
     this.socket.destroy();
   }
@@ -820,8 +833,8 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
         this.refuse(408, "head timeout");
         return;
       case D_REQUEST:
-        if (this.resStarted) this.abort();
-        else this.failExchange(504, "request timeout");
+        if (this.resStarted) this.abort("total timeout");
+        else this.failExchange(504, "total timeout");
         return;
     }
   }
@@ -840,7 +853,7 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     if (this.state === TUNNEL) {
       if (client || server) this.clientWaitMs = nowMs;
       else if (nowMs - this.clientWaitMs >= t.tunnelMs) {
-        this.listener.stats.countRefused("tunnel timeout");
+        this.listener.stats.countAborted("tunnel idle");
         if (this.upstream) {
           this.upstream.destroy();
           this.upstream = undefined;
@@ -855,23 +868,18 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     const onClient = (!this.reqDone && !this.socket.isPaused()) || this.socket.writableNeedDrain;
     if (client || !onClient) this.clientWaitMs = nowMs;
     else if (nowMs - this.clientWaitMs >= t.clientMs) {
-      if (this.resStarted) {
-        this.listener.stats.countRefused("client timeout");
-        this.abort();
-      } else this.failExchange(408, "body timeout");
+      if (this.resStarted) this.abort("client timeout");
+      else this.refuse(408, "body timeout");
       return true;
     }
     // Waiting on the backend: for answer bytes once it may answer, or to take request bytes.
     const onServer =
-      up !== undefined &&
-      up.connected &&
+      up?.connected &&
       (((this.reqDone || this.resStarted) && !up.socket.isPaused()) || up.socket.writableNeedDrain);
     if (server || !onServer) this.serverWaitMs = nowMs;
     else if (nowMs - this.serverWaitMs >= t.serverMs) {
-      if (this.resStarted && this.resHeadBuf === undefined) {
-        this.listener.stats.countRefused("server timeout");
-        this.abort();
-      } else this.failExchange(504, "server timeout");
+      if (this.resStarted && this.resHeadBuf === undefined) this.abort("server timeout");
+      else this.failExchange(504, "server timeout");
       return true;
     }
     return false;

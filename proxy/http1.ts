@@ -122,14 +122,38 @@ export const Framing = {
 } as const;
 export type Framing = (typeof Framing)[keyof typeof Framing];
 
+/** Why a head (a request's or an answer's) was refused: a closed set, used as metric labels. */
+export const HEAD_FAULTS = [
+  "no request line",
+  "bad request line",
+  "bad request target",
+  "asterisk-form other than OPTIONS",
+  "HTTP version not supported",
+  "bad status line",
+  "bad header line",
+  "bad header name",
+  "bad header bytes",
+  "obs-fold",
+  "missing host",
+  "repeated host",
+  "bad content-length",
+  "repeated content-length",
+  "repeated transfer-encoding",
+  "transfer-encoding other than chunked",
+  "transfer-encoding with content-length",
+  "transfer-encoding in HTTP/1.0",
+  "bad upgrade",
+] as const;
+export type HeadFault = (typeof HEAD_FAULTS)[number];
+
 /** Why a head was refused, with the status to answer. */
 export interface HeadError {
   readonly error: true;
   readonly status: 400 | 431 | 501 | 502 | 505;
-  readonly reason: string;
+  readonly reason: HeadFault;
 }
 
-function fail(status: HeadError["status"], reason: string): HeadError {
+function fail(status: HeadError["status"], reason: HeadFault): HeadError {
   return { error: true, status, reason };
 }
 

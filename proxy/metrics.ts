@@ -9,7 +9,7 @@
  */
 import { type Metric, Registry } from "prom-client";
 import type { ProxyServer } from "./server";
-import { LATENCY_BUCKETS_S } from "./stats";
+import { LATENCY_BUCKETS_S, type ListenerStats } from "./stats";
 
 type Labels = Record<string, string | number>;
 interface Value {
@@ -63,7 +63,7 @@ export function createProxyRegistry(source: MetricsSource): Registry {
 
   add(
     "hafleet_proxy_requests_total",
-    "Answers by listener and status (HTTP); closed connections (TCP, code 0).",
+    "HTTP answers sent whole, and the proxy's own error answers, by listener and status (cut answers: hafleet_proxy_aborted_total).",
     "counter",
     "sum",
     () =>
@@ -75,7 +75,7 @@ export function createProxyRegistry(source: MetricsSource): Registry {
   );
   add(
     "hafleet_proxy_request_duration_seconds",
-    "Time from a request head (TCP: connection) to the end of its answer (TCP: close).",
+    "Time from a request head (TCP: connection) to the end of its answer, or its cut (TCP: close).",
     "histogram",
     "sum",
     () =>
@@ -126,17 +126,45 @@ export function createProxyRegistry(source: MetricsSource): Registry {
         [...p.stats.values()].map((s) => ({ value: s.connectionsRefused, labels: { listener: s.listener } })),
       ),
   );
-  add(
-    "hafleet_proxy_refused_total",
-    "Requests answered by the proxy itself (bad head, limits, timeouts, no backend), by reason.",
-    "counter",
-    "sum",
-    () =>
+  const byReason = (
+    name: string,
+    help: string,
+    label: string,
+    pick: (s: ListenerStats) => Map<string, number>,
+  ) =>
+    add(name, help, "counter", "sum", () =>
       each((p) =>
         [...p.stats.values()].flatMap((s) =>
-          [...s.refused].map(([reason, value]) => ({ value, labels: { listener: s.listener, reason } })),
+          [...pick(s)].map(([reason, value]) => ({
+            value,
+            labels: { listener: s.listener, [label]: reason },
+          })),
         ),
       ),
+    );
+  byReason(
+    "hafleet_proxy_refused_total",
+    "Requests the proxy refused itself, the client's doing or over a limit, by reason.",
+    "reason",
+    (s) => s.refused,
+  );
+  byReason(
+    "hafleet_proxy_backend_errors_total",
+    "Exchanges that failed on the backend's side before an answer started (502, 503, 504), by reason.",
+    "reason",
+    (s) => s.backendErrors,
+  );
+  byReason(
+    "hafleet_proxy_aborted_total",
+    "Answers cut after they had started (the client got a reset), and tunnels closed when idle, by reason.",
+    "reason",
+    (s) => s.aborted,
+  );
+  byReason(
+    "hafleet_proxy_tcp_streams_total",
+    "TCP streams ended, by how they ended.",
+    "end",
+    (s) => s.tcpEnds,
   );
   const backends = (p: ProxyServer) =>
     [...p.pools.values()].flatMap(({ pool }) => pool.backends.map((b) => ({ pool, b })));

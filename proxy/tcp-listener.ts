@@ -18,6 +18,7 @@ import type { Socket } from "node:net";
 import { hash32 } from "./hash";
 import { type ClientConnection, clientAddress, Listener, type ListenerOptions } from "./listener";
 import type { Backend, Pool } from "./pool";
+import type { TcpEnd } from "./stats";
 import { UpstreamConnection, type UpstreamOwner } from "./upstream";
 
 export class TcpListener extends Listener<TcpConnection> {
@@ -81,7 +82,7 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
       if (this.state === PIPING) this.upstream?.socket.end();
     });
     socket.on("error", () => {});
-    socket.on("close", () => this.close());
+    socket.on("close", () => this.close("client closed"));
     const settings = listener.settings;
     this.pool = settings.pool;
     settings.pool.inFlight++;
@@ -114,8 +115,7 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
   private connectTo(b: Backend | undefined): void {
     if (this.state !== CONNECTING) return;
     if (!b) {
-      this.listener.stats.countRefused("no backend available");
-      this.close();
+      this.close("no backend available");
       return;
     }
     this.backend = b;
@@ -162,14 +162,13 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
         this.connectTo(pool.pick(hash32(this.ip), conn.backend));
         return;
       }
-      this.listener.stats.countRefused("connect failed");
-      this.close();
+      this.close("connect failed");
       return;
     }
     // The backend is gone: after both FINs, or reset. Let the client read
     // what is left, then close; lingering, whatever the client does.
     this.state = CLOSED;
-    this.finish();
+    this.finish("closed");
     if (this.socket.destroyed) return;
     this.socket.end();
     this.lingerLeftMs = this.listener.settings.timeouts.lingerMs;
@@ -192,27 +191,28 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
 
   private finished = false;
 
-  private finish(): void {
+  /** Bookkeeping once, when the stream ends: `end` is how (the first cause wins). */
+  private finish(end: TcpEnd): void {
     if (this.finished) return;
     this.finished = true;
     this.doneRetrying();
     this.releaseBackend();
     this.pool.inFlight--;
-    this.listener.stats.countStatus(0);
+    this.listener.stats.countTcpEnd(end);
     this.listener.stats.observe(performance.now() - this.startMs);
     if (this.listener.accessLog) {
       this.listener.logger.info({ listener: this.listener.name, client: this.ip }, "connection closed");
     }
   }
 
-  private close(): void {
+  private close(end: TcpEnd): void {
     this.state = CLOSED;
     if (this.upstream) {
       this.upstream.destroy();
       this.upstream = undefined;
     }
     this.socket.destroy();
-    this.finish();
+    this.finish(end);
   }
 
   sweep(nowMs: number): void {
@@ -229,7 +229,7 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
       return;
     }
     this.idleMsSeen += this.listener.tickMs;
-    if (this.idleMsSeen >= this.listener.settings.timeouts.idleMs) this.close();
+    if (this.idleMsSeen >= this.listener.settings.timeouts.idleMs) this.close("idle timeout");
   }
 
   drain(): void {
@@ -237,6 +237,6 @@ export class TcpConnection implements ClientConnection, UpstreamOwner {
   }
 
   destroy(): void {
-    this.close();
+    this.close("drain");
   }
 }
