@@ -281,21 +281,45 @@ export class NodeAgent {
     }
   }
 
-  /** Drains the proxy and hands the lease over; the node stays up but serves nothing new. */
+  /**
+   * An operator's drain: hands the lease over, keeps serving until traffic
+   * has moved away (`leaveTraffic`), then drains the proxy; the node stays up
+   * but serves nothing new.
+   */
   async drain(): Promise<void> {
     if (this.draining) return;
+    const wasActive = this.shared && this.lease.isLeader();
     this.draining = true;
     this.setRole("draining");
+    await this.heartbeater.beat().catch(() => {});
     await this.lease.setEligible(false);
+    await this.leaveTraffic(wasActive);
     await this.o.proxy.drain();
   }
 
   /**
+   * After the lease was handed over: waits (at most `handoverMs`) until the
+   * Elastic IP has moved away and then `propagationMs` more, so that no new
+   * connection reaches a closed listener; with an own address, waits to
+   * leave DNS (`awaitOutOfDns`). docs/architecture.md §5.3.
+   */
+  private async leaveTraffic(
+    wasActive: boolean,
+    options: { handoverMs?: number; propagationMs?: number } = {},
+  ): Promise<void> {
+    if (wasActive && (await this.awaitHandover(options.handoverMs ?? 3000))) {
+      // The network applies a re-association a little after EC2 reports it:
+      // keep accepting for a moment (as ELB's deregistration delay does), so
+      // connections still on their way here are served, not reset.
+      await this.clock.sleep(options.propagationMs ?? 1000);
+    }
+    if (this.o.ownAllocationId) await this.awaitOutOfDns(this.o.dnsDrainMs ?? dnsDrainMs(10));
+  }
+
+  /**
    * Graceful shutdown: release the lease so the standby takes over at once,
-   * wait (at most `handoverMs`) until the Elastic IP has moved away and then
-   * `propagationMs` more, so that no new connection reaches a closed listener;
-   * with an own address, wait to leave DNS (`awaitOutOfDns`); then drain and
-   * send a last heartbeat.
+   * keep serving until traffic has moved away (`leaveTraffic`), then drain
+   * and send a last heartbeat.
    */
   async stop(options: { handoverMs?: number; propagationMs?: number } = {}): Promise<void> {
     const wasActive = this.shared && this.lease.isLeader();
@@ -305,13 +329,7 @@ export class NodeAgent {
     // Tell the checker now, not at the next beat: it takes a draining node out of DNS.
     await this.heartbeater.beat().catch(() => {});
     await this.lease.stop({ release: true });
-    if (wasActive && (await this.awaitHandover(options.handoverMs ?? 3000))) {
-      // The network applies a re-association a little after EC2 reports it:
-      // keep accepting for a moment (as ELB's deregistration delay does), so
-      // connections still on their way here are served, not reset.
-      await this.clock.sleep(options.propagationMs ?? 1000);
-    }
-    if (this.o.ownAllocationId) await this.awaitOutOfDns(this.o.dnsDrainMs ?? dnsDrainMs(10));
+    await this.leaveTraffic(wasActive, options);
     await this.o.proxy.drain();
     this.setRole("stopped");
     await this.heartbeater.stop();

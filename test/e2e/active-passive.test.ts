@@ -333,3 +333,28 @@ test("a graceful handover (`hafleet failover`), then SIGTERM of the new active: 
   );
   expect((await leaseHolder(f))?.holder).toBe(active.nodeId);
 });
+
+test("`hafleet drain` of the active under load: it serves until the Elastic IP has moved, and no request fails", async () => {
+  const { fleet: f, traffic: t, active } = await upWithTraffic();
+  const other = f.nodes.find((n) => n.nodeId !== active.nodeId)!;
+  const cli = await bundle("bin/hafleet.ts");
+  const startedAt = Date.now();
+  const out = await promisify(execFile)(
+    process.execPath,
+    [cli, "drain", active.nodeId, "--fleet", f.fleetId],
+    {
+      env: process.env,
+      timeout: 90_000,
+    },
+  );
+  expect(out.stdout).toContain(`asked ${active.nodeId} to drain`);
+  await f.waitFor(
+    async () => (await f.activeNode())?.nodeId === other.nodeId,
+    20_000,
+    "the Elastic IP did not move on drain",
+  );
+  await sleep(1500);
+  await t.stop();
+  expect(t.failuresBetween(startedAt)).toEqual([]);
+  expect(t.sessionsKept(startedAt).moved).toEqual([]);
+});

@@ -36,6 +36,8 @@ export class AgentWorld {
   readonly leaseEvents: string[] = [];
   /** When each node last acquired the lease (the test's clock). */
   readonly acquiredAt: Record<string, number> = {};
+  /** Each node's proxy drain (its listeners closing), with where the shared address was then. */
+  readonly drains: { id: string; addressOn: string | undefined }[] = [];
 
   constructor(ids: readonly string[], options: { heartbeatMs?: number } = {}) {
     for (const id of ids) {
@@ -61,7 +63,13 @@ export class AgentWorld {
         elasticIps: new FakeElasticIps(this.ec2, () => lease.validUntilMs),
         allocationIds: [SHARED],
         heartbeatMs: options.heartbeatMs ?? 1000,
-        proxy: { ready: () => true, load: () => ({ connections: 0, rps: 0 }), drain: async () => {} },
+        proxy: {
+          ready: () => true,
+          load: () => ({ connections: 0, rps: 0 }),
+          drain: async () => {
+            this.drains.push({ id, addressOn: this.addressOn() });
+          },
+        },
         onRole: (role) => roles.push(role),
         log: (level, message, fields) => logs.push(`${level} ${message} ${JSON.stringify(fields ?? {})}`),
         clock: this.clock,

@@ -57,6 +57,9 @@ describe("promotion and hand-over", () => {
     expect(w.leases.records.get("fleet")?.token).toBe(2);
     expect(w.memory.vips.get(SHARED)).toMatchObject({ owner: "b", token: 2 });
     expect(w.addressOn()).toBe("i-b");
+    // Its listeners closed only once the address served from the standby: no connection refused.
+    const drained = w.drains.filter((d) => d.id === "a");
+    for (const d of drained) expect(d.addressOn).toBe("i-b");
     // A released lease is taken as a free one: no `from`, so the takeover alarm does not count a hand-over.
     expect(w.memory.events.at(-1)).toMatchObject({ kind: "vip-moved", by: "b", token: 2 });
   });
