@@ -21,6 +21,7 @@ import {
   type Observation,
   type PlanSeen,
   type RecordSeen,
+  type StateSample,
 } from "./observation";
 
 export interface Violation {
@@ -140,6 +141,16 @@ export const fenceMonotonic: Invariant = (o) => {
 };
 
 const planKey = (p: PlanSeen) => JSON.stringify([p.mode, p.syncedAt, p.weights]);
+
+/**
+ * The plan a state sample may be judged by: recorded in sync, and read the
+ * same before and after the records (else a change landed between the reads).
+ */
+export function stablePlan(s: StateSample): PlanSeen | undefined {
+  const plan = s.planBefore;
+  if (!plan || !s.planAfter || plan.syncedAt === undefined) return undefined;
+  return planKey(plan) === planKey(s.planAfter) ? plan : undefined;
+}
 const weightsKey = (p: PlanSeen) => JSON.stringify([p.mode, p.weights]);
 
 /** The differences between a plan and the records, as `node-2 50 (want 0)`; empty when they agree. */
@@ -166,10 +177,8 @@ export const dnsConverges: Invariant = (o, b) => {
   let converged = false;
   let diverged: { since: number; key: string; reported: boolean } | undefined;
   for (const s of [...o.state].sort((x, y) => x.at - y.at)) {
-    const plan = s.planBefore;
-    const stable =
-      plan && s.planAfter && plan.syncedAt !== undefined && planKey(plan) === planKey(s.planAfter);
-    if (!stable) continue;
+    const plan = stablePlan(s);
+    if (!plan) continue;
     const diff = differences(plan, s.records);
     if (diff.length === 0) {
       if (s.at >= o.healedAt) converged = true;

@@ -32,8 +32,16 @@ import {
 import { LocalFleet, type LocalNode } from "../harness/local-fleet";
 import { StickyTraffic } from "../harness/traffic";
 import { CHAOS_BOUNDS, CHAOS_TIMING, type ChaosBounds } from "./bounds";
-import { checkInvariants, differences, type Violation } from "./invariants";
-import { downIntervals, type Happening, liveAt, type Mode, modeAt, type Observation } from "./observation";
+import { checkInvariants, differences, stablePlan, type Violation } from "./invariants";
+import {
+  downIntervals,
+  type Happening,
+  liveAt,
+  type Mode,
+  modeAt,
+  type Observation,
+  type StateSample,
+} from "./observation";
 import { Rng } from "./prng";
 import { ProbePath } from "./probe-path";
 import { Sampler } from "./sampler";
@@ -532,17 +540,25 @@ class Run {
    * invariants judge the end of a run by.
    */
   private async settle(sampler: Sampler, healedAt: number): Promise<void> {
+    // Two samples in a row, each new and taken after the heal: on a loaded
+    // machine the sampler lags, and a sample from before the heal (or the
+    // same one seen twice) would end the run before the invariants have
+    // anything to judge its end by.
     let good = 0;
+    let seen: StateSample | undefined;
     while (Date.now() < healedAt + SETTLE_MAX_MS && good < 2) {
       await sleep(250);
-      good = this.settled(sampler) ? good + 1 : 0;
+      const s = sampler.last;
+      if (!s || s === seen || s.at < healedAt) continue;
+      seen = s;
+      good = this.settled(s) ? good + 1 : 0;
     }
   }
 
-  private settled(sampler: Sampler): boolean {
-    const s = sampler.last;
-    const plan = s?.planBefore;
-    if (!s || !plan || plan.syncedAt === undefined || differences(plan, s.records).length > 0) return false;
+  private settled(s: StateSample): boolean {
+    // The same test as the invariant's (`dnsConverges`): a stable plan in sync, matched by the records.
+    const plan = stablePlan(s);
+    if (!plan || differences(plan, s.records).length > 0) return false;
     const now = Date.now();
     const h = this.happenings;
     const live = this.fleet.nodes.filter((n) => liveAt(h, n.nodeId, now));
