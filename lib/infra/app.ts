@@ -24,7 +24,7 @@
  */
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { type App, RemovalPolicy, Validations } from "aws-cdk-lib";
+import { Annotations, type App, RemovalPolicy, Validations } from "aws-cdk-lib";
 import * as ec2 from "aws-cdk-lib/aws-ec2";
 import { AwsSolutionsChecks } from "cdk-nag";
 import { type FleetConfigInput, parseConfigText, parseFleetConfig } from "../core/config";
@@ -39,6 +39,16 @@ export const PRESET_CONFIG: FleetConfigInput = {
   pools: { web: { backends: [{ host: "10.0.100.10", port: 8080 }] } },
 };
 
+/** What `cdk synth` says when no config was given. */
+export const PRESET_NOTICE = (() => {
+  const l = PRESET_CONFIG.listeners[0]!;
+  const b = PRESET_CONFIG.pools[l.pool]!.backends[0]!;
+  return (
+    `no fleet config given (-c config=FILE or -c fleet=JSON): using the preset, one ${l.protocol.toUpperCase()} ` +
+    `listener on port ${l.port} in front of the sample backend ${b.host}:${b.port}; give your own before going live`
+  );
+})();
+
 type Context = { tryGetContext(key: string): unknown };
 
 /** Reads the context and returns the stack's id and props; throws on any bad value, naming it. */
@@ -46,7 +56,7 @@ export function stackPropsFromContext(
   ctx: Context,
   cwd = process.cwd(),
   env: NodeJS.ProcessEnv = process.env,
-): { id: string; props: HafleetStackProps } {
+): { id: string; props: HafleetStackProps; presetConfig: boolean } {
   const str = (key: string): string | undefined => {
     const v = ctx.tryGetContext(key);
     if (v === undefined || v === null || v === "") return undefined;
@@ -184,13 +194,17 @@ export function stackPropsFromContext(
         : undefined,
     }),
   };
-  return { id: `hafleet-${fleetId}`, props };
+  return { id: `hafleet-${fleetId}`, props, presetConfig: file === undefined && inline === undefined };
 }
 
 /** Builds the fleet's stack in `app` from its context, with the cdk-nag AwsSolutions checks. */
 export function buildApp(app: App, cwd = process.cwd()): HafleetStack {
-  const { id, props } = stackPropsFromContext(app.node, cwd);
+  const { id, props, presetConfig } = stackPropsFromContext(app.node, cwd);
   const stack = new HafleetStack(app, id, props);
+  if (presetConfig) {
+    // Shown by `cdk synth` and `cdk deploy`: the nodes would proxy to a sample backend.
+    Annotations.of(stack).addWarningV2("hafleet:preset-config", PRESET_NOTICE);
+  }
   Validations.of(app).addPlugins(new AwsSolutionsChecks(app, { verbose: true }));
   return stack;
 }

@@ -2,9 +2,9 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { App, RemovalPolicy } from "aws-cdk-lib";
-import { Match, Template } from "aws-cdk-lib/assertions";
+import { Annotations, Match, Template } from "aws-cdk-lib/assertions";
 import type { FleetConfigInput } from "../../../lib/core/config";
-import { PRESET_CONFIG, stackPropsFromContext } from "../../../lib/infra/app";
+import { buildApp, PRESET_CONFIG, PRESET_NOTICE, stackPropsFromContext } from "../../../lib/infra/app";
 import { type HafleetDnsProps, HafleetStack, type HafleetStackProps } from "../../../lib/infra/hafleet-stack";
 import { fleetConfig } from "./support";
 
@@ -168,6 +168,25 @@ describe("stackPropsFromContext", () => {
       region: "eu-west-1",
     });
     expect(stackPropsFromContext(ctx({}), dir, {}).props.env).toBeUndefined();
+  });
+});
+
+describe("buildApp", () => {
+  const app = (context: Record<string, unknown>) =>
+    new App({
+      builtinCloudFormationValidation: false,
+      context: { "aws:cdk:bundling-stacks": [], ...context },
+    });
+
+  test("without a config it says the preset is used, in the synth output", () => {
+    const stack = buildApp(app({}));
+    expect(PRESET_NOTICE).toContain("sample backend 10.0.100.10:8080");
+    Annotations.fromStack(stack).hasWarning("*", Match.stringLikeRegexp("no fleet config given"));
+  });
+
+  test("with a config it does not", () => {
+    const stack = buildApp(app({ fleet: JSON.stringify(PRESET_CONFIG) }));
+    Annotations.fromStack(stack).hasNoWarning("*", Match.stringLikeRegexp("no fleet config given"));
   });
 });
 
