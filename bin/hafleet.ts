@@ -12,7 +12,7 @@ import { access } from "node:fs/promises";
 import { promisify } from "node:util";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { fleetIdFlag, intFlag } from "../lib/core/cli";
-import { FAILOVER_DEFAULTS, loadFleetConfigFile } from "../lib/core/config";
+import { configDiff, configYaml, FAILOVER_DEFAULTS, loadFleetConfigFile } from "../lib/core/config";
 import { ConfigStore } from "../lib/core/config-store";
 import { ElasticIps } from "../lib/core/elastic-ip";
 import { HafleetError } from "../lib/core/errors";
@@ -353,15 +353,63 @@ export function program(): Command {
   const config = cli.command("config").description("the fleet's configuration in the store");
   config
     .command("get")
+    .description(
+      "print the stored config as YAML, which `config put` takes back (its version goes to stderr)",
+    )
     .option(...fleetOpt)
-    .action(async (o: { fleet: string }) => {
+    .option("--json", "the version, its author and time, and the config, as one JSON document")
+    .action(async (o: { fleet: string; json?: boolean }) => {
       const c = await connect(o.fleet);
       try {
         const stored = await new ConfigStore(c.store, o.fleet).get();
         if (!stored) throw new Error(`fleet '${o.fleet}' has no config yet: hafleet config put <file>`);
-        process.stdout.write(
-          `${JSON.stringify({ version: stored.version, updatedBy: stored.updatedBy, config: stored.config }, null, 2)}\n`,
+        if (o.json) {
+          const { version, updatedBy, updatedAtMs, config } = stored;
+          const updatedAt = new Date(updatedAtMs).toISOString();
+          process.stdout.write(`${JSON.stringify({ version, updatedBy, updatedAt, config }, null, 2)}\n`);
+          return;
+        }
+        process.stderr.write(
+          `fleet '${o.fleet}' config version ${stored.version}, written ${new Date(stored.updatedAtMs).toISOString()} by ${stored.updatedBy}\n`,
         );
+        process.stdout.write(configYaml(stored.config));
+      } finally {
+        c.close();
+      }
+    });
+  config
+    .command("validate <file>")
+    .description("check a YAML or JSON config file, offline: every bad field with its path (and line)")
+    .action(async (file: string) => {
+      const doc = await loadFleetConfigFile(file);
+      const pools = Object.keys(doc.pools).length;
+      process.stdout.write(
+        `${file}: a valid fleet config (${doc.listeners.length} listener${doc.listeners.length === 1 ? "" : "s"}, ` +
+          `${pools} pool${pools === 1 ? "" : "s"}, ${doc.failover.mode})\n`,
+      );
+    });
+  config
+    .command("diff <file>")
+    .description(
+      "what `config put FILE` would change: a unified diff from the stored config, defaults filled in",
+    )
+    .option(...fleetOpt)
+    .option("--exit-code", "exit 1 when there are differences (as git diff --exit-code)")
+    .action(async (file: string, o: { fleet: string; exitCode?: boolean }) => {
+      const doc = await loadFleetConfigFile(file);
+      const c = await connect(o.fleet);
+      try {
+        const stored = await new ConfigStore(c.store, o.fleet).get();
+        const from = stored
+          ? `fleet '${o.fleet}' version ${stored.version}`
+          : `fleet '${o.fleet}' (no config yet)`;
+        const patch = configDiff(stored?.config, doc, { from, to: file });
+        if (patch === "") {
+          process.stdout.write(`${file} is the same as ${from}\n`);
+          return;
+        }
+        process.stdout.write(patch.endsWith("\n") ? patch : `${patch}\n`);
+        if (o.exitCode) process.exitCode = 1;
       } finally {
         c.close();
       }

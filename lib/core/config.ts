@@ -10,7 +10,8 @@
  */
 import { readFile } from "node:fs/promises";
 import { extname } from "node:path";
-import { parse as parseYaml } from "yaml";
+import { createTwoFilesPatch } from "diff";
+import { isNode, LineCounter, parseDocument, parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { z } from "zod";
 import { parseCidr } from "./cidr";
 import { ConfigInvalidError, type FieldIssue } from "./errors";
@@ -23,90 +24,137 @@ const port = z.int().min(1).max(65535);
 const ms = (min: number, max: number) => z.int().min(min).max(max);
 
 export const BackendSchema = z.strictObject({
-  /** Stable id used by sticky sessions and consistent hashing; defaults to `host:port`. */
-  id: z.string().min(1).max(128).optional(),
-  host: z.string().min(1).max(253),
-  port,
-  /** Relative share of traffic; 0 keeps the backend configured but sends it nothing new. */
-  weight: z.int().min(0).max(1000).default(1),
-  /** Availability zone, for zone-aware reporting. */
-  zone: z.string().max(64).optional(),
+  id: z
+    .string()
+    .min(1)
+    .max(128)
+    .optional()
+    .describe("Stable id used by sticky sessions and consistent hashing; defaults to `host:port`."),
+  host: z.string().min(1).max(253).describe("The backend's address or DNS name."),
+  port: port.describe("The backend's port."),
+  weight: z
+    .int()
+    .min(0)
+    .max(1000)
+    .default(1)
+    .describe("Relative share of traffic; 0 keeps the backend configured but sends it nothing new."),
+  zone: z.string().max(64).optional().describe("Availability zone, for zone-aware reporting."),
 });
 
 export const HealthCheckSchema = z.strictObject({
-  /** `http` sends GET `path` and expects `expectStatus`; `tcp` only connects. */
-  type: z.enum(["http", "tcp"]).default("http"),
-  path: z.string().startsWith("/").max(1024).default("/"),
-  /** Inclusive range of statuses that count as healthy. */
-  expectStatus: z.tuple([z.int().min(100).max(599), z.int().min(100).max(599)]).default([200, 399]),
-  intervalMs: ms(100, 300_000).default(2000),
-  /** Must be below `intervalMs`, so that checks never pile up. */
-  timeoutMs: ms(10, 60_000).default(1000),
-  /** Consecutive successes that make an unhealthy backend healthy (HAProxy's default is 2). */
-  rise: z.int().min(1).max(100).default(2),
-  /** Consecutive failures that make a healthy backend unhealthy (HAProxy's default is 3). */
-  fall: z.int().min(1).max(100).default(3),
+  type: z
+    .enum(["http", "tcp"])
+    .default("http")
+    .describe("`http` sends GET `path` and expects `expectStatus`; `tcp` only connects."),
+  path: z.string().startsWith("/").max(1024).default("/").describe("The path an `http` check asks for."),
+  expectStatus: z
+    .tuple([z.int().min(100).max(599), z.int().min(100).max(599)])
+    .default([200, 399])
+    .describe("Inclusive range of statuses that count as healthy."),
+  intervalMs: ms(100, 300_000).default(2000).describe("How often each node checks each backend."),
+  timeoutMs: ms(10, 60_000)
+    .default(1000)
+    .describe("Must be below `intervalMs`, so that checks never pile up."),
+  rise: z
+    .int()
+    .min(1)
+    .max(100)
+    .default(2)
+    .describe("Consecutive successes that make an unhealthy backend healthy (HAProxy's default is 2)."),
+  fall: z
+    .int()
+    .min(1)
+    .max(100)
+    .default(3)
+    .describe("Consecutive failures that make a healthy backend unhealthy (HAProxy's default is 3)."),
 });
 
 export const OutlierSchema = z.strictObject({
-  /** Consecutive 5xx answers or connect failures that eject a backend (Envoy's default is 5). */
-  consecutiveFailures: z.int().min(1).max(1000).default(5),
-  /** First ejection lasts this long; each further ejection of the same backend one more period. */
-  baseEjectionMs: ms(100, 3_600_000).default(30_000),
-  /** Never eject more than this share of a pool (Envoy's default is 10; ELB's panic is 50). */
-  maxEjectionPercent: z.int().min(0).max(100).default(50),
+  consecutiveFailures: z
+    .int()
+    .min(1)
+    .max(1000)
+    .default(5)
+    .describe("Consecutive 5xx answers or connect failures that eject a backend (Envoy's default is 5)."),
+  baseEjectionMs: ms(100, 3_600_000)
+    .default(30_000)
+    .describe("First ejection lasts this long; each further ejection of the same backend one more period."),
+  maxEjectionPercent: z
+    .int()
+    .min(0)
+    .max(100)
+    .default(50)
+    .describe("Never eject more than this share of a pool (Envoy's default is 10; ELB's panic is 50)."),
 });
 
 export const HashKeySchema = z.strictObject({
-  source: z.enum(["client-ip", "header", "cookie"]),
-  /** Header or cookie name; required unless `source` is `client-ip`. */
-  name: z.string().min(1).max(256).optional(),
+  source: z
+    .enum(["client-ip", "header", "cookie"])
+    .describe("What the key is: the client's address, a request header, or a cookie."),
+  name: z
+    .string()
+    .min(1)
+    .max(256)
+    .optional()
+    .describe("Header or cookie name; required unless `source` is `client-ip`."),
 });
 
 export const PoolSchema = z.strictObject({
   algorithm: z
     .enum(["round-robin", "weighted-round-robin", "least-outstanding", "consistent-hash"])
-    .default("round-robin"),
-  /** Required by `consistent-hash`; also the fallback key of sticky sessions. */
-  hashKey: HashKeySchema.optional(),
-  backends: z.array(BackendSchema).min(1).max(1000),
-  healthCheck: HealthCheckSchema.prefault({}),
-  outlier: OutlierSchema.prefault({}),
-  /** Below this share of healthy backends, send to all of them (panic mode, as Envoy and ELB). */
-  panicThresholdPercent: z.int().min(0).max(100).default(50),
-  /** A recovered backend's weight ramps from 10% to 100% over this long; 0 turns it off. */
-  slowStartMs: ms(0, 3_600_000).default(0),
+    .default("round-robin")
+    .describe(
+      "How a backend is picked: in turn, in turn by weight, the one with the fewest requests in flight, or by a key (`hashKey`) on a hash ring.",
+    ),
+  hashKey: HashKeySchema.optional().describe(
+    "Required by `consistent-hash`; also the fallback key of sticky sessions.",
+  ),
+  backends: z.array(BackendSchema).min(1).max(1000).describe("The servers of this pool, 1 to 1000."),
+  healthCheck: HealthCheckSchema.prefault({}).describe("Active health checks, run by every node."),
+  outlier: OutlierSchema.prefault({}).describe(
+    "Passive checks: a backend that keeps failing real requests is ejected for a while.",
+  ),
+  panicThresholdPercent: z
+    .int()
+    .min(0)
+    .max(100)
+    .default(50)
+    .describe("Below this share of healthy backends, send to all of them (panic mode, as Envoy and ELB)."),
+  slowStartMs: ms(0, 3_600_000)
+    .default(0)
+    .describe("A recovered backend's weight ramps from 10% to 100% over this long; 0 turns it off."),
 });
 
 export const StickinessSchema = z.strictObject({
-  /** Cookie that carries the session key (http listeners only). */
   cookieName: z
     .string()
     .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/, "must be a valid cookie name token")
-    .default("HAFLEET"),
-  /** How long an idle session keeps its backend. */
+    .default("HAFLEET")
+    .describe("Cookie that carries the session key (http listeners only)."),
   ttlS: z
     .int()
     .min(1)
     .max(7 * 24 * 3600)
-    .default(3600),
+    .default(3600)
+    .describe("How long an idle session keeps its backend."),
 });
 
 export const ListenerSchema = z.strictObject({
-  name,
-  protocol: z.enum(["http", "tcp"]),
-  port,
-  /** Address to bind; `0.0.0.0` on EC2, a loopback address in local mode. */
-  bind: z.string().min(1).max(64).default("0.0.0.0"),
-  /** Name of the pool in `pools` that serves this listener. */
-  pool: name,
-  /** Sticky sessions; on tcp listeners the key is the client address. */
-  stickiness: StickinessSchema.optional(),
-  /**
-   * Peers (CIDR blocks) whose forwarded headers are believed: from them the
-   * client's X-Forwarded-For is appended to and X-Forwarded-Proto/-Host kept;
-   * from anyone else they are replaced (README, "Forwarded headers and trust").
-   */
+  name: name.describe("The listener's name, unique in the fleet; a metric label."),
+  protocol: z
+    .enum(["http", "tcp"])
+    .describe("`http`: an HTTP/1.1 reverse proxy; `tcp`: bytes both ways, one backend per connection."),
+  port: port.describe("The port clients connect to."),
+  bind: z
+    .string()
+    .min(1)
+    .max(64)
+    .default("0.0.0.0")
+    .describe("Address to bind; `0.0.0.0` on EC2, a loopback address in local mode."),
+  pool: name.describe("Name of the pool in `pools` that serves this listener."),
+  stickiness: StickinessSchema.optional().describe(
+    "Sticky sessions; on tcp listeners the key is the client address.",
+  ),
   trustedProxies: z
     .array(
       z.string().superRefine((text, ctx) => {
@@ -115,41 +163,48 @@ export const ListenerSchema = z.strictObject({
       }),
     )
     .max(1000)
-    .default([]),
+    .default([])
+    .describe(
+      'Peers (CIDR blocks) whose forwarded headers are believed: from them the client\'s X-Forwarded-For is appended to and X-Forwarded-Proto/-Host kept; from anyone else they are replaced (README, "Forwarded headers and trust").',
+    ),
 });
 
 export const TimeoutsSchema = z.strictObject({
-  /** TCP connect to a backend. */
-  connectMs: ms(1, 600_000).default(2000),
-  /** A client must send the whole request head within this (slowloris defence). */
-  headMs: ms(1, 600_000).default(10_000),
-  /** An idle connection (client or keep-alive upstream, an idle TCP stream) is closed after this. */
-  idleMs: ms(1, 3_600_000).default(60_000),
-  /**
-   * During an exchange, the longest the proxy waits on the client: for more
-   * of the request body (then 408), or for it to take answer bytes (HAProxy's
-   * `timeout client`). Inactivity, not a total.
-   */
-  clientMs: ms(1, 3_600_000).default(60_000),
-  /**
-   * During an exchange, the longest the proxy waits on the backend: for its
-   * answer or its next answer bytes (504 when nothing was answered yet), or
-   * for it to take request bytes (HAProxy's `timeout server`, nginx's
-   * `proxy_read_timeout`). A download that keeps moving is never cut.
-   */
-  serverMs: ms(1, 3_600_000).default(60_000),
-  /** An upgraded connection (WebSocket) with no byte either way for this long is closed (HAProxy's `timeout tunnel`). */
-  tunnelMs: ms(1, 86_400_000).default(3_600_000),
-  /** Optional total for one exchange, first byte of the request to the last of the answer, however active. */
-  requestMs: ms(1, 86_400_000).optional(),
-  /** On drain or shutdown, in-flight requests get this long to finish. */
-  drainMs: ms(0, 3_600_000).default(30_000),
-  /**
-   * A connection the proxy closes is destroyed this long after its last
-   * answer was written, whatever the peer does (it may keep sending, or never
-   * read): the lingering close of docs/architecture.md section 8.
-   */
-  lingerMs: ms(1, 60_000).default(2000),
+  connectMs: ms(1, 600_000).default(2000).describe("TCP connect to a backend."),
+  headMs: ms(1, 600_000)
+    .default(10_000)
+    .describe("A client must send the whole request head within this (slowloris defence)."),
+  idleMs: ms(1, 3_600_000)
+    .default(60_000)
+    .describe("An idle connection (client or keep-alive upstream, an idle TCP stream) is closed after this."),
+  clientMs: ms(1, 3_600_000)
+    .default(60_000)
+    .describe(
+      "During an exchange, the longest the proxy waits on the client: for more of the request body (then 408), or for it to take answer bytes (HAProxy's `timeout client`). Inactivity, not a total.",
+    ),
+  serverMs: ms(1, 3_600_000)
+    .default(60_000)
+    .describe(
+      "During an exchange, the longest the proxy waits on the backend: for its answer or its next answer bytes (504 when nothing was answered yet), or for it to take request bytes (HAProxy's `timeout server`, nginx's `proxy_read_timeout`). A download that keeps moving is never cut.",
+    ),
+  tunnelMs: ms(1, 86_400_000)
+    .default(3_600_000)
+    .describe(
+      "An upgraded connection (WebSocket) with no byte either way for this long is closed (HAProxy's `timeout tunnel`).",
+    ),
+  requestMs: ms(1, 86_400_000)
+    .optional()
+    .describe(
+      "Optional total for one exchange, first byte of the request to the last of the answer, however active.",
+    ),
+  drainMs: ms(0, 3_600_000)
+    .default(30_000)
+    .describe("On drain or shutdown, in-flight requests get this long to finish."),
+  lingerMs: ms(1, 60_000)
+    .default(2000)
+    .describe(
+      "A connection the proxy closes is destroyed this long after its last answer was written, whatever the peer does (it may keep sending, or never read): the lingering close of docs/architecture.md section 8.",
+    ),
 });
 
 export const LimitsSchema = z.strictObject({
@@ -157,34 +212,53 @@ export const LimitsSchema = z.strictObject({
     .int()
     .min(1024)
     .max(1024 * 1024)
-    .default(16 * 1024),
+    .default(16 * 1024)
+    .describe("The longest request head (request line and headers) accepted; above it, 431."),
   maxBodyBytes: z
     .int()
     .min(0)
     .max(1024 * 1024 * 1024)
-    .default(10 * 1024 * 1024),
-  maxConnections: z.int().min(1).max(1_000_000).default(10_000),
+    .default(10 * 1024 * 1024)
+    .describe("The largest request body accepted; above it, 413."),
+  maxConnections: z
+    .int()
+    .min(1)
+    .max(1_000_000)
+    .default(10_000)
+    .describe("Open client connections per worker process, all listeners together; above it, 503."),
 });
 
 export const RetriesSchema = z.strictObject({
-  /** Extra attempts of an idempotent request on another backend after a connect failure. */
-  attempts: z.int().min(0).max(5).default(1),
-  /** Retries may add at most this share on top of the requests in flight (Envoy's retry budget). */
-  budgetPercent: z.int().min(0).max(100).default(20),
+  attempts: z
+    .int()
+    .min(0)
+    .max(5)
+    .default(1)
+    .describe("Extra attempts of an idempotent request on another backend after a connect failure."),
+  budgetPercent: z
+    .int()
+    .min(0)
+    .max(100)
+    .default(20)
+    .describe("Retries may add at most this share on top of the requests in flight (Envoy's retry budget)."),
 });
 
 export const FailoverSchema = z.strictObject({
-  mode: z.enum(["active-passive", "active-active"]).default("active-passive"),
-  /** How long a fleet lease lives after a renewal; see `lease.ts` for why 2000. */
-  leaseMs: ms(300, 60_000).default(2000),
-  /** How often each node writes its heartbeat. */
-  heartbeatMs: ms(100, 60_000).default(1000),
-  /**
-   * How long the health checker's failed mark on a node holds unless the checker renews it,
-   * counted in the node's own heartbeats (this over `heartbeatMs` of them), so that a mark left
-   * by a checker that stopped running lapses by itself (docs/architecture.md §4).
-   */
-  markTtlMs: ms(1000, 3_600_000).default(30_000),
+  mode: z
+    .enum(["active-passive", "active-active"])
+    .default("active-passive")
+    .describe(
+      "`active-passive`: the lease holder serves on the shared Elastic IP; `active-active`: every node serves, weighted in Route 53.",
+    ),
+  leaseMs: ms(300, 60_000)
+    .default(2000)
+    .describe("How long a fleet lease lives after a renewal; see `lease.ts` for why 2000."),
+  heartbeatMs: ms(100, 60_000).default(1000).describe("How often each node writes its heartbeat."),
+  markTtlMs: ms(1000, 3_600_000)
+    .default(30_000)
+    .describe(
+      "How long the health checker's failed mark on a node holds unless the checker renews it, counted in the node's own heartbeats (this over `heartbeatMs` of them), so that a mark left by a checker that stopped running lapses by itself (docs/architecture.md §4).",
+    ),
 });
 
 /** The failover settings a config gets when it names none: the one home of these defaults. */
@@ -195,25 +269,43 @@ export const FAILOVER_DEFAULTS: z.output<typeof FailoverSchema> = FailoverSchema
  * facts, given to the health checker by the stack or the local fleet).
  */
 export const DnsSchema = z.strictObject({
-  /** TTL of the records: how long a client keeps an answer, so how long a weight change takes to reach it. */
-  ttlS: z.int().min(1).max(86_400).default(10),
-  /** A healthy node's weight (its capacity share), 0-255 as in Route 53. */
-  weight: z.int().min(0).max(255).default(100),
-  /** Per-node weights by node id, for nodes of other sizes. */
-  nodeWeights: z.record(z.string().min(1).max(256), z.int().min(0).max(255)).default({}),
-  /** A recovered node's weight ramps back over this many checker runs (slow start in DNS). */
-  rampRuns: z.int().min(1).max(100).default(4),
+  ttlS: z
+    .int()
+    .min(1)
+    .max(86_400)
+    .default(10)
+    .describe(
+      "TTL of the records: how long a client keeps an answer, so how long a weight change takes to reach it.",
+    ),
+  weight: z
+    .int()
+    .min(0)
+    .max(255)
+    .default(100)
+    .describe("A healthy node's weight (its capacity share), 0-255 as in Route 53."),
+  nodeWeights: z
+    .record(z.string().min(1).max(256), z.int().min(0).max(255))
+    .default({})
+    .describe("Per-node weights by node id, for nodes of other sizes."),
+  rampRuns: z
+    .int()
+    .min(1)
+    .max(100)
+    .default(4)
+    .describe("A recovered node's weight ramps back over this many checker runs (slow start in DNS)."),
 });
 
 export const FleetConfigSchema = z
   .strictObject({
-    listeners: z.array(ListenerSchema).min(1).max(64),
-    pools: z.record(name, PoolSchema),
-    timeouts: TimeoutsSchema.prefault({}),
-    limits: LimitsSchema.prefault({}),
-    retries: RetriesSchema.prefault({}),
-    failover: FailoverSchema.prefault({}),
-    dns: DnsSchema.prefault({}),
+    listeners: z.array(ListenerSchema).min(1).max(64).describe("The ports the fleet serves, 1 to 64."),
+    pools: z.record(name, PoolSchema).describe("Groups of backends by name; each listener names one."),
+    timeouts: TimeoutsSchema.prefault({}).describe(
+      'Timeouts of the data plane (README, "Limits and timeouts").',
+    ),
+    limits: LimitsSchema.prefault({}).describe("Sizes and counts the proxy refuses above."),
+    retries: RetriesSchema.prefault({}).describe("Retries of failed connects."),
+    failover: FailoverSchema.prefault({}).describe("The lease, heartbeats and the checker's marks."),
+    dns: DnsSchema.prefault({}).describe("Route 53 weights in active-active."),
   })
   .superRefine((doc, ctx) => {
     // Cross-field rules, each reported at the path of the field to change.
@@ -340,20 +432,44 @@ export function formatPath(path: readonly PropertyKey[]): string {
  * Validates a document and fills in defaults. Throws `ConfigInvalidError`
  * listing every bad field; `source` (a file name) is named in the message.
  */
-export function parseFleetConfig(input: unknown, source?: string): FleetConfig {
+export function parseFleetConfig(input: unknown, source?: string, locate?: LineLocator): FleetConfig {
   const result = FleetConfigSchema.safeParse(input);
   if (result.success) return result.data;
-  const issues: FieldIssue[] = result.error.issues.map((i) => ({
-    path: formatPath(i.path),
-    message: i.message,
-  }));
+  const issues: FieldIssue[] = result.error.issues.map((i) => {
+    // An unknown key is reported at its object: point at the key itself.
+    const at = i.code === "unrecognized_keys" && i.keys.length > 0 ? [...i.path, i.keys[0]!] : i.path;
+    const line = locate?.(at);
+    return { path: formatPath(i.path), message: i.message, ...(line === undefined ? {} : { line }) };
+  });
   throw new ConfigInvalidError(issues, source);
 }
 
-/** Reads a `.yaml`, `.yml` or `.json` file and validates it. */
+/** Reads a `.yaml`, `.yml` or `.json` file and validates it; a YAML file's errors name their lines. */
 export async function loadFleetConfigFile(file: string): Promise<FleetConfig> {
   const text = await readFile(file, "utf8");
-  return parseFleetConfig(parseConfigText(text, file), file);
+  return parseFleetConfig(parseConfigText(text, file), file, lineLocator(text, file));
+}
+
+/** The line (1-based) a field of a document is on, or undefined. */
+export type LineLocator = (path: readonly PropertyKey[]) => number | undefined;
+
+/**
+ * Where the fields of a YAML text are: the line of the field at a path, or of
+ * its nearest parent that is in the text (a missing field is reported at the
+ * object that lacks it). Undefined for JSON, whose parser gives no positions.
+ */
+export function lineLocator(text: string, file = "config.yaml"): LineLocator | undefined {
+  if (extname(file).toLowerCase() === ".json") return undefined;
+  const counter = new LineCounter();
+  const doc = parseDocument(text, { lineCounter: counter, uniqueKeys: true });
+  if (doc.errors.length > 0) return undefined;
+  return (path) => {
+    for (let n = path.length; n > 0; n--) {
+      const node = doc.getIn(path.slice(0, n) as unknown[], true);
+      if (isNode(node) && node.range) return counter.linePos(node.range[0]).line;
+    }
+    return undefined;
+  };
 }
 
 /** Parses YAML or JSON text (by the file's extension; YAML otherwise) without validating. */
@@ -369,4 +485,31 @@ export function parseConfigText(text: string, file = "config.yaml"): unknown {
       file,
     );
   }
+}
+
+/**
+ * A config as YAML that `loadFleetConfigFile` reads back to the same config:
+ * what `hafleet config get` prints, and what `config diff` compares.
+ */
+export function configYaml(config: FleetConfig): string {
+  return stringifyYaml(config, { lineWidth: 0 });
+}
+
+/**
+ * The difference between two configs as a unified diff of their YAML, every
+ * default filled in on both sides (so a file that leaves a default out does
+ * not differ from a stored config that has it); "" when they are the same.
+ */
+export function configDiff(
+  from: FleetConfig | undefined,
+  to: FleetConfig,
+  labels: { readonly from: string; readonly to: string },
+): string {
+  const a = from === undefined ? "" : configYaml(from);
+  const b = configYaml(to);
+  if (a === b) return "";
+  return createTwoFilesPatch(labels.from, labels.to, a, b, undefined, undefined, { context: 3 })
+    .split("\n")
+    .filter((l) => !l.startsWith("====="))
+    .join("\n");
 }

@@ -42,6 +42,8 @@ export class HafleetError extends Error {
 export interface FieldIssue {
   readonly path: string;
   readonly message: string;
+  /** The line of the file the field is on (YAML files), 1-based. */
+  readonly line?: number;
 }
 
 /** A config or settings document failed validation; nothing was written. */
@@ -51,7 +53,9 @@ export class ConfigInvalidError extends HafleetError {
 
   constructor(issues: readonly FieldIssue[], source?: string) {
     const where = source ? ` in ${source}` : "";
-    const list = issues.map((i) => `${i.path || "(root)"}: ${i.message}`).join("; ");
+    const list = issues
+      .map((i) => `${i.path || "(root)"}${i.line === undefined ? "" : ` (line ${i.line})`}: ${i.message}`)
+      .join("; ");
     super("HAFLEET_CONFIG_INVALID", `invalid fleet config${where}: ${list}`);
     this.issues = issues;
   }

@@ -5,7 +5,9 @@
  * and the sentence it must answer with.
  */
 import { execFile } from "node:child_process";
-import { resolve } from "node:path";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { DynamoLeaseStore, Lease } from "../../../lib/core/lease";
 import type { StateStore } from "../../../lib/core/store";
@@ -121,5 +123,59 @@ describe("hafleet commands that cannot do their job", () => {
     expect(out.stderr).toMatch(row.says);
     expect(out.code).toBe(1);
     expect(await commandOf(fleetId, row.untouched)).toBeUndefined();
+  });
+});
+
+describe("hafleet config: get, edit, put round-trips", () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), "hafleet-cli-config-"));
+  });
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+
+  it("what get prints, put takes back; diff shows an edit, then nothing", async () => {
+    const fleetId = uniqueId("cli");
+    const example = join(ROOT, "examples", "web-sticky.yaml");
+    const put1 = await hafleet("config", "put", example, "--fleet", fleetId);
+    expect(put1.stdout).toContain(`fleet '${fleetId}' config is now version 1`);
+
+    const got = await hafleet("config", "get", "--fleet", fleetId);
+    expect(got.code).toBe(0);
+    expect(got.stderr).toMatch(
+      new RegExp(`fleet '${fleetId}' config version 1, written \\S+ by hafleet config put`),
+    );
+    const edited = join(dir, "edited.yaml");
+    await writeFile(edited, got.stdout.replace("headMs: 10000", "headMs: 5000"));
+
+    const diff = await hafleet("config", "diff", edited, "--fleet", fleetId, "--exit-code");
+    expect(diff.code).toBe(1);
+    expect(diff.stdout).toContain(`--- fleet '${fleetId}' version 1`);
+    expect(diff.stdout).toContain("-  headMs: 10000\n+  headMs: 5000");
+
+    const put2 = await hafleet("config", "put", edited, "--fleet", fleetId);
+    expect(put2.code).toBe(0);
+    expect(put2.stdout).toContain("version 2");
+    const same = await hafleet("config", "diff", edited, "--fleet", fleetId, "--exit-code");
+    expect(same).toMatchObject({
+      code: 0,
+      stdout: `${edited} is the same as fleet '${fleetId}' version 2\n`,
+    });
+
+    const json = JSON.parse((await hafleet("config", "get", "--fleet", fleetId, "--json")).stdout);
+    expect(json).toMatchObject({ version: 2, config: { timeouts: { headMs: 5000 } } });
+  });
+
+  it("validate needs no fleet, and names the line of a bad field", async () => {
+    const bad = join(dir, "bad.yaml");
+    await writeFile(
+      bad,
+      "listeners:\n  - { name: web, protocol: http, port: 80, pool: app }\npools:\n  app:\n    backends: [{ host: a, port: 0 }]\n",
+    );
+    const out = await hafleet("config", "validate", bad);
+    expect(out.code).toBe(1);
+    expect(out.stderr).toContain("pools.app.backends[0].port (line 5): Too small");
+    const good = await hafleet("config", "validate", join(ROOT, "examples", "tcp-service.yaml"));
+    expect(good).toMatchObject({ code: 0 });
+    expect(good.stdout).toContain("a valid fleet config (1 listener, 1 pool, active-passive)");
   });
 });

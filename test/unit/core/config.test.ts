@@ -1,7 +1,7 @@
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadFleetConfigFile, parseFleetConfig } from "../../../lib/core/config";
+import { configDiff, configYaml, loadFleetConfigFile, parseFleetConfig } from "../../../lib/core/config";
 import { ConfigInvalidError } from "../../../lib/core/errors";
 
 const valid = {
@@ -214,6 +214,53 @@ describe("fleet config", () => {
       await expect(loadFleetConfigFile(join(dir, "dup.yaml"))).rejects.toThrow(
         /not valid YAML: Map keys must be unique/,
       );
+    });
+
+    // Each row: a YAML document, and the fields with the lines the error must name.
+    const located: readonly (readonly [string, string, readonly string[]])[] = [
+      [
+        "a bad value, on its own line",
+        "listeners:\n  - name: web\n    protocol: http\n    port: 99999\n    pool: app\npools:\n  app:\n    backends: [{ host: a, port: 1 }]\n",
+        ["listeners[0].port (line 4): Too big"],
+      ],
+      [
+        "an unknown key, at the key",
+        "listeners:\n  - { name: web, protocol: http, port: 80, pool: app }\npools:\n  app:\n    backends: [{ host: a, port: 1 }]\n\n    listners: 2\n",
+        ['pools.app (line 7): Unrecognized key: "listners"'],
+      ],
+      [
+        "a missing field, at the object that lacks it",
+        "listeners:\n  - { name: web, protocol: http, port: 80, pool: app }\npools:\n  app:\n    algorithm: round-robin\n",
+        ["pools.app.backends (line 5): Invalid input"],
+      ],
+      [
+        "a cross-field rule, at the field to change",
+        "listeners:\n  - { name: web, protocol: http, port: 80, pool: nosuch }\npools:\n  app:\n    backends: [{ host: a, port: 1 }]\n",
+        ["listeners[0].pool (line 2): names pool 'nosuch'"],
+      ],
+    ];
+    test.each(located)("a YAML file's error names the line: %s", async (_what, text, wanted) => {
+      const file = join(dir, "located.yaml");
+      await writeFile(file, text);
+      const err = await loadFleetConfigFile(file).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ConfigInvalidError);
+      for (const w of wanted) expect((err as Error).message).toContain(w);
+    });
+
+    test("configYaml reads back to the same config, and configDiff says what changed", async () => {
+      const config = parseFleetConfig(valid);
+      const file = join(dir, "round.yaml");
+      await writeFile(file, configYaml(config));
+      const back = await loadFleetConfigFile(file);
+      expect(back).toEqual(config);
+      expect(configDiff(config, back, { from: "a", to: "b" })).toBe("");
+      const changed = parseFleetConfig({ ...valid, timeouts: { headMs: 5000 } });
+      const patch = configDiff(config, changed, { from: "stored", to: "file" });
+      expect(patch).toContain("--- stored");
+      expect(patch).toContain("+++ file");
+      expect(patch).toContain("-  headMs: 10000");
+      expect(patch).toContain("+  headMs: 5000");
+      expect(patch.split("\n").filter((l) => /^[-+] /.test(l))).toHaveLength(2);
     });
 
     test("a valid file with a bad field names the file and the field", async () => {
