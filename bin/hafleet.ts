@@ -307,6 +307,12 @@ export function program(): Command {
       const c = await connect(o.fleet);
       try {
         const s = await fleetStatus(c.store, c.elasticIps, o.fleet);
+        if (s.nodes.length === 0 && !s.lease && s.elasticIps.length === 0 && s.dns.length === 0) {
+          throw new Error(
+            `fleet '${o.fleet}' has no nodes, lease, addresses or records in table ${c.store.tables.state}: ` +
+              "is --fleet the fleet's id?",
+          );
+        }
         process.stdout.write(o.json ? `${JSON.stringify(s)}\n` : `${renderStatus(s)}\n`);
       } finally {
         c.close();

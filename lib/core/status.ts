@@ -6,9 +6,11 @@
  * recorded for the fleet's weighted DNS set (`dns#`). `renderStatus` prints
  * it as tables.
  */
+
+import { FAILOVER_DEFAULTS } from "./config";
 import { listDnsPlans } from "./dns";
 import type { ElasticIps } from "./elastic-ip";
-import { listNodes, type NodeRecord } from "./heartbeat";
+import { listNodes, type NodeRecord, staleAfterMs } from "./heartbeat";
 import { DynamoLeaseStore } from "./lease";
 import type { StateStore } from "./store";
 import { listVips } from "./vip";
@@ -120,9 +122,11 @@ async function readyz(
 
 /**
  * Plain-text tables, for a person. A node whose heartbeat is older than
- * `staleMs` shows as `down (last: <role>)`: its item still says what it last was.
+ * `staleMs` is dead: its row says so, with the role it last had, when it was
+ * last seen, and nothing of what it last reported as if it were current
+ * (its connections are unknown, a mark it got while alive is not shown).
  */
-export function renderStatus(s: FleetStatus, staleMs = 3000): string {
+export function renderStatus(s: FleetStatus, staleMs = staleAfterMs(FAILOVER_DEFAULTS.heartbeatMs)): string {
   const lines: string[] = [];
   lines.push(`fleet ${s.fleetId}`);
   lines.push(
@@ -134,16 +138,20 @@ export function renderStatus(s: FleetStatus, staleMs = 3000): string {
   lines.push(
     table(
       ["NODE", "ROLE", "HEARTBEAT", "READY", "ADDRESS", "INSTANCE", "CONNS", "FLAGS"],
-      s.nodes.map((n) => [
-        n.nodeId,
-        n.heartbeatAgeMs > staleMs ? `down (last: ${n.role})` : n.role,
-        `${(n.heartbeatAgeMs / 1000).toFixed(1)}s ago`,
-        n.ready === null ? "-" : n.ready ? "yes" : "no",
-        n.address,
-        n.instanceId ?? "-",
-        String(n.load.connections),
-        [n.drain ? "draining" : "", n.failed ? `failed: ${n.failed}` : ""].filter(Boolean).join(", ") || "-",
-      ]),
+      s.nodes.map((n) => {
+        const dead = n.heartbeatAgeMs > staleMs;
+        const flags = [n.drain ? "draining" : "", n.failed && !dead ? `failed: ${n.failed}` : ""];
+        return [
+          n.nodeId,
+          dead ? `dead (was ${n.role})` : n.role,
+          dead ? `last seen ${age(n.heartbeatAgeMs)} ago` : `${(n.heartbeatAgeMs / 1000).toFixed(1)}s ago`,
+          dead || n.ready === null ? "-" : n.ready ? "yes" : "no",
+          n.address,
+          n.instanceId ?? "-",
+          dead ? "?" : String(n.load.connections),
+          flags.filter(Boolean).join(", ") || "-",
+        ];
+      }),
     ),
   );
   lines.push("");
@@ -179,6 +187,15 @@ export function renderStatus(s: FleetStatus, staleMs = 3000): string {
     );
   }
   return lines.join("\n");
+}
+
+/** A long age as people say it: `45s`, `12m 5s`, `3h 2m`, `2d 4h`. */
+function age(ms: number): string {
+  const sec = Math.floor(ms / 1000);
+  if (sec < 60) return `${sec}s`;
+  if (sec < 3600) return `${Math.floor(sec / 60)}m ${sec % 60}s`;
+  if (sec < 86_400) return `${Math.floor(sec / 3600)}h ${Math.floor((sec % 3600) / 60)}m`;
+  return `${Math.floor(sec / 86_400)}d ${Math.floor((sec % 86_400) / 3600)}h`;
 }
 
 function table(head: string[], rows: string[][]): string {

@@ -115,6 +115,28 @@ const CASES: ReadonlyArray<{
   },
 ];
 
+describe("hafleet status", () => {
+  it("of a fleet the table does not have: exits 1 and says so", async () => {
+    const out = await hafleet("status", "--fleet", uniqueId("nosuch"));
+    expect(out.stderr).toMatch(
+      /fleet 'nosuch-\S+' has no nodes, lease, addresses or records in table \S+: is --fleet the fleet's id\?/,
+    );
+    expect(out.code).toBe(1);
+  });
+
+  it("of a dead node: says it is dead, when it was last seen, connections unknown", async () => {
+    const fleetId = uniqueId("cli");
+    await seed(fleetId, [
+      { id: "node-1", ageS: 0, role: "active" },
+      { id: "node-2", ageS: 303, role: "standby" },
+    ]);
+    const out = await hafleet("status", "--fleet", fleetId);
+    expect(out.code).toBe(0);
+    const line = out.stdout.split("\n").find((l) => l.startsWith("node-2"));
+    expect(line).toMatch(/dead \(was standby\)\s+last seen 5m \d+s ago\s+-\s+127\.0\.0\.1\s+\S+\s+\?\s/);
+  });
+});
+
 describe("hafleet commands that cannot do their job", () => {
   it.each(CASES)("$name: exits 1 with the reason and changes nothing", async (row) => {
     const fleetId = uniqueId("cli");
