@@ -253,6 +253,9 @@ export function program(): Command {
         fleetId: o.fleet,
         nodes: o.nodes ?? (o.mode === "active-active" ? 3 : 2),
         mode: o.mode,
+        // Both kinds of address and the weighted set, whatever the mode: a
+        // `config put` that switches the mode then has what the other needs.
+        dns: true,
         ...(o.port ? { port: o.port } : {}),
         log: (l) => process.stdout.write(`${l}\n`),
         ...(o.verbose

@@ -1,0 +1,108 @@
+/**
+ * The local fleet as the README starts it, `hafleet local up` in a child
+ * process, driven by `hafleet` commands in others: what an operator types.
+ */
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { promisify } from "node:util";
+import { uniqueId } from "../harness/aws";
+import { freePort } from "../harness/emulator";
+
+jest.setTimeout(180_000);
+
+const ROOT = resolve(__dirname, "..", "..");
+const run = promisify(execFile);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function hafleet(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run(process.execPath, ["--import", "tsx", "bin/hafleet.ts", ...args], {
+      cwd: ROOT,
+    });
+    return { code: 0, stdout, stderr };
+  } catch (err) {
+    const e = err as { code: number; stdout: string; stderr: string };
+    return { code: e.code, stdout: e.stdout, stderr: e.stderr };
+  }
+}
+
+/** Polls `probe` until it returns a value, at most `ms`; throws `what` otherwise. */
+async function until<T>(what: string, ms: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`${what} within ${ms} ms`);
+    await sleep(250);
+  }
+}
+
+let fleet: ChildProcess | undefined;
+let output = "";
+afterEach(async () => {
+  if (fleet && fleet.exitCode === null) {
+    const exited = new Promise((r) => fleet!.once("exit", r));
+    fleet.kill("SIGINT");
+    await Promise.race([exited, sleep(20_000)]);
+    if (fleet.exitCode === null) fleet.kill("SIGKILL");
+  }
+  fleet = undefined;
+});
+
+async function localUp(fleetId: string, ...args: string[]): Promise<void> {
+  const port = await freePort();
+  output = "";
+  fleet = spawn(
+    process.execPath,
+    ["--import", "tsx", "bin/hafleet.ts", "local", "up", "--fleet", fleetId, "--port", String(port), ...args],
+    { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] },
+  );
+  fleet.stdout!.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
+  fleet.stderr!.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
+  await until("the local fleet is up", 120_000, async () => {
+    if (fleet!.exitCode !== null) throw new Error(`hafleet local up exited ${fleet!.exitCode}:\n${output}`);
+    return output.includes(`local fleet '${fleetId}'`) && output.includes("is up") ? true : undefined;
+  });
+}
+
+interface StatusJson {
+  readonly dns: readonly {
+    readonly mode: string;
+    readonly weights: readonly { id: string; weight: number }[];
+  }[];
+}
+
+test("a fleet started without --mode switches to active-active by config put", async () => {
+  const fleetId = uniqueId("cli");
+  await localUp(fleetId);
+
+  const got = await hafleet("config", "get", "--fleet", fleetId);
+  expect(got.code).toBe(0);
+  expect(got.stdout).toContain("mode: active-passive");
+  const file = join(tmpdir(), `${fleetId}-switch.yaml`);
+  await writeFile(file, got.stdout.replace("mode: active-passive", "mode: active-active"));
+  try {
+    const put = await hafleet("config", "put", file, "--fleet", fleetId);
+    expect(put).toMatchObject({ code: 0 });
+  } finally {
+    await rm(file, { force: true });
+  }
+
+  // The checker plans the weighted set for the new mode: every node serving with weight.
+  const set = await until("the weighted set in active-active with every node weighted", 60_000, async () => {
+    const out = await hafleet("status", "--fleet", fleetId, "--json");
+    if (out.code !== 0) return undefined;
+    const d = (JSON.parse(out.stdout) as StatusJson).dns[0];
+    const nodes = d?.weights.filter((w) => w.id.startsWith("node-")) ?? [];
+    return d?.mode === "active-active" && nodes.length === 2 && nodes.every((w) => w.weight > 0)
+      ? d
+      : undefined;
+  });
+  expect(set.mode).toBe("active-active");
+});
