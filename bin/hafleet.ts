@@ -8,7 +8,7 @@
  * the local fleet's state file. Exit codes: 0 ok, 1 failure, 2 bad usage.
  */
 import { execFile } from "node:child_process";
-import { access } from "node:fs/promises";
+import { access, readFile } from "node:fs/promises";
 import { promisify } from "node:util";
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { fleetIdFlag, intFlag } from "../lib/core/cli";
@@ -24,7 +24,13 @@ import { StateStore } from "../lib/core/store";
 import { tableNamesFromEnv } from "../lib/core/tables";
 import { VERSION } from "../lib/core/version";
 import { emulatorEnv } from "../test/harness/emulator";
-import { LocalFleet, type LocalFleetState, readLocalState, stateFile } from "../test/harness/local-fleet";
+import {
+  adminTokenFile,
+  LocalFleet,
+  type LocalFleetState,
+  readLocalState,
+  stateFile,
+} from "../test/harness/local-fleet";
 import { runActiveActiveTour, runTour } from "../test/harness/tour";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
@@ -89,6 +95,25 @@ async function connect(fleetId: string) {
       elasticIps.destroy();
     },
   };
+}
+
+/** Asks the local fleet's process to start or restart one of its nodes, and waits for its answer. */
+async function controlLocalNode(fleetId: string, nodeId: string, verb: "start" | "restart"): Promise<void> {
+  const state = await liveLocalState(fleetId);
+  if (!state.controlUrl) {
+    throw new Error(`local fleet '${fleetId}' takes no commands (started by an older hafleet): restart it`);
+  }
+  const token = (await readFile(adminTokenFile(fleetId), "utf8")).trim();
+  process.stdout.write(`${verb === "start" ? "starting" : "restarting"} ${nodeId}...\n`);
+  const res = await fetch(`${state.controlUrl}/nodes/${encodeURIComponent(nodeId)}/${verb}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(120_000),
+  });
+  const body = (await res.json().catch(() => ({}))) as { message?: string };
+  const message = body.message ?? `the local fleet answered ${res.status}`;
+  if (res.status !== 200) throw new Error(message);
+  process.stdout.write(`${message}\n`);
 }
 
 async function signalNode(
@@ -273,6 +298,7 @@ export function program(): Command {
       process.on("SIGTERM", stop);
       try {
         await fleet.up();
+        await fleet.serveControl();
       } catch (err) {
         await fleet.down();
         throw err;
@@ -293,13 +319,24 @@ export function program(): Command {
           `  lease holder:     ${active?.nodeId ?? "(electing)"}`,
           `  nodes:            ${fleet.nodes.map((n) => `${n.nodeId} ${n.address}${own(n)} admin :${n.adminPort}`).join("; ")}`,
           `  emulator:         ${fleet.endpoint}`,
-          "  in another terminal: npx hafleet status | npx hafleet kill node-1 | npx hafleet failover",
+          "  in another terminal: npx hafleet status | npx hafleet kill node-1 | npx hafleet local start node-1 | npx hafleet failover",
           "Ctrl-C stops everything.",
           "",
         ].join("\n"),
       );
       await new Promise(() => {}); // until Ctrl-C
     });
+
+  for (const [verb, what] of [
+    ["start", "start a local node whose process has exited (killed, drained); returns when it is ready"],
+    ["restart", "stop a local node gracefully (SIGTERM: hand over, drain) and start it again"],
+  ] as const) {
+    local
+      .command(`${verb} <node>`)
+      .description(what)
+      .option(...fleetOpt)
+      .action((node: string, o: { fleet: string }) => controlLocalNode(o.fleet, node, verb));
+  }
 
   cli
     .command("status")

@@ -106,3 +106,37 @@ test("a fleet started without --mode switches to active-active by config put", a
   });
   expect(set.mode).toBe("active-active");
 });
+
+test("a killed node comes back with local start; restart and start say what they did", async () => {
+  const fleetId = uniqueId("cli");
+  await localUp(fleetId);
+  const alive = async (node: string) => {
+    const out = await hafleet("status", "--fleet", fleetId, "--json");
+    const n = (JSON.parse(out.stdout) as { nodes: { nodeId: string; heartbeatAgeMs: number }[] }).nodes.find(
+      (x) => x.nodeId === node,
+    );
+    return n !== undefined && n.heartbeatAgeMs < 1500;
+  };
+
+  expect(await hafleet("kill", "node-2", "--fleet", fleetId)).toMatchObject({ code: 0 });
+  const running = await hafleet("local", "start", "node-1", "--fleet", fleetId);
+  expect(running.code).toBe(1);
+  expect(running.stderr).toMatch(/node-1 is running \(pid \d+\): use restart/);
+
+  const started = await hafleet("local", "start", "node-2", "--fleet", fleetId);
+  expect(started.stderr).toBe("");
+  expect(started.stdout).toMatch(/started node-2 \(pid (\d+)\), ready after [\d.]+ s/);
+  await until("node-2 heartbeating again", 10_000, async () => ((await alive("node-2")) ? true : undefined));
+
+  // The new pid is the one the other commands act on.
+  const pid = /pid (\d+)/.exec(started.stdout)![1];
+  const killed = await hafleet("kill", "node-2", "--fleet", fleetId);
+  expect(killed).toMatchObject({ code: 0 });
+  expect(killed.stdout).toContain(`pid ${pid}`);
+
+  const restarted = await hafleet("local", "restart", "node-1", "--fleet", fleetId);
+  expect(restarted.stdout).toMatch(/restarted node-1 \(pid \d+\), ready after/);
+  const unknown = await hafleet("local", "start", "node-9", "--fleet", fleetId);
+  expect(unknown.code).toBe(1);
+  expect(unknown.stderr).toContain("no node 'node-9' in local fleet");
+});

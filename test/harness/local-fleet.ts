@@ -206,6 +206,11 @@ export interface LocalFleetState {
     readonly publicIp?: string;
   }[];
   readonly ownerPid: number;
+  /**
+   * Where the fleet's process takes `hafleet local start|restart NODE`
+   * (loopback; each request carries the fleet's admin token).
+   */
+  readonly controlUrl?: string;
 }
 
 export function stateFile(fleetId: string): string {
@@ -649,6 +654,105 @@ export class LocalFleet {
     return join(WORK_DIR, "local", `${this.fleetId}-${node.nodeId}.config.json`);
   }
 
+  /** Whether the node's process runs (it may be paused). */
+  running(nodeId: string): boolean {
+    const c = this.node(nodeId).child;
+    return !!c && c.exitCode === null && c.signalCode === null;
+  }
+
+  /**
+   * Starts a node whose process has exited (killed, crashed, drained) and
+   * records its new pid for the other commands; resolves once its `/readyz`
+   * answers 200, or throws after `readyMs`.
+   */
+  async startAgain(nodeId: string, readyMs = 30_000): Promise<LocalNode> {
+    const node = this.node(nodeId);
+    if (this.running(nodeId)) {
+      throw new Error(`${nodeId} is running (pid ${node.child?.pid}): use restart`);
+    }
+    this.startNode(node);
+    await this.writeState();
+    await this.waitFor(() => this.ready(node), readyMs, `${nodeId} did not become ready`);
+    return node;
+  }
+
+  /**
+   * Stops a node as systemd would (SIGTERM: it hands over and drains; SIGKILL
+   * after `stopMs`) and starts it again.
+   */
+  async restart(nodeId: string, stopMs = 60_000): Promise<LocalNode> {
+    const c = this.node(nodeId).child;
+    if (c && this.running(nodeId)) {
+      const exited = new Promise<void>((resolve) => c.once("exit", () => resolve()));
+      const hard = setTimeout(() => c.kill("SIGKILL"), stopMs);
+      c.kill("SIGCONT");
+      c.kill("SIGTERM");
+      await exited;
+      clearTimeout(hard);
+    }
+    return this.startAgain(nodeId);
+  }
+
+  /**
+   * Serves `POST /nodes/<id>/start` and `POST /nodes/<id>/restart` on a
+   * loopback port for the `hafleet local` commands of other processes, each
+   * with `authorization: Bearer <the fleet's admin token>`; answers when the
+   * node is ready, with `{ message }` (200), or the reason (4xx, 5xx).
+   */
+  async serveControl(): Promise<string> {
+    const token = (await readFile(adminTokenFile(this.fleetId), "utf8")).trim();
+    const server = createServer((req, res) => {
+      const answer = (status: number, message: string) => {
+        res.writeHead(status, { "content-type": "application/json" });
+        res.end(JSON.stringify({ message }));
+      };
+      const m = /^\/nodes\/([^/]+)\/(start|restart)$/.exec(req.url ?? "");
+      if (req.method !== "POST" || !m) return answer(404, "not found");
+      if (req.headers.authorization !== `Bearer ${token}`)
+        return answer(401, "a valid admin token is required");
+      const [, nodeId, verb] = m as unknown as [string, string, "start" | "restart"];
+      if (!this.nodes.some((n) => n.nodeId === nodeId)) {
+        return answer(
+          404,
+          `no node '${nodeId}' in local fleet '${this.fleetId}' (nodes: ${this.nodes.map((n) => n.nodeId).join(", ")})`,
+        );
+      }
+      const started = Date.now();
+      (verb === "start" ? this.startAgain(nodeId) : this.restart(nodeId)).then(
+        (n) =>
+          answer(
+            200,
+            `${verb === "start" ? "started" : "restarted"} ${nodeId} (pid ${n.child?.pid}), ready after ${((Date.now() - started) / 1000).toFixed(1)} s`,
+          ),
+        (err: unknown) =>
+          answer(
+            /is running/.test(String(err)) ? 409 : 504,
+            err instanceof Error ? err.message : String(err),
+          ),
+      );
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    this.control = server;
+    this.controlUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    await this.writeState();
+    return this.controlUrl;
+  }
+
+  private control: Server | undefined;
+  private controlUrl: string | undefined;
+
+  private async ready(node: LocalNode): Promise<boolean> {
+    try {
+      const res = await fetch(`http://${node.address}:${node.adminPort}/readyz`, {
+        signal: AbortSignal.timeout(500),
+      });
+      await res.arrayBuffer();
+      return res.status === 200;
+    } catch {
+      return false;
+    }
+  }
+
   node(nodeId: string): LocalNode {
     const n = this.nodes.find((x) => x.nodeId === nodeId);
     if (!n)
@@ -669,19 +773,7 @@ export class LocalFleet {
   }
 
   async allReady(): Promise<boolean> {
-    const states = await Promise.all(
-      this.nodes.map(async (n) => {
-        try {
-          const res = await fetch(`http://${n.address}:${n.adminPort}/readyz`, {
-            signal: AbortSignal.timeout(500),
-          });
-          await res.arrayBuffer();
-          return res.status === 200;
-        } catch {
-          return false;
-        }
-      }),
-    );
+    const states = await Promise.all(this.nodes.map((n) => this.ready(n)));
     return states.every(Boolean);
   }
 
@@ -711,6 +803,7 @@ export class LocalFleet {
         ...(n.own ? { publicIp: n.own.publicIp } : {}),
       })),
       ownerPid: process.pid,
+      ...(this.controlUrl ? { controlUrl: this.controlUrl } : {}),
     };
     await mkdir(join(WORK_DIR, "local"), { recursive: true });
     await writeFile(stateFile(this.fleetId), `${JSON.stringify(state, null, 2)}\n`);
@@ -718,6 +811,7 @@ export class LocalFleet {
 
   /** Stops everything it started and leaves nothing running. */
   async down(): Promise<void> {
+    this.control?.close();
     this.checkerStop.abort();
     await this.checkerRun?.catch(() => {});
     await this.resolver?.stop();
