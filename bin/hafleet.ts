@@ -23,6 +23,7 @@ import { type FleetStatus, fleetStatus, renderStatus } from "../lib/core/status"
 import { StateStore } from "../lib/core/store";
 import { tableNamesFromEnv } from "../lib/core/tables";
 import { VERSION } from "../lib/core/version";
+import { FleetWatch } from "../lib/core/watch";
 import { emulatorEnv } from "../test/harness/emulator";
 import {
   adminTokenFile,
@@ -95,6 +96,24 @@ async function connect(fleetId: string) {
       elasticIps.destroy();
     },
   };
+}
+
+/**
+ * Prints what happens in the fleet as it happens, one line each (lease moves
+ * with tokens, Elastic IP moves, marks, weights, drains, deaths), until `signal`.
+ */
+async function followFleet(store: StateStore, fleetId: string, signal: AbortSignal): Promise<void> {
+  const watch = new FleetWatch(store, fleetId);
+  const time = (ms: number) => new Date(ms).toISOString().slice(11, 23);
+  while (!signal.aborted) {
+    try {
+      for (const line of await watch.poll()) process.stdout.write(`${time(line.atMs)}  ${line.text}\n`);
+    } catch (err) {
+      process.stdout.write(`${time(Date.now())}  (could not read the fleet: ${String(err)})\n`);
+    }
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  store.destroy();
 }
 
 /** Asks the local fleet's process to start or restart one of its nodes, and waits for its answer. */
@@ -288,9 +307,11 @@ export function program(): Command {
           : {}),
       });
       let stopping = false;
+      const watching = new AbortController();
       const stop = () => {
         if (stopping) return;
         stopping = true;
+        watching.abort();
         process.stdout.write("\nstopping the local fleet...\n");
         fleet.down().then(() => process.exit(0));
       };
@@ -324,6 +345,7 @@ export function program(): Command {
           "",
         ].join("\n"),
       );
+      await followFleet(new StateStore({ tables: fleet.tables }), fleet.fleetId, watching.signal);
       await new Promise(() => {}); // until Ctrl-C
     });
 

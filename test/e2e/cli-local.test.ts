@@ -107,35 +107,47 @@ test("a fleet started without --mode switches to active-active by config put", a
   expect(set.mode).toBe("active-active");
 });
 
-test("a killed node comes back with local start; restart and start say what they did", async () => {
+test("the fleet's terminal tells a failover; a killed node comes back with local start", async () => {
   const fleetId = uniqueId("cli");
   await localUp(fleetId);
-  const alive = async (node: string) => {
-    const out = await hafleet("status", "--fleet", fleetId, "--json");
-    const n = (JSON.parse(out.stdout) as { nodes: { nodeId: string; heartbeatAgeMs: number }[] }).nodes.find(
-      (x) => x.nodeId === node,
-    );
-    return n !== undefined && n.heartbeatAgeMs < 1500;
-  };
+  const status = async () =>
+    JSON.parse((await hafleet("status", "--fleet", fleetId, "--json")).stdout) as {
+      lease: { holder: string; token: number };
+      nodes: { nodeId: string; heartbeatAgeMs: number }[];
+    };
+  const { lease } = await status();
+  const holder = lease.holder;
+  const other = holder === "node-1" ? "node-2" : "node-1";
+  const printed = (pattern: RegExp) =>
+    until(`the fleet printed ${pattern}`, 20_000, async () => (pattern.test(output) ? true : undefined));
 
-  expect(await hafleet("kill", "node-2", "--fleet", fleetId)).toMatchObject({ code: 0 });
-  const running = await hafleet("local", "start", "node-1", "--fleet", fleetId);
+  expect(await hafleet("kill", holder, "--fleet", fleetId)).toMatchObject({ code: 0 });
+  // One line each, as it happens: the death, the lease with its token, the address.
+  await printed(new RegExp(`${holder}: no heartbeat for [\\d.]+ s, dead \\(was active\\)`));
+  await printed(new RegExp(`lease: ${other} holds it \\(token ${lease.token + 1}, after ${holder}\\)`));
+  await printed(
+    new RegExp(
+      `Elastic IP eipalloc-\\S+ moved to ${other} \\(token ${lease.token + 1}, \\d+ ms\\): took over the lease from ${holder}`,
+    ),
+  );
+
+  const running = await hafleet("local", "start", other, "--fleet", fleetId);
   expect(running.code).toBe(1);
-  expect(running.stderr).toMatch(/node-1 is running \(pid \d+\): use restart/);
+  expect(running.stderr).toMatch(new RegExp(`${other} is running \\(pid \\d+\\): use restart`));
 
-  const started = await hafleet("local", "start", "node-2", "--fleet", fleetId);
+  const started = await hafleet("local", "start", holder, "--fleet", fleetId);
   expect(started.stderr).toBe("");
-  expect(started.stdout).toMatch(/started node-2 \(pid (\d+)\), ready after [\d.]+ s/);
-  await until("node-2 heartbeating again", 10_000, async () => ((await alive("node-2")) ? true : undefined));
+  expect(started.stdout).toMatch(new RegExp(`started ${holder} \\(pid \\d+\\), ready after [\\d.]+ s`));
+  await printed(new RegExp(`${holder}: back \\(standby\\)`));
 
   // The new pid is the one the other commands act on.
   const pid = /pid (\d+)/.exec(started.stdout)![1];
-  const killed = await hafleet("kill", "node-2", "--fleet", fleetId);
+  const killed = await hafleet("kill", holder, "--fleet", fleetId);
   expect(killed).toMatchObject({ code: 0 });
   expect(killed.stdout).toContain(`pid ${pid}`);
 
-  const restarted = await hafleet("local", "restart", "node-1", "--fleet", fleetId);
-  expect(restarted.stdout).toMatch(/restarted node-1 \(pid \d+\), ready after/);
+  const restarted = await hafleet("local", "restart", other, "--fleet", fleetId);
+  expect(restarted.stdout).toMatch(new RegExp(`restarted ${other} \\(pid \\d+\\), ready after`));
   const unknown = await hafleet("local", "start", "node-9", "--fleet", fleetId);
   expect(unknown.code).toBe(1);
   expect(unknown.stderr).toContain("no node 'node-9' in local fleet");
