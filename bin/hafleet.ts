@@ -337,6 +337,12 @@ export function program(): Command {
                 `  weighted set:     ${fleet.dnsName} (zone ${fleet.zone.zoneId}, TTL ${fleet.ttlS} s) ${weights}`,
               ]
             : []),
+          ...(fleet.dnsServer
+            ? [
+                `  DNS for it:       dig @127.0.0.1 -p ${fleet.dnsServer.port} ${fleet.dnsName} +short`,
+                `                    curl --resolve ${fleet.dnsName}:${fleet.port}:$(dig @127.0.0.1 -p ${fleet.dnsServer.port} ${fleet.dnsName} +short) http://${fleet.dnsName}:${fleet.port}/`,
+              ]
+            : []),
           `  lease holder:     ${active?.nodeId ?? "(electing)"}`,
           `  nodes:            ${fleet.nodes.map((n) => `${n.nodeId} ${n.address}${own(n)} admin :${n.adminPort}`).join("; ")}`,
           `  emulator:         ${fleet.endpoint}`,

@@ -3,6 +3,7 @@
  * process, driven by `hafleet` commands in others: what an operator types.
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { Resolver } from "node:dns/promises";
 import { rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -105,6 +106,17 @@ test("a fleet started without --mode switches to active-active by config put", a
       : undefined;
   });
   expect(set.mode).toBe("active-active");
+
+  // Real DNS on the port the fleet printed answers for the set, and the answer serves.
+  const printedDig = /dig @127\.0\.0\.1 -p (\d+) (\S+) \+short/.exec(output);
+  expect(printedDig).not.toBeNull();
+  const dns = new Resolver({ timeout: 2000, tries: 2 });
+  dns.setServers([`127.0.0.1:${printedDig![1]}`]);
+  const port = /--resolve \S+:(\d+):/.exec(output)![1];
+  const [address] = await dns.resolve4(printedDig![2]!);
+  const res = await fetch(`http://${address}:${port}/`);
+  expect(res.status).toBe(200);
+  await res.arrayBuffer();
 });
 
 test("the fleet's terminal tells a failover; a killed node comes back with local start", async () => {

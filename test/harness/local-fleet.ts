@@ -48,6 +48,7 @@ import { StateStore } from "../../lib/core/store";
 import { ensureTables, type TableNames } from "../../lib/core/tables";
 import { generateAdminToken } from "../../proxy/admin-token";
 import { bundle } from "./bundle";
+import { DnsServer } from "./dns-server";
 import { allocateElasticIp, runInstances } from "./ec2";
 import { type Emulator, emulatorEnv, freePort, startEmulator, WORK_DIR } from "./emulator";
 import { ElasticIpFabric } from "./fabric";
@@ -196,7 +197,12 @@ export interface LocalFleetState {
   readonly elasticIp: { readonly allocationId: string; readonly publicIp: string };
   readonly port: number;
   /** The weighted set, with DNS. */
-  readonly dns?: { readonly zoneId: string; readonly name: string };
+  readonly dns?: {
+    readonly zoneId: string;
+    readonly name: string;
+    /** The loopback UDP port that answers DNS for the zone (127.0.0.1). */
+    readonly port?: number;
+  };
   readonly nodes: {
     readonly nodeId: string;
     readonly pid: number | undefined;
@@ -247,6 +253,8 @@ export class LocalFleet {
   dnsName = "";
   /** Answers for the weighted set as Route 53 would (with DNS). */
   resolver: Route53Resolver | undefined;
+  /** The resolver's answers as real DNS (with DNS): `dig @127.0.0.1 -p <port> <dnsName>`. */
+  dnsServer: DnsServer | undefined;
   readonly mode: "active-passive" | "active-active";
   readonly dns: boolean;
   private emulator: Emulator | undefined;
@@ -409,6 +417,9 @@ export class LocalFleet {
         healthCheckIntervalMs: this.o.healthCheckIntervalMs ?? 10_000,
       });
       await this.resolver.start();
+      // Real DNS for dig and curl --resolve, on a loopback UDP port.
+      this.dnsServer = new DnsServer({ resolver: this.resolver, zoneName: this.zone.zoneName });
+      await this.dnsServer.start();
     }
     if (this.o.checker ?? true) {
       const endpoint = this.o.checkerEndpoint;
@@ -793,7 +804,15 @@ export class LocalFleet {
       tables: this.tables,
       elasticIp: this.elasticIp,
       port: this.port,
-      ...(this.zone ? { dns: { zoneId: this.zone.zoneId, name: this.dnsName } } : {}),
+      ...(this.zone
+        ? {
+            dns: {
+              zoneId: this.zone.zoneId,
+              name: this.dnsName,
+              ...(this.dnsServer ? { port: this.dnsServer.port } : {}),
+            },
+          }
+        : {}),
       nodes: this.nodes.map((n) => ({
         nodeId: n.nodeId,
         pid: n.child?.pid,
@@ -814,6 +833,7 @@ export class LocalFleet {
     this.control?.close();
     this.checkerStop.abort();
     await this.checkerRun?.catch(() => {});
+    await this.dnsServer?.stop();
     await this.resolver?.stop();
     await this.fabric?.stop();
     await Promise.all(

@@ -4,6 +4,7 @@
  * through an injected `tcpCheck` (a set of addresses that are down); HTTP
  * checks reach a real server on port 0.
  */
+import { Resolver } from "node:dns/promises";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import {
@@ -15,6 +16,7 @@ import {
 } from "@aws-sdk/client-route-53";
 import { awsClientConfig } from "../../../lib/core/aws";
 import { uniqueId } from "../../harness/aws";
+import { DnsServer } from "../../harness/dns-server";
 import {
   CachingStub,
   Route53Resolver,
@@ -410,4 +412,30 @@ test("start fails with a Route 53 error naming the zone when the zone does not e
     operation: "ListResourceRecordSets",
     message: expect.stringContaining("ZNOSUCHZONE"),
   });
+});
+
+test("real DNS over UDP answers as the resolver does: A with its TTL, NXDOMAIN, REFUSED", async () => {
+  const n = name("udp");
+  await change(weighted(n, "a", "127.0.77.1", 1), weighted(n, "b", "127.0.77.2", 3));
+  const resolver = await started();
+  await until(() => resolver.resolve(n) !== undefined, "the records read");
+  const server = new DnsServer({ resolver, zoneName });
+  const port = await server.start();
+  try {
+    // Node's own resolver (c-ares), asking the port as dig would.
+    const client = new Resolver({ timeout: 2000, tries: 1 });
+    client.setServers([`127.0.0.1:${port}`]);
+    const seen = new Set<string>();
+    for (let i = 0; i < 40; i++) {
+      const [a] = await client.resolve4(n, { ttl: true });
+      expect(a!.ttl).toBe(7);
+      seen.add(a!.address);
+    }
+    expect([...seen].sort()).toEqual(["127.0.77.1", "127.0.77.2"]);
+    await expect(client.resolve4(name("nosuch"))).rejects.toMatchObject({ code: "ENOTFOUND" });
+    await expect(client.resolve4("example.com")).rejects.toMatchObject({ code: "EREFUSED" });
+    expect(server.answered.get("NOERROR")).toBe(40);
+  } finally {
+    await server.stop();
+  }
 });
