@@ -639,7 +639,9 @@ export class ProxyFleet extends Construct {
       // The admin endpoint listens on the instance's private address, which the health checker
       // probes from the VPC; the security group lets only the checker in, and state changes
       // need the admin token.
-      // --node-id is the instance id: the health checker finds the node's weighted record by it.
+      // --node-id is the instance id, unique per instance (the fleet lease's holder id);
+      // --node-name the node's stable name, which a replacement instance keeps: it owns the node's
+      // own Elastic IP (the newer live node of a name holds it) and its weighted record.
       // --agent: heartbeats, and the Elastic IP of the instance's allocation tag. In active-active
       // that address is the node's own (--own-allocation-id: it holds it and contends for no shared
       // one); in active-passive it is the fleet's shared address, which the lease holder takes. The
@@ -647,7 +649,7 @@ export class ProxyFleet extends Construct {
       // address, the other nodes' own ones included (the script stops above if the tag is missing).
       `ExecStart=$NODE_BIN /opt/hafleet/proxy.js --fleet ${this.fleetId} --state-file ${STATE_FILE} ` +
         `--admin-port ${this.adminPort} --admin-host $LOCAL_IP --admin-token-file ${ADMIN_TOKEN_FILE} ` +
-        `--node-id $INSTANCE_ID --workers auto ${this.accessLog ? "" : "--no-access-log "}` +
+        `--node-id $INSTANCE_ID --node-name $NODE_NAME --workers auto ${this.accessLog ? "" : "--no-access-log "}` +
         `--agent --instance-id $INSTANCE_ID --address $LOCAL_IP --zone $ZONE ${allocationFlag}`,
       "Restart=always",
       "RestartSec=1",

@@ -76,6 +76,9 @@ export class MemoryAgentStore implements AgentStore {
     const record: NodeRecord = {
       ...report,
       nodeId: this.nodeId,
+      name: report.name ?? this.nodeId,
+      // As `writeHeartbeat` keeps it: the first beat's time, across restarts.
+      startedAtMs: before?.startedAtMs ?? this.fleet.clock.wallMs(),
       seq: (before?.seq ?? 0) + 1,
       heartbeatAtMs: this.fleet.clock.wallMs(),
       ...(before?.failed ? { failed: before.failed } : {}),

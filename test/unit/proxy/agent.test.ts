@@ -271,3 +271,58 @@ describe("lost during promotion: no move", () => {
     a.leaseView.down = false;
   });
 });
+
+describe("active-active replacement: the newer live node of a name holds its own address", () => {
+  const OWN = "eipalloc-node-0";
+  /** Associations of the node's own address that landed, as `instance@ms`. */
+  const landings = (w: AgentWorld) =>
+    w.ec2.landings.filter(([id]) => id === OWN).map(([, instance, at]) => `${instance}@${at}`);
+
+  test("the node it replaces stops claiming the address once the newer one holds it", async () => {
+    const w = newWorld([]);
+    w.addNode("old", { name: "node-0", allocationId: OWN });
+    await w.start("old");
+    expect(w.ec2.addresses.get(OWN)).toBe("i-old");
+    await w.run(5000);
+    // Its replacement: a new instance under the same name, while the old one still runs.
+    w.addNode("new", { name: "node-0", allocationId: OWN });
+    await w.start("new");
+    expect(w.ec2.addresses.get(OWN)).toBe("i-new");
+    await w.run(60_000);
+    expect(w.ec2.addresses.get(OWN)).toBe("i-new");
+    // One association each: no tug of war every few seconds until the old one is gone.
+    expect(landings(w).map((l) => l.split("@")[0])).toEqual(["i-old", "i-new"]);
+    expect(w.node("old").logs.filter((l) => l.includes("a newer node named node-0"))).toHaveLength(1);
+  });
+
+  test("takes the address back when its newer namesake is no longer live", async () => {
+    const w = newWorld([]);
+    w.addNode("old", { name: "node-0", allocationId: OWN });
+    await w.start("old");
+    await w.run(5000);
+    const replacement = w.addNode("new", { name: "node-0", allocationId: OWN });
+    await w.start("new");
+    await w.run(15_000);
+    expect(w.ec2.addresses.get(OWN)).toBe("i-new");
+    // The replacement dies: its heartbeat stops (it never reaches the store again).
+    replacement.cut(true);
+    await w.until(() => w.ec2.addresses.get(OWN) === "i-old", 40_000, "the address back on i-old");
+    replacement.cut(false);
+  });
+
+  test("a restart of the older node's process does not take the address back", async () => {
+    const w = newWorld([]);
+    w.addNode("old", { name: "node-0", allocationId: OWN });
+    await w.start("old");
+    await w.run(5000);
+    w.addNode("new", { name: "node-0", allocationId: OWN });
+    await w.start("new");
+    await w.run(2000);
+    // The same instance's agent again: its item keeps its first start.
+    await w.during(w.node("old").agent.stop(), 60_000);
+    w.addNode("old", { name: "node-0", allocationId: OWN });
+    await w.start("old");
+    await w.run(30_000);
+    expect(landings(w).map((l) => l.split("@")[0])).toEqual(["i-old", "i-new"]);
+  });
+});
