@@ -367,9 +367,12 @@ export class NodeAgent {
         this.log("warn", "could not read the DNS weights", { error: String(err) });
         return undefined;
       });
-      const mine = (plans ?? [])
-        .filter((p) => this.o.nodeId in p.weights)
-        .map((p) => ({ weight: p.weights[this.o.nodeId]!.weight, ttlS: p.ttlS, syncedAt: p.syncedAt }));
+      // The records this node stands for: by endpoint (its name), with its id when they differ.
+      const mine = (plans ?? []).flatMap((p) =>
+        Object.entries(p.weights)
+          .filter(([endpoint, w]) => (w.nodeId ?? endpoint) === this.o.nodeId)
+          .map(([, w]) => ({ weight: w.weight, ttlS: p.ttlS, syncedAt: p.syncedAt })),
+      );
       if (plans && mine.length === 0) return; // no weighted set names this node
       if (!(await this.anotherNodeServes())) {
         // The whole fleet is stopping (or this is the last node): no one to send clients to,

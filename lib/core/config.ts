@@ -199,7 +199,7 @@ export const DnsSchema = z.strictObject({
   ttlS: z.int().min(1).max(86_400).default(10),
   /** A healthy node's weight (its capacity share), 0-255 as in Route 53. */
   weight: z.int().min(0).max(255).default(100),
-  /** Per-node weights by node id, for nodes of other sizes. */
+  /** Per-node weights by node name (`node-0`; the node id of a node without one), for nodes of other sizes. */
   nodeWeights: z.record(z.string().min(1).max(256), z.int().min(0).max(255)).default({}),
   /** A recovered node's weight ramps back over this many checker runs (slow start in DNS). */
   rampRuns: z.int().min(1).max(100).default(4),

@@ -160,8 +160,9 @@ export interface ProxyFleetProps {
 /** One node: its instance and the Elastic IP that is its own (active-active) or shared (active-passive). */
 export interface ProxyNode {
   /**
-   * `node-<index>`: the node's name in tags and in its Route 53 health check's Name tag. Its runtime
-   * id (`--node-id`, and its weighted record's SetIdentifier) is the instance id, `instance.ref`.
+   * `node-<index>`: the node's stable name (`--node-name`), in tags, in its Route 53 health check's
+   * Name tag and in its weighted record's SetIdentifier; a replacement instance keeps it. Its
+   * runtime id (`--node-id`, the fleet lease's holder id) is the instance id, `instance.ref`.
    */
   readonly name: string;
   readonly instance: ec2.CfnInstance;

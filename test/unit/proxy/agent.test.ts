@@ -5,6 +5,7 @@
  * cloud, written as data; the same items run against the emulator and the
  * fault proxy in test/integration/proxy/agent.test.ts.
  */
+import type { DnsPlan } from "../../../lib/core/dns";
 import type { MovePlan } from "../../harness/fake-elastic-ips";
 import { AgentWorld, SHARED } from "./agent-world";
 
@@ -324,5 +325,65 @@ describe("active-active replacement: the newer live node of a name holds its own
     await w.start("old");
     await w.run(30_000);
     expect(landings(w).map((l) => l.split("@")[0])).toEqual(["i-old", "i-new"]);
+  });
+});
+
+describe("active-active drain: a node waits to leave DNS only for the records it stands for", () => {
+  const plan = (weights: DnsPlan["weights"], syncedAt: number): DnsPlan => ({
+    name: "lb.example.org",
+    mode: "active-active",
+    ttlS: 10,
+    token: 1,
+    weights,
+    syncedAt,
+    changeId: undefined,
+  });
+
+  test("the replaced node stops at once; its replacement serves until its name's record is at 0 and the TTL passed", async () => {
+    const w = newWorld([]);
+    w.addNode("old", { name: "node-0", allocationId: "eipalloc-node-0" });
+    w.addNode("one", { name: "node-1", allocationId: "eipalloc-node-1" });
+    await w.start("old");
+    await w.start("one");
+    await w.run(1000);
+    w.addNode("new", { name: "node-0", allocationId: "eipalloc-node-0" });
+    await w.start("new");
+    const address = "127.0.99.1";
+    w.memory.dnsPlans = [
+      plan(
+        {
+          "node-0": { address, weight: 100, nodeId: "new" },
+          "node-1": { address, weight: 100, nodeId: "one" },
+        },
+        w.clock.wallMs(),
+      ),
+    ];
+    // The record of node-0 is the replacement's: the node it replaced is in no plan.
+    const oldStopped = w.clock.nowMs();
+    await w.during(w.node("old").agent.stop(), 5000);
+    expect(w.clock.nowMs() - oldStopped).toBeLessThan(1000);
+    let newDone = false;
+    void w
+      .node("new")
+      .agent.stop()
+      .then(() => {
+        newDone = true;
+      });
+    await w.run(5000);
+    expect(newDone).toBe(false);
+    const zeroAt = w.clock.wallMs();
+    w.memory.dnsPlans = [
+      plan(
+        {
+          "node-0": { address, weight: 0, nodeId: "new" },
+          "node-1": { address, weight: 100, nodeId: "one" },
+        },
+        zeroAt,
+      ),
+    ];
+    const waited = await w.until(() => newDone, 20_000, "the replacement stopped");
+    // The TTL (10 s) and a second from when the plan with its record at 0 was in sync.
+    expect(waited).toBeGreaterThanOrEqual(10_500);
+    expect(waited).toBeLessThan(12_000);
   });
 });
