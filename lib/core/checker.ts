@@ -133,6 +133,17 @@ export interface CheckerDns {
    * @default 30000
    */
   readonly rereadMs?: number;
+  /**
+   * Whether the checker creates a missing record (for the shared address or
+   * a live node that is not leaving), or only changes and removes records. A
+   * CDK stack creates every record with its Route 53 health check, so its
+   * checker creates none: a record missing there was deleted by the stack
+   * (`cdk destroy` deletes the records while the nodes still run), and one
+   * made again would have no health check, keep a stack-created zone from
+   * being deleted and outlive the stack (docs/architecture.md §5.2).
+   * @default true
+   */
+  readonly createRecords?: boolean;
 }
 
 export interface DnsReportLine {
@@ -638,6 +649,7 @@ export class HealthChecker {
       current,
       new Set(endpoints.keys()),
       ttlS,
+      this.o.dns?.createRecords ?? true,
     );
     const report = planned.map((p) => ({ ...p, from: current.get(p.nodeId)?.weight }));
     return { planned: [...planned], report, changes: [...writes], removes: [...removes], views };

@@ -434,7 +434,10 @@ export interface RecordChanges {
  * - a missing record is created only for the shared address and for an
  *   endpoint whose node is live and not leaving: never for a leaving,
  *   failed-and-silent or unknown node, whose record would come back with no
- *   health check and outlive the fleet;
+ *   health check and outlive the fleet; and none at all unless `create`
+ *   (a stack's checker: the stack made every record, with its health check,
+ *   and one missing was deleted by it, as `cdk destroy` does while the nodes
+ *   still run);
  * - a record of an endpoint no node stands for (`known`: every endpoint of
  *   `planEndpoints`) that carries no health check is stale, one the checker
  *   made for a node that is gone, and is removed. A record with a health check
@@ -447,8 +450,10 @@ export function planRecordChanges(
   current: ReadonlyMap<string, WeightedRecord>,
   known: ReadonlySet<string>,
   ttlS: number,
+  create = true,
 ): RecordChanges {
   const creatable = (id: string) => {
+    if (!create) return false;
     if (id === SHARED_ENDPOINT) return true;
     const v = views.find((n) => n.nodeId === id);
     return !!v && v.live !== false && !v.leaving;

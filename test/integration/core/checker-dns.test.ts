@@ -511,7 +511,7 @@ test("a weight change keeps the record's Route 53 health check", async () => {
 
 describe("records keyed on the nodes' stable names (a replacement keeps its name's record)", () => {
   /** A fleet with a config and a checker, whose nodes the test adds by name. */
-  async function namedFleet() {
+  async function namedFleet(dnsOptions: { createRecords?: boolean } = {}) {
     const fleetId = uniqueId("fleet");
     const name = `${fleetId}.${zoneName}`;
     await new ConfigStore(store, fleetId).put(config("active-active"), { expectedVersion: 0, by: "test" });
@@ -577,7 +577,7 @@ describe("records keyed on the nodes' stable names (a replacement keeps its name
       checkerId: "checker-1",
       elasticIps: eips,
       probeTimeoutMs: 400,
-      dns: { records, zoneId, name },
+      dns: { records, zoneId, name, ...dnsOptions },
     });
     cleanups.push(() => checker.stop());
     return { fleetId, name, set, node, stackRecord, checker };
@@ -671,5 +671,24 @@ describe("records keyed on the nodes' stable names (a replacement keeps its name
     expect([...(await records.read(other)).keys()]).toEqual(["i-0gone"]);
     const removed = (await listEvents(store, f.fleetId)).filter((e) => e.kind === "weights-changed");
     expect(JSON.stringify(removed.map((e) => e.detail))).toContain('"removed":[{"nodeId":"i-0gone"');
+  });
+
+  test("a stack's checker creates no record, not even a live node's: one the stack deleted (a destroy under way) stays deleted", async () => {
+    const f = await namedFleet({ createRecords: false });
+    const hc0 = await f.stackRecord("node-0", ip(0));
+    await f.node("i-one0", "node-0", ip(0));
+    await f.node("i-one1", "node-1", ip(1));
+    await leader(f.checker);
+    for (let i = 0; i < 2; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
+    const read = async () =>
+      Object.fromEntries(
+        [...(await records.read(f.set)).values()].map((r) => [r.nodeId, [r.weight, r.healthCheckId]]),
+      );
+    expect(await read()).toEqual({ "node-0": [100, hc0] });
+    // `cdk destroy` deletes the stack's records while the nodes and the checker still run.
+    const now = await records.read(f.set);
+    await records.apply(f.set, [], now, [...now.values()]);
+    for (let i = 0; i < 2; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
+    expect(await read()).toEqual({});
   });
 });

@@ -92,6 +92,7 @@ describe("the records a run sends (planRecordChanges)", () => {
     views: DnsNodeView[];
     current: Map<string, WeightedRecord>;
     known?: string[];
+    create?: boolean;
     writes: string[];
     removes: string[];
   }>([
@@ -169,6 +170,15 @@ describe("the records a run sends (planRecordChanges)", () => {
       removes: [],
     },
     {
+      name: "a checker that may not create records (the stack's) creates none, not even a live node's",
+      planned: [plan("node-0", 25), plan(SHARED_ENDPOINT, 0), plan("node-1", 0)],
+      views: [view("node-0"), view("node-1")],
+      current: at(record("node-1", 100, "hc-1")),
+      create: false,
+      writes: ["node-1=0"],
+      removes: [],
+    },
+    {
       name: "the shared address's record is never removed",
       planned: [],
       views: [],
@@ -176,9 +186,9 @@ describe("the records a run sends (planRecordChanges)", () => {
       writes: [],
       removes: [],
     },
-  ])("$name", ({ planned, views, current, known, writes, removes }) => {
+  ])("$name", ({ planned, views, current, known, create, writes, removes }) => {
     const keys = new Set(known ?? views.map((v) => v.nodeId));
-    const out = planRecordChanges(planned, views, current, keys, 10);
+    const out = planRecordChanges(planned, views, current, keys, 10, create);
     expect(ids(out.writes)).toEqual(writes);
     expect(ids(out.removes)).toEqual(removes);
     // The plan recorded in `dns#` names only records that exist or are written.
