@@ -147,6 +147,7 @@ export interface CheckerDns {
 }
 
 export interface DnsReportLine {
+  /** The record's endpoint: a node's stable name (its id when it has none), or `active`. */
   readonly nodeId: string;
   readonly address: string;
   readonly weight: number;
