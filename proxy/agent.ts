@@ -218,7 +218,7 @@ export class NodeAgent {
   private publicIp: string | undefined;
   /** When the own address was last seen on this instance: re-read every 10 s, not every beat. */
   private ownSeenAtMs = Number.NEGATIVE_INFINITY;
-  /** The newer namesake found holding the own address, while it does (logged once). */
+  /** The newer namesake found holding the own address, while it does (logged once; checked every beat). */
   private replacedBy: string | undefined;
   /** Judges the other nodes' heartbeats, for whether a newer namesake is live. */
   private readonly monitor: HeartbeatMonitor;
@@ -519,13 +519,13 @@ export class NodeAgent {
 
   /**
    * Associates this node's own Elastic IP with its instance when it is not
-   * (at start, then every 10 s at a heartbeat); a no-op without
-   * `ownAllocationId`. The address belongs to the node's name, and only
-   * nodes of that name take it, so no lease is needed. Of two namesakes (a
-   * replacement and the node it replaces, both up for a while), the newer
-   * live one holds it: this node stops claiming the address once such a
-   * node has it, and takes it back only when that node is no longer live
-   * (docs/architecture.md §5.2).
+   * (at start, then every 10 s at a heartbeat, and every beat while a newer
+   * namesake holds it); a no-op without `ownAllocationId`. The address
+   * belongs to the node's name, and only nodes of that name take it, so no
+   * lease is needed. Of two namesakes (a replacement and the node it
+   * replaces, both up for a while), the newer live one holds it: this node
+   * stops claiming the address once such a node has it, and takes it back
+   * only when that node is no longer live (docs/architecture.md §5.2).
    */
   private async ensureOwnAddress(): Promise<void> {
     const id = this.o.ownAllocationId;
@@ -540,7 +540,8 @@ export class NodeAgent {
       }
       const newer = now.instanceId ? await this.newerHolder(now.instanceId) : undefined;
       if (newer) {
-        this.ownSeenAtMs = this.clock.nowMs();
+        // Looked at again next beat, not in 10 s: should the newer node die, the address is on a
+        // dead instance until this one takes it back.
         if (this.replacedBy !== newer.nodeId)
           this.log(
             "info",
