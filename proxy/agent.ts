@@ -51,10 +51,13 @@ import { dnsDrainMs, type VipDesired } from "../lib/core/failover";
 import { fencedPut } from "../lib/core/fence";
 import {
   Heartbeater,
+  HeartbeatMonitor,
   listNodes,
   type NodeRecord,
   type NodeReport,
   type NodeRole,
+  newerNamesake,
+  staleAfterMs,
   writeHeartbeat,
 } from "../lib/core/heartbeat";
 import type { Lease } from "../lib/core/lease";
@@ -150,6 +153,11 @@ export interface NodeAgentOptions {
   /** This node's contender for the fleet lease: name `fleet`, holder id the node id. */
   readonly lease: Lease;
   readonly nodeId: string;
+  /**
+   * The node's stable name (`node-0` on EC2), shared with its replacement: the newer live node
+   * of a name holds the name's own Elastic IP. @default the node id
+   */
+  readonly name?: string;
   /** EC2 instance id of this node (in local mode, the emulator's). */
   readonly instanceId: string;
   /** The address the node's listeners are bound to. */
@@ -210,6 +218,10 @@ export class NodeAgent {
   private publicIp: string | undefined;
   /** When the own address was last seen on this instance: re-read every 10 s, not every beat. */
   private ownSeenAtMs = Number.NEGATIVE_INFINITY;
+  /** The newer namesake found holding the own address, while it does (logged once; checked every beat). */
+  private replacedBy: string | undefined;
+  /** Judges the other nodes' heartbeats, for whether a newer namesake is live. */
+  private readonly monitor: HeartbeatMonitor;
 
   constructor(options: NodeAgentOptions) {
     this.o = options;
@@ -223,6 +235,7 @@ export class NodeAgent {
       );
     }
     this.lease = options.lease;
+    this.monitor = new HeartbeatMonitor({ staleMs: staleAfterMs(options.heartbeatMs ?? 1000) }, this.clock);
     this.heartbeater = new Heartbeater({
       write: (report) => options.store.beat(report),
       periodMs: options.heartbeatMs ?? 1000,
@@ -235,6 +248,7 @@ export class NodeAgent {
         load: options.proxy.load(),
         version: options.version,
         instanceId: options.instanceId,
+        ...(options.name ? { name: options.name } : {}),
         ...(options.zone ? { zone: options.zone } : {}),
         ...(this.publicIp ? { publicIp: this.publicIp } : {}),
       }),
@@ -353,9 +367,12 @@ export class NodeAgent {
         this.log("warn", "could not read the DNS weights", { error: String(err) });
         return undefined;
       });
-      const mine = (plans ?? [])
-        .filter((p) => this.o.nodeId in p.weights)
-        .map((p) => ({ weight: p.weights[this.o.nodeId]!.weight, ttlS: p.ttlS, syncedAt: p.syncedAt }));
+      // The records this node stands for: by endpoint (its name), with its id when they differ.
+      const mine = (plans ?? []).flatMap((p) =>
+        Object.entries(p.weights)
+          .filter(([endpoint, w]) => (w.nodeId ?? endpoint) === this.o.nodeId)
+          .map(([, w]) => ({ weight: w.weight, ttlS: p.ttlS, syncedAt: p.syncedAt })),
+      );
       if (plans && mine.length === 0) return; // no weighted set names this node
       if (!(await this.anotherNodeServes())) {
         // The whole fleet is stopping (or this is the last node): no one to send clients to,
@@ -502,8 +519,13 @@ export class NodeAgent {
 
   /**
    * Associates this node's own Elastic IP with its instance when it is not
-   * (at start, then at every heartbeat). Only this node ever takes it, so no
-   * lease is needed; it is a no-op without `ownAllocationId`.
+   * (at start, then every 10 s at a heartbeat, and every beat while a newer
+   * namesake holds it); a no-op without `ownAllocationId`. The address
+   * belongs to the node's name, and only nodes of that name take it, so no
+   * lease is needed. Of two namesakes (a replacement and the node it
+   * replaces, both up for a while), the newer live one holds it: this node
+   * stops claiming the address once such a node has it, and takes it back
+   * only when that node is no longer live (docs/architecture.md §5.2).
    */
   private async ensureOwnAddress(): Promise<void> {
     const id = this.o.ownAllocationId;
@@ -513,8 +535,25 @@ export class NodeAgent {
       this.publicIp = now.publicIp || this.publicIp;
       if (now.instanceId === this.o.instanceId) {
         this.ownSeenAtMs = this.clock.nowMs();
+        this.replacedBy = undefined;
         return;
       }
+      const newer = now.instanceId ? await this.newerHolder(now.instanceId) : undefined;
+      if (newer) {
+        // Looked at again next beat, not in 10 s: should the newer node die, the address is on a
+        // dead instance until this one takes it back.
+        if (this.replacedBy !== newer.nodeId)
+          this.log(
+            "info",
+            `own Elastic IP ${id} is held by ${newer.nodeId}, a newer node named ${newer.name}: not claiming it`,
+            {
+              instanceId: now.instanceId,
+            },
+          );
+        this.replacedBy = newer.nodeId;
+        return;
+      }
+      this.replacedBy = undefined;
       const moved = await this.o.elasticIps.moveTo(id, this.o.instanceId);
       this.ownSeenAtMs = this.clock.nowMs();
       this.log("info", `own Elastic IP ${id} (${this.publicIp}) now on ${this.o.instanceId}`, {
@@ -523,6 +562,20 @@ export class NodeAgent {
     } catch (err) {
       this.log("error", `could not take own Elastic IP ${id}`, { error: String(err) });
     }
+  }
+
+  /**
+   * The live node of this node's name that started after it and is on
+   * `instanceId`, if any. This node's start is as its own item records it (a
+   * restart of its process keeps it); without one yet, it is the newest.
+   */
+  private async newerHolder(instanceId: string): Promise<NodeRecord | undefined> {
+    const nodes = await this.o.store.listNodes();
+    const live = new Map(this.monitor.observe(nodes).map((l) => [l.nodeId, l.state !== "dead"]));
+    const self = nodes.find((n) => n.nodeId === this.o.nodeId);
+    if (!self) return undefined;
+    const newer = newerNamesake(self, nodes, (n) => live.get(n.nodeId) === true);
+    return newer?.instanceId === instanceId ? newer : undefined;
   }
 
   /**

@@ -56,6 +56,8 @@ export interface MainOptions {
   readonly adminTokenFile?: string;
   readonly workers: number;
   readonly nodeId: string;
+  /** The node's stable name, which a replacement instance keeps (`node-0`); defaults to the node id. */
+  readonly nodeName?: string;
   readonly accessLog: boolean;
   readonly logLevel: string;
   readonly pollMs: number;
@@ -102,6 +104,10 @@ export function buildCommand(): Command {
     )
     .option("--workers <n>", "worker processes, or 'auto' for one per core", workersFlag, 1)
     .option("--node-id <id>", "this node's id (sessions, logs)", hostname())
+    .option(
+      "--node-name <name>",
+      "this node's stable name, kept by its replacement: it owns the node's own Elastic IP and weighted record (default: the node id)",
+    )
     .option("--no-access-log", "no log line per request (faster)")
     .option("--log-level <level>", "pino level: trace, debug, info, warn, error, fatal, silent", "info")
     .option(
@@ -160,6 +166,8 @@ export function parseFlags(argv: readonly string[]): MainOptions {
     );
   }
   if (cmd.args.length > 0) throw new UsageError(`unexpected argument '${cmd.args[0]}'`);
+  if (o.nodeName !== undefined && !NAME_PATTERN.test(o.nodeName))
+    throw new UsageError(`--node-name '${o.nodeName}' must be 1-63 lowercase letters, digits or '-'`);
   if (o.agent && !o.fleet)
     throw new UsageError("--agent needs --fleet <id>: the agent works on the fleet's state");
   for (const id of o.allocationId ?? []) {
@@ -628,6 +636,7 @@ async function startAgent(o: MainOptions, node: ProxyNode, logger: Logger): Prom
       leaseMs: failover?.leaseMs,
     }),
     nodeId: o.nodeId,
+    ...(o.nodeName ? { name: o.nodeName } : {}),
     instanceId,
     address,
     adminUrl: `http://${o.adminHost === "0.0.0.0" ? address : o.adminHost}:${node.admin.port}`,

@@ -62,6 +62,8 @@ function dnsFromEnv(
     records,
     zoneId,
     name,
+    // The stack made every record with its health check: a missing one is the stack's to make.
+    createRecords: false,
     ...(shared
       ? { sharedAddress: async () => (address ??= (await elasticIps.describe(shared)).publicIp || undefined) }
       : {}),

@@ -54,13 +54,22 @@ import {
   type PlannedRecord,
   ProbeTracker,
   planDns,
+  planEndpoints,
   planMarks,
+  planRecordChanges,
   planVip,
   type Verdict,
   type VipDesired,
 } from "./failover";
 import { fencedPut } from "./fence";
-import { HeartbeatMonitor, listNodes, type NodeRecord, setNodeFailed, staleAfterMs } from "./heartbeat";
+import {
+  HeartbeatMonitor,
+  listNodes,
+  NODE_GONE_AFTER_MS,
+  type NodeRecord,
+  setNodeFailed,
+  staleAfterMs,
+} from "./heartbeat";
 import { DynamoLeaseStore, Lease, type LeaseRecord } from "./lease";
 import type { StateStore } from "./store";
 import { keys } from "./tables";
@@ -124,9 +133,21 @@ export interface CheckerDns {
    * @default 30000
    */
   readonly rereadMs?: number;
+  /**
+   * Whether the checker creates a missing record (for the shared address or
+   * a live node that is not leaving), or only changes and removes records. A
+   * CDK stack creates every record with its Route 53 health check, so its
+   * checker creates none: a record missing there was deleted by the stack
+   * (`cdk destroy` deletes the records while the nodes still run), and one
+   * made again would have no health check, keep a stack-created zone from
+   * being deleted and outlive the stack (docs/architecture.md §5.2).
+   * @default true
+   */
+  readonly createRecords?: boolean;
 }
 
 export interface DnsReportLine {
+  /** The record's endpoint: a node's stable name (its id when it has none), or `active`. */
   readonly nodeId: string;
   readonly address: string;
   readonly weight: number;
@@ -577,7 +598,13 @@ export class HealthChecker {
     }
   }
 
-  /** The weighted set planned from the verdicts (`planDns`) against `current`, and the records to change. */
+  /**
+   * The weighted set planned from the verdicts (`planDns`) against `current`,
+   * and the records to change or remove (`planRecordChanges`). Its endpoints
+   * are the nodes' stable names (`planEndpoints`): of a name's nodes, the
+   * newer live one stands for it, so a replacement takes over its record, and
+   * a node gone for `NODE_GONE_AFTER_MS` stands for none (docs/architecture.md §5.2).
+   */
   private planSet(
     config: FleetConfig,
     nodes: readonly NodeRecord[],
@@ -585,31 +612,48 @@ export class HealthChecker {
     current: ReadonlyMap<string, WeightedRecord>,
     shared: string | undefined,
     ttlS: number,
-  ): { planned: PlannedRecord[]; report: DnsReportLine[]; changes: WeightedRecord[]; views: DnsNodeView[] } {
-    const views: DnsNodeView[] = nodes.map((n) => ({
-      nodeId: n.nodeId,
-      address: n.publicIp,
-      verdict: lines.find((l) => l.nodeId === n.nodeId)?.verdict ?? "suspect",
-      healthyRuns: this.healthyRuns.get(n.nodeId) ?? 0,
-      leaving: n.drain || n.role === "draining" || n.role === "stopped",
-    }));
-    const planned = planDns(config.failover.mode, views, current, shared, config.dns);
-    const report = planned.map((p) => ({ ...p, from: current.get(p.nodeId)?.weight }));
-    const changes: WeightedRecord[] = planned
-      .filter((p) => {
-        const now = current.get(p.nodeId);
-        return !now || now.weight !== p.weight || now.address !== p.address || now.ttlS !== ttlS;
-      })
-      .map((p) => {
-        const healthCheckId = current.get(p.nodeId)?.healthCheckId;
-        return {
-          nodeId: p.nodeId,
-          address: p.address,
-          weight: p.weight,
-          ...(healthCheckId ? { healthCheckId } : {}),
-        };
+  ): {
+    planned: PlannedRecord[];
+    report: DnsReportLine[];
+    changes: WeightedRecord[];
+    removes: WeightedRecord[];
+    views: DnsNodeView[];
+  } {
+    const wallMs = this.clock.wallMs();
+    const live = (n: NodeRecord) => lines.find((l) => l.nodeId === n.nodeId)?.heartbeat !== "dead";
+    const endpoints = planEndpoints(
+      nodes.map((n) => ({
+        nodeId: n.nodeId,
+        name: n.name,
+        startedAtMs: n.startedAtMs,
+        live: live(n),
+        gone: !live(n) && wallMs - n.heartbeatAtMs > NODE_GONE_AFTER_MS,
+      })),
+    );
+    const views: DnsNodeView[] = [];
+    for (const [endpoint, nodeId] of endpoints) {
+      const n = nodes.find((x) => x.nodeId === nodeId)!;
+      views.push({
+        nodeId: endpoint,
+        ...(nodeId !== endpoint ? { heldBy: nodeId } : {}),
+        live: live(n),
+        address: n.publicIp,
+        verdict: lines.find((l) => l.nodeId === nodeId)?.verdict ?? "suspect",
+        healthyRuns: this.healthyRuns.get(nodeId) ?? 0,
+        leaving: n.drain || n.role === "draining" || n.role === "stopped",
       });
-    return { planned, report, changes, views };
+    }
+    const all = planDns(config.failover.mode, views, current, shared, config.dns);
+    const { planned, writes, removes } = planRecordChanges(
+      all,
+      views,
+      current,
+      new Set(endpoints.keys()),
+      ttlS,
+      this.o.dns?.createRecords ?? true,
+    );
+    const report = planned.map((p) => ({ ...p, from: current.get(p.nodeId)?.weight }));
+    return { planned: [...planned], report, changes: [...writes], removes: [...removes], views };
   }
 
   /** Records the plan fenced in `dns#`, then sends its changes as one compare-and-swap batch against `current`. */
@@ -617,7 +661,7 @@ export class HealthChecker {
     dns: CheckerDns,
     set: { zoneId: string; name: string; ttlS: number },
     config: FleetConfig,
-    { planned, report, changes, views }: ReturnType<HealthChecker["planSet"]>,
+    { planned, report, changes, removes, views }: ReturnType<HealthChecker["planSet"]>,
     current: ReadonlyMap<string, WeightedRecord>,
     token: number,
   ): Promise<{ lines: DnsReportLine[]; changed: number; outOfDns: string[] }> {
@@ -627,9 +671,9 @@ export class HealthChecker {
     const plan = JSON.stringify([
       set,
       config.failover.mode,
-      planned.map((p) => [p.nodeId, p.address, p.weight]),
+      planned.map((p) => [p.nodeId, p.address, p.weight, p.heldBy]),
     ]);
-    if (changes.length === 0) {
+    if (changes.length === 0 && removes.length === 0) {
       if (this.recordedPlan !== plan) {
         // A change its predecessor left propagating is this checker's to confirm: until then
         // Route 53 has the records, but not every name server serves them.
@@ -653,9 +697,10 @@ export class HealthChecker {
     // Unknown until the batch is answered: a failed one makes the next run read Route 53 again.
     const view = this.dnsView;
     this.dnsView = undefined;
-    const sent = await dns.records.apply(set, changes, current);
+    const sent = await dns.records.apply(set, changes, current, removes);
     if (view) {
       for (const c of changes) view.records.set(c.nodeId, { ...c, ttlS: set.ttlS });
+      for (const r of removes) view.records.delete(r.nodeId);
       this.dnsView = view;
     }
     // Never waited for: later runs ask about it (`confirmPending`).
@@ -683,7 +728,12 @@ export class HealthChecker {
       .map((r) => views.find((v) => v.nodeId === r.nodeId))
       .filter((v) => v !== undefined && !v.leaving && v.verdict !== "healthy" && v.verdict !== "recovered")
       .map((v) => v!.nodeId);
-    const summary = moved.map((r) => `${r.nodeId} ${r.from ?? "new"} -> ${r.weight}`).join(", ");
+    const summary = [
+      ...moved.map((r) => `${r.nodeId} ${r.from ?? "new"} -> ${r.weight}`),
+      ...removes.map(
+        (r) => `${r.nodeId} removed (no node of that name for ${NODE_GONE_AFTER_MS / 60_000} min)`,
+      ),
+    ].join(", ");
     this.log(moved.some((r) => r.weight === 0) ? "warn" : "info", `weights of ${set.name}: ${summary}`, {
       token,
     });
@@ -692,7 +742,10 @@ export class HealthChecker {
       kind: "weights-changed",
       by: this.o.checkerId,
       token,
-      reason: moved.map((r) => `${r.nodeId}: ${r.reason}`).join("; "),
+      reason: [
+        ...moved.map((r) => `${r.nodeId}: ${r.reason}`),
+        ...removes.map((r) => `${r.nodeId}: stale, no known node stands for it`),
+      ].join("; "),
       detail: {
         name: set.name,
         mode: config.failover.mode,
@@ -702,6 +755,9 @@ export class HealthChecker {
           to: r.weight,
           address: r.address,
         })),
+        ...(removes.length > 0
+          ? { removed: removes.map((r) => ({ nodeId: r.nodeId, weight: r.weight, address: r.address })) }
+          : {}),
       },
     });
     return { lines: report, changed: changes.length, outOfDns };
@@ -784,7 +840,12 @@ export class HealthChecker {
         name: set.name,
         ttlS: set.ttlS,
         mode: config.failover.mode,
-        weights: Object.fromEntries(planned.map((p) => [p.nodeId, { address: p.address, weight: p.weight }])),
+        weights: Object.fromEntries(
+          planned.map((p) => [
+            p.nodeId,
+            { address: p.address, weight: p.weight, ...(p.heldBy ? { nodeId: p.heldBy } : {}) },
+          ]),
+        ),
         by: this.o.checkerId,
         at: this.clock.wallMs(),
         ...(sync.syncedAt !== undefined ? { syncedAt: sync.syncedAt } : {}),

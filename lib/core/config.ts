@@ -286,7 +286,9 @@ export const DnsSchema = z.strictObject({
   nodeWeights: z
     .record(z.string().min(1).max(256), z.int().min(0).max(255))
     .default({})
-    .describe("Per-node weights by node id, for nodes of other sizes."),
+    .describe(
+      "Per-node weights by node name (`node-0`; the node id of a node without one), for nodes of other sizes.",
+    ),
   rampRuns: z
     .int()
     .min(1)

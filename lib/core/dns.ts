@@ -13,8 +13,12 @@
  * does not match (InvalidChangeBatch), so a batch planned from a stale read (a
  * deposed checker's, landing late) changes nothing (docs/architecture.md §6).
  *
- * SetIdentifiers are `<record name>#<node id>`: unique per record name, because
- * some emulators (moto 5.2) delete by SetIdentifier across every name in a zone.
+ * SetIdentifiers are `<record name>#<endpoint>`, the endpoint a node's stable
+ * name (`node-0`, which a replacement instance keeps; its id when it has none)
+ * or `active`: unique per record name, because some emulators (moto 5.2)
+ * delete by SetIdentifier across every name in a zone. Only records of that
+ * name and that scheme are the fleet's: `read` leaves every other one out, so
+ * nothing here changes or removes another fleet's (docs/architecture.md §5.2).
  */
 import {
   type Change,
@@ -35,7 +39,13 @@ export interface DnsPlan {
   readonly ttlS: number;
   /** The checker lease's token the plan was written with. */
   readonly token: number;
-  readonly weights: Readonly<Record<string, { readonly address: string; readonly weight: number }>>;
+  /**
+   * By endpoint (a node's stable name, or `active`), with the node id of the node that stands for
+   * it (`nodeId`; absent in plans of older checkers, whose endpoints were node ids).
+   */
+  readonly weights: Readonly<
+    Record<string, { readonly address: string; readonly weight: number; readonly nodeId?: string }>
+  >;
   /** Wall ms when a checker run found the change that made Route 53 match the plan INSYNC; undefined while in flight. */
   readonly syncedAt: number | undefined;
   /** The Route 53 change that made the records match the plan, while it is not known to be INSYNC. */
@@ -51,9 +61,16 @@ export async function listDnsPlans(store: StateStore, fleetId: string): Promise<
     ttlS: Number(d.ttlS ?? 0),
     token: Number(d.fenceToken),
     weights: Object.fromEntries(
-      Object.entries((d.weights ?? {}) as Record<string, { address?: unknown; weight?: unknown }>).map(
-        ([id, w]) => [id, { address: String(w.address), weight: Number(w.weight) }],
-      ),
+      Object.entries(
+        (d.weights ?? {}) as Record<string, { address?: unknown; weight?: unknown; nodeId?: unknown }>,
+      ).map(([id, w]) => [
+        id,
+        {
+          address: String(w.address),
+          weight: Number(w.weight),
+          ...(typeof w.nodeId === "string" ? { nodeId: w.nodeId } : {}),
+        },
+      ]),
     ),
     syncedAt: d.syncedAt === undefined ? undefined : Number(d.syncedAt),
     changeId: typeof d.changeId === "string" ? d.changeId : undefined,
@@ -61,7 +78,10 @@ export async function listDnsPlans(store: StateStore, fleetId: string): Promise<
 }
 
 export interface WeightedRecord {
-  /** The node id, or `active` for the fleet's shared address (`SHARED_ENDPOINT`). */
+  /**
+   * The endpoint, the key of its SetIdentifier: a node's stable name (its id when it has none), or
+   * `active` for the fleet's shared address (`SHARED_ENDPOINT`).
+   */
   readonly nodeId: string;
   readonly address: string;
   readonly weight: number;
@@ -105,7 +125,7 @@ export class WeightedRecords {
       options.route53 ?? new Route53Client(awsClientConfig({ requestTimeoutMs: 3000, ...options.aws }));
   }
 
-  /** The weighted A records at the set's name, by node id (records hafleet did not make are left out). */
+  /** The fleet's weighted A records at the set's name, by endpoint (records of any other SetIdentifier scheme are left out). */
   async read(set: WeightedSet): Promise<Map<string, WeightedRecord>> {
     const name = fqdn(set.name);
     const out = new Map<string, WeightedRecord>();
@@ -142,7 +162,8 @@ export class WeightedRecords {
   /**
    * Changes every record in one compare-and-swap batch: each one in `current`
    * (the set as the caller last read it, e.g. from `read`) is deleted exactly
-   * as it is there and created anew; one not in `current` is only created.
+   * as it is there and created anew; one not in `current` is only created;
+   * each of `remove` (stale records, as in `current`) is only deleted.
    * Throws `HAFLEET_ROUTE53_CONFLICT` when Route 53 refuses the batch (the set
    * is no longer as `current` says; nothing changed: read it again). Route 53
    * applies a batch whole or refuses it whole, so the answer is the
@@ -153,8 +174,9 @@ export class WeightedRecords {
     set: WeightedSet,
     records: readonly WeightedRecord[],
     current: ReadonlyMap<string, WeightedRecord>,
+    remove: readonly WeightedRecord[] = [],
   ): Promise<AppliedChange> {
-    if (records.length === 0) return { changeId: undefined, insync: true };
+    if (records.length === 0 && remove.length === 0) return { changeId: undefined, insync: true };
     const name = fqdn(set.name);
     const recordSet = (r: WeightedRecord, ttlS: number) => ({
       Name: name,
@@ -172,6 +194,8 @@ export class WeightedRecords {
         ? [{ Action: "DELETE", ResourceRecordSet: recordSet(was, was.ttlS ?? set.ttlS) }, create]
         : [create];
     });
+    for (const r of remove)
+      changes.push({ Action: "DELETE", ResourceRecordSet: recordSet(r, r.ttlS ?? set.ttlS) });
     const sent = await route53Call("ChangeResourceRecordSets", async () => {
       try {
         return await this.route53.send(

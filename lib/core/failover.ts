@@ -10,7 +10,8 @@
  * be trusted to say so, so the checker marks it failed in `node#`; its agent
  * then releases the lease and stops contending until the mark is cleared.
  */
-import type { Liveness } from "./heartbeat";
+import type { WeightedRecord } from "./dns";
+import { type Liveness, startedAfter } from "./heartbeat";
 
 export type ProbeState = "up" | "down" | "unknown";
 
@@ -289,9 +290,46 @@ export function dnsDrainMs(ttlS: number): number {
   return 10_000 + 60_000 + DNS_CONFIRM_MAX_MS + ttlS * 1000;
 }
 
+/** A node as the endpoint rule sees it (`planEndpoints`). */
+export interface EndpointCandidate {
+  readonly nodeId: string;
+  /** Its stable name: the endpoint of the weighted set (its record's SetIdentifier) it may stand for. */
+  readonly name: string;
+  readonly startedAtMs: number;
+  /** Its heartbeat is not dead (the checker's `HeartbeatMonitor`, as `planMarks` counts live nodes). */
+  readonly live: boolean;
+  /** Its heartbeat has been stale for longer than `NODE_GONE_AFTER_MS`: the fleet no longer knows it. */
+  readonly gone: boolean;
+}
+
+/**
+ * Which node stands for each endpoint of the weighted set, by endpoint
+ * (docs/architecture.md §5.2). An endpoint is a node's stable name, which a
+ * replacement instance takes over with a new node id; of the name's nodes
+ * that are not gone, the newest live one stands for it, else the newest (a
+ * failed node's record goes to 0, it is not dropped). A node that does not
+ * stand for its name (the one a replacement replaces) has no record of its
+ * own, and a name whose every node is gone is no endpoint: its record is not
+ * written.
+ */
+export function planEndpoints(nodes: readonly EndpointCandidate[]): Map<string, string> {
+  const best = new Map<string, EndpointCandidate>();
+  for (const n of nodes) {
+    if (n.gone) continue;
+    const b = best.get(n.name);
+    if (!b || (n.live && !b.live) || (n.live === b.live && startedAfter(n, b))) best.set(n.name, n);
+  }
+  return new Map([...best].map(([name, n]) => [name, n.nodeId]));
+}
+
 /** A node as the DNS planner sees it. */
 export interface DnsNodeView {
+  /** The endpoint it stands for (`planEndpoints`): its stable name, which keys its record. */
   readonly nodeId: string;
+  /** The node id of the node that stands for the endpoint, when it differs from the endpoint. */
+  readonly heldBy?: string;
+  /** Its heartbeat is not dead: a node the checker may create a missing record for (`planRecordChanges`). */
+  readonly live?: boolean;
   /** The node's own public address (its Elastic IP); a node without one gets no record. */
   readonly address: string | undefined;
   readonly verdict: Verdict;
@@ -307,6 +345,8 @@ export interface DnsRecordView {
 
 export interface PlannedRecord extends PlannedWeight {
   readonly address: string;
+  /** The node that stands for the endpoint (`DnsNodeView.heldBy`): whom a drain of this record concerns. */
+  readonly heldBy?: string;
 }
 
 /**
@@ -346,7 +386,7 @@ export function planDns(
     for (const [i, p] of planned.entries()) {
       const n = withAddress[i]!;
       const reason = n.leaving && p.weight === 0 ? "out of DNS: draining or stopped" : p.reason;
-      out.push({ ...p, reason, address: n.address });
+      out.push({ ...p, reason, address: n.address, ...(n.heldBy ? { heldBy: n.heldBy } : {}) });
     }
     if (shared)
       out.push({
@@ -370,6 +410,75 @@ export function planDns(
       address: n.address,
       weight: 0,
       reason: "active-passive: the shared address serves",
+      ...(n.heldBy ? { heldBy: n.heldBy } : {}),
     });
   return out;
+}
+
+/** What one run sends to Route 53 for a planned set (`planRecordChanges`). */
+export interface RecordChanges {
+  /** The plan as the run records it in `dns#`: without records it may not create. */
+  readonly planned: readonly PlannedRecord[];
+  /** Records to create or change, each carrying the health check it has. */
+  readonly writes: readonly WeightedRecord[];
+  /** Stale records to delete, exactly as read. */
+  readonly removes: readonly WeightedRecord[];
+}
+
+/**
+ * The changes that make the weighted set match a plan (docs/architecture.md
+ * §5.2), against `current`, the fleet's records as read (its name and its
+ * SetIdentifier scheme only: never another fleet's):
+ * - a record that exists is changed when its weight, address or TTL differs,
+ *   carrying its health check (a record without one always counts healthy);
+ * - a missing record is created only for the shared address and for an
+ *   endpoint whose node is live and not leaving: never for a leaving,
+ *   failed-and-silent or unknown node, whose record would come back with no
+ *   health check and outlive the fleet; and none at all unless `create`
+ *   (a stack's checker: the stack made every record, with its health check,
+ *   and one missing was deleted by it, as `cdk destroy` does while the nodes
+ *   still run);
+ * - a record of an endpoint no node stands for (`known`: every endpoint of
+ *   `planEndpoints`) that carries no health check is stale, one the checker
+ *   made for a node that is gone, and is removed. A record with a health check
+ *   is the stack's (or an operator's) and is left alone: the stack may create
+ *   it before its node first beats.
+ */
+export function planRecordChanges(
+  planned: readonly PlannedRecord[],
+  views: readonly DnsNodeView[],
+  current: ReadonlyMap<string, WeightedRecord>,
+  known: ReadonlySet<string>,
+  ttlS: number,
+  create = true,
+): RecordChanges {
+  const creatable = (id: string) => {
+    if (!create) return false;
+    if (id === SHARED_ENDPOINT) return true;
+    const v = views.find((n) => n.nodeId === id);
+    return !!v && v.live !== false && !v.leaving;
+  };
+  const kept = planned.filter((p) => current.has(p.nodeId) || creatable(p.nodeId));
+  const writes = kept
+    .filter((p) => {
+      const now = current.get(p.nodeId);
+      return !now || now.weight !== p.weight || now.address !== p.address || now.ttlS !== ttlS;
+    })
+    .map((p): WeightedRecord => {
+      const healthCheckId = current.get(p.nodeId)?.healthCheckId;
+      return {
+        nodeId: p.nodeId,
+        address: p.address,
+        weight: p.weight,
+        ...(healthCheckId ? { healthCheckId } : {}),
+      };
+    });
+  const removes = [...current.values()].filter(
+    (r) =>
+      r.nodeId !== SHARED_ENDPOINT &&
+      !known.has(r.nodeId) &&
+      !r.healthCheckId &&
+      !kept.some((p) => p.nodeId === r.nodeId),
+  );
+  return { planned: kept, writes, removes };
 }

@@ -30,6 +30,15 @@ export function staleAfterMs(heartbeatMs: number): number {
   return 3 * heartbeatMs;
 }
 
+/**
+ * A node whose heartbeat has been stale this long (its wall-clock age, so that a
+ * checker that just started can tell too) is gone: the fleet no longer knows it.
+ * Its weighted record is not written, and one the checker made is removed; five
+ * minutes are far beyond any pause of a live node and any clock skew between
+ * the node and its reader (docs/architecture.md §5.2).
+ */
+export const NODE_GONE_AFTER_MS = 5 * 60_000;
+
 export type NodeRole = "starting" | "active" | "standby" | "serving" | "draining" | "stopped";
 
 /** What a node says about itself in each heartbeat. */
@@ -46,10 +55,20 @@ export interface NodeReport {
   readonly zone?: string;
   /** The node's own Elastic IP (active-active): the address its weighted record points at. */
   readonly publicIp?: string;
+  /**
+   * The node's stable name (`node-0` on EC2), which a replacement instance takes
+   * over with a new id: the name owns the node's Elastic IP and its weighted
+   * record (docs/architecture.md §5.2). @default the node id
+   */
+  readonly name?: string;
 }
 
 export interface NodeRecord extends NodeReport {
   readonly nodeId: string;
+  /** The node's stable name; its id when it reported none. */
+  readonly name: string;
+  /** Wall time of the node's first heartbeat (kept across restarts of its process): which of two namesakes is newer. */
+  readonly startedAtMs: number;
   readonly seq: number;
   /** Wall time of the last heartbeat: display and first-sight estimate only. */
   readonly heartbeatAtMs: number;
@@ -114,7 +133,8 @@ export async function writeHeartbeat(
       "startedAt = if_not_exists(startedAt, :now)" +
       (r.instanceId ? ", instanceId = :instance" : "") +
       (r.zone ? ", #zone = :zone" : "") +
-      (r.publicIp ? ", publicIp = :publicIp" : ""),
+      (r.publicIp ? ", publicIp = :publicIp" : "") +
+      (r.name ? ", nodeName = :name" : ""),
     {
       names: { "#role": "role", "#load": "load", ...(r.zone ? { "#zone": "zone" } : {}) },
       values: {
@@ -132,6 +152,7 @@ export async function writeHeartbeat(
         ...(r.instanceId ? { ":instance": r.instanceId } : {}),
         ...(r.zone ? { ":zone": r.zone } : {}),
         ...(r.publicIp ? { ":publicIp": r.publicIp } : {}),
+        ...(r.name ? { ":name": r.name } : {}),
       },
     },
     // At least 2 s: on a slow store a late beat still moves `seq`; one cut at the
@@ -282,8 +303,11 @@ export async function sendNodeCommand(
 /** A `node#` item as every reader sees it: the agent (its own beat), the checker, status. An expired mark is no mark. */
 export function toNodeRecord(item: Item): NodeRecord {
   const seq = Number(item.seq ?? 0);
+  const nodeId = String(item.nodeId ?? String(item.sk ?? "").replace(/^node#/, ""));
   return {
-    nodeId: String(item.nodeId ?? String(item.sk ?? "").replace(/^node#/, "")),
+    nodeId,
+    name: item.nodeName ? String(item.nodeName) : nodeId,
+    startedAtMs: Number(item.startedAt ?? 0),
     seq,
     address: String(item.address ?? ""),
     adminUrl: String(item.adminUrl ?? ""),
@@ -301,6 +325,38 @@ export function toNodeRecord(item: Item): NodeRecord {
 }
 
 export type Liveness = "alive" | "suspect" | "dead";
+
+/**
+ * Whether `a` started after `b`: namesakes (a replacement and the node it
+ * replaces) start a boot apart, minutes, so their own clocks' skew cannot
+ * reorder them; equal start times are ordered by node id, so that every reader
+ * agrees.
+ */
+export function startedAfter(
+  a: Pick<NodeRecord, "nodeId" | "startedAtMs">,
+  b: Pick<NodeRecord, "nodeId" | "startedAtMs">,
+): boolean {
+  return a.startedAtMs !== b.startedAtMs ? a.startedAtMs > b.startedAtMs : a.nodeId > b.nodeId;
+}
+
+/**
+ * The newest live node of `self`'s name that started after it, if any: its
+ * replacement, which holds the name's Elastic IP and weighted record from then
+ * on. `live` is the reader's judgement of each heartbeat (not dead by a
+ * `HeartbeatMonitor`, as the checker's `planMarks` counts live nodes).
+ */
+export function newerNamesake(
+  self: Pick<NodeRecord, "nodeId" | "name" | "startedAtMs">,
+  nodes: readonly NodeRecord[],
+  live: (node: NodeRecord) => boolean,
+): NodeRecord | undefined {
+  let newest: NodeRecord | undefined;
+  for (const n of nodes) {
+    if (n.nodeId === self.nodeId || n.name !== self.name || !startedAfter(n, self) || !live(n)) continue;
+    if (!newest || startedAfter(n, newest)) newest = n;
+  }
+  return newest;
+}
 
 export interface LivenessSettings {
   /** A seq unchanged this long is stale. @default 3 x heartbeat period (3000) */

@@ -11,10 +11,11 @@
  *
  * SetIdentifiers are the ones the health checker finds records by
  * (`setIdentifierFor` in lib/core/dns.ts): `<record name>#<endpoint id>` for a
- * weighted record, where the endpoint id is the runtime node id (the instance
- * id on EC2) or `active` (`SHARED_ENDPOINT`) for the shared address; a record
- * made under any other identifier would stand beside the checker's as a
- * duplicate. The failover pair's are `<pair name>#primary` and
+ * weighted record, where the endpoint id is the node's stable name (`node-0`,
+ * its `--node-name`, which a replacement instance keeps) or `active`
+ * (`SHARED_ENDPOINT`) for the shared address; a record made under any other
+ * identifier would stand beside the checker's as a duplicate, and one the
+ * checker made itself would have no health check. The failover pair's are `<pair name>#primary` and
  * `<pair name>#secondary`. Each holds its record's name, so each is unique in the
  * zone and not only per name: the emulator deletes by SetIdentifier across names
  * (docs/architecture.md §10).
@@ -32,8 +33,8 @@ const MAX_SET_IDENTIFIER_LENGTH = 128;
 /** One address behind the weighted record. */
 export interface DnsEndpoint {
   /**
-   * The id the health checker knows the endpoint by, unique among the endpoints: the node id (on EC2
-   * the instance id, `instance.ref`) for a node's own address, `active` (`SHARED_ENDPOINT`) for the
+   * The id the health checker knows the endpoint by, unique among the endpoints: the node's stable
+   * name (`node-0`, its `--node-name`) for a node's own address, `active` (`SHARED_ENDPOINT`) for the
    * fleet's shared one. The record's SetIdentifier is `<record name>#<id>`.
    */
   readonly id: string;

@@ -121,14 +121,15 @@ export class HafleetStack extends Stack {
       ]),
     });
     if (props.dns) {
-      // The endpoint ids the health checker keys the weighted set on: a node's id is its instance id
-      // (its user data passes `--node-id $INSTANCE_ID`), the shared address is SHARED_ENDPOINT.
+      // The endpoint ids the health checker keys the weighted set on: a node's stable name (its user
+      // data passes `--node-name`, which a replacement instance keeps, so its record stays), the
+      // shared address SHARED_ENDPOINT.
       const endpoints =
         mode === "active-active"
-          ? this.fleet.nodes.map((n) => ({ id: n.instance.ref, name: n.name, address: n.elasticIp.ref }))
+          ? this.fleet.nodes.map((n) => ({ id: n.name, name: n.name, address: n.elasticIp.ref }))
           : [{ id: SHARED_ENDPOINT, name: "active", address: this.fleet.elasticIps[0]!.ref }];
-      // TTL and weight from config `dns`, as the checker writes them. `nodeWeights` are by node id,
-      // an instance id that is only known at deploy: the checker applies them at run time.
+      // TTL and weight from config `dns`, as the checker writes them; `nodeWeights` (by node name)
+      // the checker applies at run time.
       this.dns = new DnsFailover(this, "Dns", {
         fleetId,
         ...props.dns,

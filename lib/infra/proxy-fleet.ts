@@ -160,8 +160,9 @@ export interface ProxyFleetProps {
 /** One node: its instance and the Elastic IP that is its own (active-active) or shared (active-passive). */
 export interface ProxyNode {
   /**
-   * `node-<index>`: the node's name in tags and in its Route 53 health check's Name tag. Its runtime
-   * id (`--node-id`, and its weighted record's SetIdentifier) is the instance id, `instance.ref`.
+   * `node-<index>`: the node's stable name (`--node-name`), in tags, in its Route 53 health check's
+   * Name tag and in its weighted record's SetIdentifier; a replacement instance keeps it. Its
+   * runtime id (`--node-id`, the fleet lease's holder id) is the instance id, `instance.ref`.
    */
   readonly name: string;
   readonly instance: ec2.CfnInstance;
@@ -639,7 +640,9 @@ export class ProxyFleet extends Construct {
       // The admin endpoint listens on the instance's private address, which the health checker
       // probes from the VPC; the security group lets only the checker in, and state changes
       // need the admin token.
-      // --node-id is the instance id: the health checker finds the node's weighted record by it.
+      // --node-id is the instance id, unique per instance (the fleet lease's holder id);
+      // --node-name the node's stable name, which a replacement instance keeps: it owns the node's
+      // own Elastic IP (the newer live node of a name holds it) and its weighted record.
       // --agent: heartbeats, and the Elastic IP of the instance's allocation tag. In active-active
       // that address is the node's own (--own-allocation-id: it holds it and contends for no shared
       // one); in active-passive it is the fleet's shared address, which the lease holder takes. The
@@ -647,7 +650,7 @@ export class ProxyFleet extends Construct {
       // address, the other nodes' own ones included (the script stops above if the tag is missing).
       `ExecStart=$NODE_BIN /opt/hafleet/proxy.js --fleet ${this.fleetId} --state-file ${STATE_FILE} ` +
         `--admin-port ${this.adminPort} --admin-host $LOCAL_IP --admin-token-file ${ADMIN_TOKEN_FILE} ` +
-        `--node-id $INSTANCE_ID --workers auto ${this.accessLog ? "" : "--no-access-log "}` +
+        `--node-id $INSTANCE_ID --node-name $NODE_NAME --workers auto ${this.accessLog ? "" : "--no-access-log "}` +
         `--agent --instance-id $INSTANCE_ID --address $LOCAL_IP --zone $ZONE ${allocationFlag}`,
       "Restart=always",
       "RestartSec=1",

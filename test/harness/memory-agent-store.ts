@@ -31,6 +31,8 @@ export class FleetMemory {
   readonly nodes = new Map<string, NodeRecord>();
   /** Writes refused by a fence, for the tests to see that a stale writer tried. */
   readonly refused: string[] = [];
+  /** The checker's recorded plans of weighted sets (`dns#`), as a test writes them. */
+  dnsPlans: DnsPlan[] = [];
 
   constructor(
     readonly leases: MemoryLeaseStore,
@@ -76,6 +78,9 @@ export class MemoryAgentStore implements AgentStore {
     const record: NodeRecord = {
       ...report,
       nodeId: this.nodeId,
+      name: report.name ?? this.nodeId,
+      // As `writeHeartbeat` keeps it: the first beat's time, across restarts.
+      startedAtMs: before?.startedAtMs ?? this.fleet.clock.wallMs(),
       seq: (before?.seq ?? 0) + 1,
       heartbeatAtMs: this.fleet.clock.wallMs(),
       ...(before?.failed ? { failed: before.failed } : {}),
@@ -92,7 +97,7 @@ export class MemoryAgentStore implements AgentStore {
 
   async listDnsPlans(): Promise<DnsPlan[]> {
     await this.call();
-    return [];
+    return this.fleet.dnsPlans;
   }
 
   async getVip(allocationId: string): Promise<VipDesired | undefined> {

@@ -14,7 +14,7 @@ import { listDnsPlans, WeightedRecords } from "../../../lib/core/dns";
 import { ElasticIps } from "../../../lib/core/elastic-ip";
 import { listEvents } from "../../../lib/core/events";
 import { SHARED_ENDPOINT } from "../../../lib/core/failover";
-import { Heartbeater } from "../../../lib/core/heartbeat";
+import { Heartbeater, NODE_GONE_AFTER_MS, type NodeReport } from "../../../lib/core/heartbeat";
 import { DynamoLeaseStore } from "../../../lib/core/lease";
 import type { StateStore } from "../../../lib/core/store";
 import { keys } from "../../../lib/core/tables";
@@ -507,4 +507,188 @@ test("a weight change keeps the record's Route 53 health check", async () => {
   for (let i = 0; i < 3; i++) await c.runOnce();
   const n1 = (await records.read(f.set)).get("n1");
   expect(n1).toMatchObject({ weight: 0, healthCheckId });
+});
+
+describe("records keyed on the nodes' stable names (a replacement keeps its name's record)", () => {
+  /** A fleet with a config and a checker, whose nodes the test adds by name. */
+  async function namedFleet(dnsOptions: { createRecords?: boolean } = {}) {
+    const fleetId = uniqueId("fleet");
+    const name = `${fleetId}.${zoneName}`;
+    await new ConfigStore(store, fleetId).put(config("active-active"), { expectedVersion: 0, by: "test" });
+    const set = { zoneId, name, ttlS: 5 };
+    const report = (publicIp: string, adminUrl: string, nodeName: string): NodeReport => ({
+      address: "127.0.0.1",
+      adminUrl,
+      role: "serving",
+      drain: false,
+      load: { connections: 0, rps: 0 },
+      version: "test",
+      publicIp,
+      name: nodeName,
+    });
+    /** A heartbeating node with a health endpoint; `stop` ends both (the instance is gone). */
+    const node = async (nodeId: string, nodeName: string, publicIp: string) => {
+      const admin = new HealthEndpoint();
+      const adminUrl = await admin.start();
+      const hb = new Heartbeater({
+        store,
+        fleetId,
+        nodeId,
+        periodMs: 100,
+        report: () => report(publicIp, adminUrl, nodeName),
+      });
+      await hb.beat();
+      hb.start();
+      let stopped = false;
+      const stop = async () => {
+        if (stopped) return;
+        stopped = true;
+        await hb.stop();
+        await admin.close();
+      };
+      cleanups.push(stop);
+      return { stop };
+    };
+    /** A record with its own health check, as the stack creates it. */
+    const stackRecord = async (endpoint: string, address: string) => {
+      const check = await route53.send(
+        new CreateHealthCheckCommand({
+          CallerReference: uniqueId("hc"),
+          HealthCheckConfig: {
+            Type: "TCP",
+            IPAddress: address,
+            Port: 8080,
+            RequestInterval: 10,
+            FailureThreshold: 3,
+          },
+        }),
+      );
+      const healthCheckId = check.HealthCheck!.Id!;
+      await records.apply(
+        set,
+        [{ nodeId: endpoint, address, weight: 100, healthCheckId }],
+        await records.read(set),
+      );
+      return healthCheckId;
+    };
+    const checker = new HealthChecker({
+      store,
+      fleetId,
+      checkerId: "checker-1",
+      elasticIps: eips,
+      probeTimeoutMs: 400,
+      dns: { records, zoneId, name, ...dnsOptions },
+    });
+    cleanups.push(() => checker.stop());
+    return { fleetId, name, set, node, stackRecord, checker };
+  }
+
+  test("a replacement takes its name's record over, health check and all; no record of an instance id is ever written", async () => {
+    const f = await namedFleet();
+    const hc0 = await f.stackRecord("node-0", ip(0));
+    const hc1 = await f.stackRecord("node-1", ip(1));
+    const old = await f.node("i-old0", "node-0", ip(0));
+    await f.node("i-one1", "node-1", ip(1));
+    await leader(f.checker);
+    for (let i = 0; i < 2; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
+    // The replacement of node-0 boots (a new instance id, the same name and address), then the old one goes.
+    await new Promise((r) => setTimeout(r, 50));
+    await f.node("i-new0", "node-0", ip(0));
+    for (let i = 0; i < 3; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
+    await old.stop();
+    for (let i = 0; i < 6; i++) {
+      expect((await f.checker.runOnce()).errors).toEqual([]);
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    const now = await records.read(f.set);
+    expect(Object.fromEntries([...now.values()].map((r) => [r.nodeId, [r.weight, r.healthCheckId]]))).toEqual(
+      {
+        "node-0": [100, hc0],
+        "node-1": [100, hc1],
+      },
+    );
+    // `dns#` says which node stands for each record: the replacement, whose drain waits on it.
+    const plan = (await listDnsPlans(store, f.fleetId))[0]!;
+    expect(plan.weights).toEqual({
+      "node-0": { address: ip(0), weight: 100, nodeId: "i-new0" },
+      "node-1": { address: ip(1), weight: 100, nodeId: "i-one1" },
+    });
+  });
+
+  test("a record the fleet made for a node gone longer than the bound is removed; another fleet's records and the stack's are left", async () => {
+    const f = await namedFleet();
+    await f.node("i-one0", "node-0", ip(0));
+    // Left behind by an older checker: a record keyed on an instance id, no health check, and the
+    // node# item of that instance, its last beat longer ago than the bound.
+    await records.apply(f.set, [{ nodeId: "i-0gone", address: ip(5), weight: 0 }], await records.read(f.set));
+    await store.put("state", {
+      pk: keys.fleet(f.fleetId),
+      sk: keys.node("i-0gone"),
+      kind: "node",
+      nodeId: "i-0gone",
+      seq: 9,
+      address: "127.0.0.1",
+      adminUrl: "",
+      role: "serving",
+      publicIp: ip(5),
+      heartbeatAt: Date.now() - NODE_GONE_AFTER_MS - 60_000,
+      startedAt: Date.now() - 3_600_000,
+    });
+    // A node dead for a minute only: its record stays (at 0), and is not made anew when missing.
+    await store.put("state", {
+      pk: keys.fleet(f.fleetId),
+      sk: keys.node("i-0late"),
+      kind: "node",
+      nodeId: "i-0late",
+      nodeName: "node-3",
+      seq: 9,
+      address: "127.0.0.1",
+      adminUrl: "",
+      role: "serving",
+      publicIp: ip(6),
+      heartbeatAt: Date.now() - 60_000,
+      startedAt: Date.now() - 3_600_000,
+    });
+    // The stack's record of a node that has not beaten yet, and another fleet's under its own name.
+    const hc2 = await f.stackRecord("node-2", ip(2));
+    const other = { zoneId, name: `other-${f.name}`, ttlS: 5 };
+    await records.apply(other, [{ nodeId: "i-0gone", address: ip(7), weight: 10 }], new Map());
+    cleanups.push(async () => {
+      await records.apply(other, [], await records.read(other), [...(await records.read(other)).values()]);
+    });
+    await leader(f.checker);
+    const first = await f.checker.runOnce();
+    expect(first.errors).toEqual([]);
+    // A new record ramps up over 4 runs (25, 50, 75, 100).
+    for (let i = 0; i < 3; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
+    const now = await records.read(f.set);
+    expect(Object.fromEntries([...now.values()].map((r) => [r.nodeId, [r.weight, r.healthCheckId]]))).toEqual(
+      {
+        "node-0": [100, undefined],
+        "node-2": [100, hc2],
+      },
+    );
+    expect([...(await records.read(other)).keys()]).toEqual(["i-0gone"]);
+    const removed = (await listEvents(store, f.fleetId)).filter((e) => e.kind === "weights-changed");
+    expect(JSON.stringify(removed.map((e) => e.detail))).toContain('"removed":[{"nodeId":"i-0gone"');
+  });
+
+  test("a stack's checker creates no record, not even a live node's: one the stack deleted (a destroy under way) stays deleted", async () => {
+    const f = await namedFleet({ createRecords: false });
+    const hc0 = await f.stackRecord("node-0", ip(0));
+    await f.node("i-one0", "node-0", ip(0));
+    await f.node("i-one1", "node-1", ip(1));
+    await leader(f.checker);
+    for (let i = 0; i < 2; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
+    const read = async () =>
+      Object.fromEntries(
+        [...(await records.read(f.set)).values()].map((r) => [r.nodeId, [r.weight, r.healthCheckId]]),
+      );
+    expect(await read()).toEqual({ "node-0": [100, hc0] });
+    // `cdk destroy` deletes the stack's records while the nodes and the checker still run.
+    const now = await records.read(f.set);
+    await records.apply(f.set, [], now, [...now.values()]);
+    for (let i = 0; i < 2; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
+    expect(await read()).toEqual({});
+  });
 });

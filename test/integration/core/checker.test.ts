@@ -1,7 +1,10 @@
 import { AssociateAddressCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { CreateHealthCheckCommand, CreateHostedZoneCommand, Route53Client } from "@aws-sdk/client-route-53";
 import { handler } from "../../../lambdas/health-checker/handler";
 import { awsClientConfig } from "../../../lib/core/aws";
 import { HealthChecker } from "../../../lib/core/checker";
+import { ConfigStore } from "../../../lib/core/config-store";
+import { WeightedRecords } from "../../../lib/core/dns";
 import { ElasticIps } from "../../../lib/core/elastic-ip";
 import { FencedError } from "../../../lib/core/errors";
 import { listEvents } from "../../../lib/core/events";
@@ -358,4 +361,89 @@ test("the Lambda handler runs the loop in-process and refuses a bad event withou
   await expect(handler({ fleet: f.fleetId }, context as never)).rejects.toMatchObject({
     code: "HAFLEET_EVENT_INVALID",
   });
+});
+
+test("the Lambda handler's checker (the stack's) changes the stack's records and creates none", async () => {
+  const fleetId = uniqueId("fleet");
+  const route53 = new Route53Client(awsClientConfig());
+  cleanups.push(() => route53.destroy());
+  const zoneName = `${uniqueId("zone")}.test`;
+  const zone = await route53.send(
+    new CreateHostedZoneCommand({ Name: zoneName, CallerReference: uniqueId("ref") }),
+  );
+  const zoneId = zone.HostedZone!.Id!.split("/").pop()!;
+  const set = { zoneId, name: `lb.${zoneName}`, ttlS: 10 };
+  await new ConfigStore(store, fleetId).put(
+    {
+      listeners: [{ name: "web", protocol: "http", port: 8080, pool: "app" }],
+      pools: { app: { backends: [{ host: "127.0.0.1", port: 9000 }] } },
+      failover: { mode: "active-active" },
+    },
+    { expectedVersion: 0, by: "test" },
+  );
+  const admins = ["node-0", "node-1"].map(() => new HealthEndpoint());
+  for (const [i, name] of ["node-0", "node-1"].entries()) {
+    const adminUrl = await admins[i]!.start();
+    const hb = new Heartbeater({
+      store,
+      fleetId,
+      nodeId: `i-${i}`,
+      periodMs: 200,
+      report: () => ({
+        address: "127.0.0.1",
+        adminUrl,
+        role: "serving",
+        drain: false,
+        load: { connections: 0, rps: 0 },
+        version: "test",
+        publicIp: `127.45.0.${i + 1}`,
+        name,
+      }),
+    });
+    await hb.beat();
+    hb.start();
+    cleanups.push(async () => {
+      await hb.stop();
+      await admins[i]!.close();
+    });
+  }
+  // The stack made node-0's record with its health check; node-1's it deleted (a destroy under way).
+  const records = new WeightedRecords({ route53 });
+  const check = await route53.send(
+    new CreateHealthCheckCommand({
+      CallerReference: uniqueId("hc"),
+      HealthCheckConfig: {
+        Type: "TCP",
+        IPAddress: "127.45.0.1",
+        Port: 8080,
+        RequestInterval: 10,
+        FailureThreshold: 3,
+      },
+    }),
+  );
+  const healthCheckId = check.HealthCheck!.Id!;
+  await records.apply(
+    set,
+    [{ nodeId: "node-0", address: "127.45.0.1", weight: 7, healthCheckId }],
+    new Map(),
+  );
+  Object.assign(process.env, {
+    HAFLEET_STATE_TABLE: tables.state,
+    HAFLEET_SESSIONS_TABLE: tables.sessions,
+    POWERTOOLS_METRICS_DISABLED: "true",
+    HAFLEET_HOSTED_ZONE_ID: zoneId,
+    HAFLEET_RECORD_NAME: set.name,
+  });
+  cleanups.push(() => {
+    delete process.env.HAFLEET_HOSTED_ZONE_ID;
+    delete process.env.HAFLEET_RECORD_NAME;
+  });
+  const context = { awsRequestId: "req-3", getRemainingTimeInMillis: () => 60_000, functionName: "checker" };
+  const result = await handler({ fleetId, runForMs: 1500, intervalMs: 300 }, context as never);
+  expect(result.errors).toBe(0);
+  const now = await records.read(set);
+  expect([...now.keys()]).toEqual(["node-0"]);
+  // Ramped up from where it was (7), the health check carried along.
+  expect(now.get("node-0")!.weight).toBeGreaterThan(7);
+  expect(now.get("node-0")!.healthCheckId).toBe(healthCheckId);
 });

@@ -115,3 +115,45 @@ test("a change to a zone that does not exist is a clear Route 53 error", async (
     operation: "ChangeResourceRecordSets",
   });
 });
+
+describe("a stale record is removed by a DELETE of it exactly as read, in the same compare-and-swap batch", () => {
+  test("removed alone, and beside a weight change", async () => {
+    const set = setNamed(uniqueId("stale-rm"));
+    await records.apply(
+      set,
+      [
+        { nodeId: "node-0", address: "127.6.0.1", weight: 100 },
+        { nodeId: "i-0gone", address: "127.6.0.9", weight: 0 },
+        { nodeId: "i-0gone2", address: "127.6.0.8", weight: 0 },
+      ],
+      NONE,
+    );
+    let now = await records.read(set);
+    await records.apply(set, [], now, [now.get("i-0gone")!]);
+    now = await records.read(set);
+    expect([...now.keys()].sort()).toEqual(["i-0gone2", "node-0"]);
+    await records.apply(set, [{ nodeId: "node-0", address: "127.6.0.1", weight: 50 }], now, [
+      now.get("i-0gone2")!,
+    ]);
+    now = await records.read(set);
+    expect([...now.values()].map((r) => [r.nodeId, r.weight])).toEqual([["node-0", 50]]);
+  });
+
+  test("a removal of a record that changed since it was read is refused whole", async () => {
+    const set = setNamed(uniqueId("stale-rm"));
+    await records.apply(
+      set,
+      [
+        { nodeId: "node-0", address: "127.7.0.1", weight: 100 },
+        { nodeId: "i-0gone", address: "127.7.0.9", weight: 0 },
+      ],
+      NONE,
+    );
+    const before = await records.read(set);
+    const believed = { ...before.get("i-0gone")!, weight: 10 };
+    await expect(
+      records.apply(set, [{ nodeId: "node-0", address: "127.7.0.1", weight: 0 }], before, [believed]),
+    ).rejects.toMatchObject({ code: "HAFLEET_ROUTE53_CONFLICT" });
+    expect(await records.read(set)).toEqual(before);
+  });
+});

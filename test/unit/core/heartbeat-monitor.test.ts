@@ -4,6 +4,8 @@ import { ManualClock } from "../../harness/manual-clock";
 function rec(nodeId: string, seq: number, heartbeatAtMs: number): NodeRecord {
   return {
     nodeId,
+    name: nodeId,
+    startedAtMs: 0,
     seq,
     heartbeatAtMs,
     address: "127.0.0.1",

@@ -280,7 +280,7 @@ describe("ProxyFleet", () => {
       expect(ud).toContain(
         "ExecStart=$NODE_BIN /opt/hafleet/proxy.js --fleet blue --state-file /var/lib/hafleet/state.json " +
           "--admin-port 9900 --admin-host $LOCAL_IP --admin-token-file /etc/hafleet/admin-token " +
-          "--node-id $INSTANCE_ID --workers auto --no-access-log " +
+          "--node-id $INSTANCE_ID --node-name $NODE_NAME --workers auto --no-access-log " +
           // biome-ignore lint/suspicious/noTemplateCurlyInString: a shell expansion in the user data, not a template
           "--agent --instance-id $INSTANCE_ID --address $LOCAL_IP --zone $ZONE ${ALLOCATION_ID:+--allocation-id $ALLOCATION_ID}",
       );
@@ -297,7 +297,7 @@ describe("ProxyFleet", () => {
     test("passes the tagged allocation as the node's own address in active-active, and no shared one", () => {
       const ud = userData(defaultAa().t);
       expect(ud).toContain(
-        "--node-id $INSTANCE_ID --workers auto --no-access-log --agent --instance-id $INSTANCE_ID --address $LOCAL_IP " +
+        "--node-id $INSTANCE_ID --node-name $NODE_NAME --workers auto --no-access-log --agent --instance-id $INSTANCE_ID --address $LOCAL_IP " +
           "--zone $ZONE --own-allocation-id $ALLOCATION_ID\n",
       );
       expect(ud).not.toContain("--allocation-id");

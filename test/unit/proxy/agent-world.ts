@@ -39,56 +39,68 @@ export class AgentWorld {
   /** Each node's proxy drain (its listeners closing), with where the shared address was then. */
   readonly drains: { id: string; addressOn: string | undefined }[] = [];
 
+  private readonly heartbeatMs: number;
+
   constructor(ids: readonly string[], options: { heartbeatMs?: number } = {}) {
-    for (const id of ids) {
-      const instanceId = `i-${id}`;
-      const leaseView = new LeaseStoreView(this.leases);
-      const lease = new Lease(leaseView, { name: "fleet", holderId: id }, this.clock);
-      const store = new MemoryAgentStore(this.memory, id);
-      const roles: string[] = [];
-      const logs: string[] = [];
-      for (const ev of ["acquired", "lost", "released"] as const)
-        lease.on(ev, (e: { token: number }) => this.leaseEvents.push(`${id} ${ev} ${e.token}`));
-      lease.on("acquired", () => {
-        this.acquiredAt[id] = this.clock.nowMs();
-      });
-      const agent = new NodeAgent({
-        store,
-        lease,
-        nodeId: id,
-        instanceId,
-        address: "127.0.0.1",
-        adminUrl: `http://127.0.0.1:9901/${id}`,
-        version: "test",
-        elasticIps: new FakeElasticIps(this.ec2, () => lease.validUntilMs),
-        allocationIds: [SHARED],
-        heartbeatMs: options.heartbeatMs ?? 1000,
-        proxy: {
-          ready: () => true,
-          load: () => ({ connections: 0, rps: 0 }),
-          drain: async () => {
-            this.drains.push({ id, addressOn: this.addressOn() });
-          },
+    this.heartbeatMs = options.heartbeatMs ?? 1000;
+    for (const id of ids) this.addNode(id);
+  }
+
+  /**
+   * Adds a node: by default one that contends for the shared address; with
+   * `own`, an active-active node that holds its own address (`allocationId`)
+   * under a stable `name`, as a replacement instance of a node shares it.
+   */
+  addNode(id: string, own?: { readonly name: string; readonly allocationId: string }): WorldNode {
+    const instanceId = `i-${id}`;
+    const leaseView = new LeaseStoreView(this.leases);
+    const lease = new Lease(leaseView, { name: "fleet", holderId: id }, this.clock);
+    const store = new MemoryAgentStore(this.memory, id);
+    const roles: string[] = [];
+    const logs: string[] = [];
+    for (const ev of ["acquired", "lost", "released"] as const)
+      lease.on(ev, (e: { token: number }) => this.leaseEvents.push(`${id} ${ev} ${e.token}`));
+    lease.on("acquired", () => {
+      this.acquiredAt[id] = this.clock.nowMs();
+    });
+    const agent = new NodeAgent({
+      store,
+      lease,
+      nodeId: id,
+      instanceId,
+      address: "127.0.0.1",
+      adminUrl: `http://127.0.0.1:9901/${id}`,
+      version: "test",
+      elasticIps: new FakeElasticIps(this.ec2, () => lease.validUntilMs),
+      allocationIds: own ? [] : [SHARED],
+      ...(own ? { name: own.name, ownAllocationId: own.allocationId } : {}),
+      heartbeatMs: this.heartbeatMs,
+      proxy: {
+        ready: () => true,
+        load: () => ({ connections: 0, rps: 0 }),
+        drain: async () => {
+          this.drains.push({ id, addressOn: this.addressOn() });
         },
-        onRole: (role) => roles.push(role),
-        log: (level, message, fields) => logs.push(`${level} ${message} ${JSON.stringify(fields ?? {})}`),
-        clock: this.clock,
-      });
-      this.nodes[id] = {
-        id,
-        instanceId,
-        agent,
-        lease,
-        leaseView,
-        store,
-        roles,
-        logs,
-        cut: (down) => {
-          leaseView.down = down;
-          store.down = down;
-        },
-      };
-    }
+      },
+      onRole: (role) => roles.push(role),
+      log: (level, message, fields) => logs.push(`${level} ${message} ${JSON.stringify(fields ?? {})}`),
+      clock: this.clock,
+    });
+    this.nodes[id] = {
+      id,
+      instanceId,
+      agent,
+      lease,
+      leaseView,
+      store,
+      roles,
+      logs,
+      cut: (down) => {
+        leaseView.down = down;
+        store.down = down;
+      },
+    };
+    return this.nodes[id];
   }
 
   node(id: string): WorldNode {

@@ -5,6 +5,7 @@
  * cloud, written as data; the same items run against the emulator and the
  * fault proxy in test/integration/proxy/agent.test.ts.
  */
+import type { DnsPlan } from "../../../lib/core/dns";
 import type { MovePlan } from "../../harness/fake-elastic-ips";
 import { AgentWorld, SHARED } from "./agent-world";
 
@@ -269,5 +270,127 @@ describe("lost during promotion: no move", () => {
     expect(w.memory.refused).toEqual([]); // its vip# write went through while it held the lease
     expect(w.ec2.calls.filter((c) => c.instanceId === "i-a")).toEqual([]);
     a.leaseView.down = false;
+  });
+});
+
+describe("active-active replacement: the newer live node of a name holds its own address", () => {
+  const OWN = "eipalloc-node-0";
+  /** Associations of the node's own address that landed, as `instance@ms`. */
+  const landings = (w: AgentWorld) =>
+    w.ec2.landings.filter(([id]) => id === OWN).map(([, instance, at]) => `${instance}@${at}`);
+
+  test("the node it replaces stops claiming the address once the newer one holds it", async () => {
+    const w = newWorld([]);
+    w.addNode("old", { name: "node-0", allocationId: OWN });
+    await w.start("old");
+    expect(w.ec2.addresses.get(OWN)).toBe("i-old");
+    await w.run(5000);
+    // Its replacement: a new instance under the same name, while the old one still runs.
+    w.addNode("new", { name: "node-0", allocationId: OWN });
+    await w.start("new");
+    expect(w.ec2.addresses.get(OWN)).toBe("i-new");
+    await w.run(60_000);
+    expect(w.ec2.addresses.get(OWN)).toBe("i-new");
+    // One association each: no tug of war every few seconds until the old one is gone.
+    expect(landings(w).map((l) => l.split("@")[0])).toEqual(["i-old", "i-new"]);
+    expect(w.node("old").logs.filter((l) => l.includes("a newer node named node-0"))).toHaveLength(1);
+  });
+
+  test("takes the address back when its newer namesake is no longer live", async () => {
+    const w = newWorld([]);
+    w.addNode("old", { name: "node-0", allocationId: OWN });
+    await w.start("old");
+    await w.run(5000);
+    const replacement = w.addNode("new", { name: "node-0", allocationId: OWN });
+    await w.start("new");
+    await w.run(15_000);
+    expect(w.ec2.addresses.get(OWN)).toBe("i-new");
+    // The replacement dies: its heartbeat stops (it never reaches the store again).
+    replacement.cut(true);
+    // Within a few beats of the heartbeat rule's judgement (3 s stale, 2 readings): the address
+    // is on a dead instance meanwhile, and the checker serves the name's record from the old node.
+    const tookMs = await w.until(
+      () => w.ec2.addresses.get(OWN) === "i-old",
+      40_000,
+      "the address back on i-old",
+    );
+    expect(tookMs).toBeLessThan(7000);
+    replacement.cut(false);
+  });
+
+  test("a restart of the older node's process does not take the address back", async () => {
+    const w = newWorld([]);
+    w.addNode("old", { name: "node-0", allocationId: OWN });
+    await w.start("old");
+    await w.run(5000);
+    w.addNode("new", { name: "node-0", allocationId: OWN });
+    await w.start("new");
+    await w.run(2000);
+    // The same instance's agent again: its item keeps its first start.
+    await w.during(w.node("old").agent.stop(), 60_000);
+    w.addNode("old", { name: "node-0", allocationId: OWN });
+    await w.start("old");
+    await w.run(30_000);
+    expect(landings(w).map((l) => l.split("@")[0])).toEqual(["i-old", "i-new"]);
+  });
+});
+
+describe("active-active drain: a node waits to leave DNS only for the records it stands for", () => {
+  const plan = (weights: DnsPlan["weights"], syncedAt: number): DnsPlan => ({
+    name: "lb.example.org",
+    mode: "active-active",
+    ttlS: 10,
+    token: 1,
+    weights,
+    syncedAt,
+    changeId: undefined,
+  });
+
+  test("the replaced node stops at once; its replacement serves until its name's record is at 0 and the TTL passed", async () => {
+    const w = newWorld([]);
+    w.addNode("old", { name: "node-0", allocationId: "eipalloc-node-0" });
+    w.addNode("one", { name: "node-1", allocationId: "eipalloc-node-1" });
+    await w.start("old");
+    await w.start("one");
+    await w.run(1000);
+    w.addNode("new", { name: "node-0", allocationId: "eipalloc-node-0" });
+    await w.start("new");
+    const address = "127.0.99.1";
+    w.memory.dnsPlans = [
+      plan(
+        {
+          "node-0": { address, weight: 100, nodeId: "new" },
+          "node-1": { address, weight: 100, nodeId: "one" },
+        },
+        w.clock.wallMs(),
+      ),
+    ];
+    // The record of node-0 is the replacement's: the node it replaced is in no plan.
+    const oldStopped = w.clock.nowMs();
+    await w.during(w.node("old").agent.stop(), 5000);
+    expect(w.clock.nowMs() - oldStopped).toBeLessThan(1000);
+    let newDone = false;
+    void w
+      .node("new")
+      .agent.stop()
+      .then(() => {
+        newDone = true;
+      });
+    await w.run(5000);
+    expect(newDone).toBe(false);
+    const zeroAt = w.clock.wallMs();
+    w.memory.dnsPlans = [
+      plan(
+        {
+          "node-0": { address, weight: 0, nodeId: "new" },
+          "node-1": { address, weight: 100, nodeId: "one" },
+        },
+        zeroAt,
+      ),
+    ];
+    const waited = await w.until(() => newDone, 20_000, "the replacement stopped");
+    // The TTL (10 s) and a second from when the plan with its record at 0 was in sync.
+    expect(waited).toBeGreaterThanOrEqual(10_500);
+    expect(waited).toBeLessThan(12_000);
   });
 });
