@@ -506,12 +506,12 @@ export class HealthChecker {
           continue;
         }
         // One attempt, aborted at the checker lease's validity and recorded in its item first, as
-        // the agent's moves are (docs/architecture.md §6): no move outlives the checker's holding.
+        // the agent's moves are; its read-back ends with the holding (docs/architecture.md §6).
         const to = plan.instanceId;
-        await this.lease.act((h) => this.o.elasticIps.moveTo(allocationId, to, { signal: h.signal }), {
-          token,
-          unfenced: true,
-        });
+        await this.lease.act(
+          (h) => this.o.elasticIps.moveTo(allocationId, to, { signal: h.signal, verifySignal: h.ended }),
+          { token, unfenced: true },
+        );
         reassociated.push(allocationId);
         vips.push({ allocationId, action: "associate", reason: plan.reason, ok: true });
         await appendEvent(this.o.store, this.o.fleetId, {
