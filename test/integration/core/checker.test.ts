@@ -183,13 +183,7 @@ test("an Elastic IP is never moved toward a node the checker judges failed, even
   expect((await c.runOnce()).marked).toEqual(["node-a"]);
   // node-a still holds the lease and its vip# is current (its agent has not stepped down yet);
   // the address is moved to node-b, as the standby's promotion will move it.
-  await ec2.send(
-    new AssociateAddressCommand({
-      AllocationId: f.eip.allocationId,
-      InstanceId: f.ib,
-      AllowReassociation: true,
-    }),
-  );
+  await moveBehindBack(f.eip.allocationId, f.ib);
   const report = await c.runOnce();
   expect(report.nodes.find((n) => n.nodeId === "node-a")?.verdict).toBe("failed");
   expect(report.reassociated).toEqual([]);
