@@ -115,10 +115,16 @@ async function main(): Promise<number> {
       failover.push(ms);
       failed.push(f);
       sessionsLost += lost.moved.length;
-      // Where the time went, from the audit trail: the standby's move of the Elastic IP.
-      const moved = (await listEvents(fleet.store, fleet.fleetId, { limit: 5, newestFirst: true })).find(
-        (e) => e.kind === "vip-moved",
-      );
+      // Where the time went, from the audit trail: the standby's move of the Elastic IP, written
+      // once its read-back agreed, which may come after the first success.
+      const movedNow = async () =>
+        (await listEvents(fleet.store, fleet.fleetId, { limit: 5, newestFirst: true })).find(
+          (e) => e.kind === "vip-moved" && Date.parse(e.at) >= killAt,
+        );
+      await fleet
+        .waitFor(async () => !!(await movedNow()), 10_000, `trial ${trial}: no vip-moved event`)
+        .catch(() => {});
+      const moved = await movedNow();
       emit({
         ...bench,
         mode: "active-passive",
