@@ -12,7 +12,7 @@ import type { StateStore } from "../../../lib/core/store";
 import { keys, type TableNames } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { allocateElasticIp, runInstances } from "../../harness/ec2";
-import { awsOp, dynamoOp, FaultProxy } from "../../harness/fault-proxy";
+import { awsOp, FaultProxy } from "../../harness/fault-proxy";
 import { HealthEndpoint } from "../../harness/health-endpoint";
 
 let tables: TableNames;
@@ -197,15 +197,15 @@ test("the checker's AssociateAddress is one attempt, aborted at its lease's vali
   const proxy = await new FaultProxy(process.env.AWS_ENDPOINT_URL!).start();
   const viaProxy = storeOn(tables, proxy.endpoint);
   // A request timeout longer than the delay: only the lease's validity may end the call.
-  const slowEips = new ElasticIps({ aws: { endpoint: proxy.endpoint, requestTimeoutMs: 10_000 } });
-  // A 1500 ms lease is valid at most 1350 ms after a renewal began; the move is answered after 3000 ms.
+  const slowEips = new ElasticIps({ aws: { endpoint: proxy.endpoint, requestTimeoutMs: 15_000 } });
+  // Its lease as deployed (6000 ms) is valid at most 5400 ms after a renewal began; the move is
+  // answered after 8000 ms.
   const c = new HealthChecker({
     store: viaProxy,
     fleetId: f.fleetId,
     checkerId: "checker-1",
     elasticIps: slowEips,
     probeTimeoutMs: 500,
-    checkerLeaseMs: 1500,
   });
   cleanups.push(async () => {
     proxy.clear();
@@ -215,23 +215,15 @@ test("the checker's AssociateAddress is one attempt, aborted at its lease's vali
     await proxy.close();
   });
   await leader(c);
-  // Once the move is sent, the checker's renewals go unanswered: its holding ends at the validity it had.
-  let renewals: { hits: () => number } | undefined;
-  const delayed = proxy.add({
-    match: (req) => {
-      const hit = awsOp("EC2.AssociateAddress")(req);
-      if (hit && !renewals)
-        renewals = proxy.add({ match: dynamoOp("UpdateItem", "lease#checker"), action: { kind: "hang" } });
-      return hit;
-    },
-    action: { kind: "latency", ms: 3000 },
-  });
+  // Its renewals go on: only the validity the move began under may end it, not the holding's end.
+  const delayed = proxy.add({ match: awsOp("EC2.AssociateAddress"), action: { kind: "latency", ms: 8000 } });
   const report = await c.runOnce();
   expect(delayed.hits()).toBe(1);
   expect(report.reassociated).toEqual([]);
   expect(report.vips).toEqual([
     expect.objectContaining({ allocationId: f.eip.allocationId, action: "associate", ok: false }),
   ]);
+  expect(c.lease.isLeader()).toBe(true);
   // The lease item said a call may be in flight before it began: the next checker waits for it.
   expect((await new DynamoLeaseStore(store, f.fleetId).get("checker"))?.inFlight).toBe(true);
   // And no audit event claims a move that its author gave up on.
