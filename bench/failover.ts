@@ -23,10 +23,17 @@
  * its weight has ramped back. The last line:
  *   {"bench":"failover","mode":"active-active","trials":N,"weight_zero_ms_p50":..,
  *    "weight_zero_ms_p99":..,"failed_requests_p50":..,"sessions_lost":0}
+ *
+ * Both run with the fault proxy's realistic mode between the fleet and the
+ * emulator (docs/architecture.md §9: Elastic IPs applied late and read stale,
+ * Route 53 PENDING and throttled, DynamoDB latency), its seed in every line
+ * (`realistic_seed`); `--seed N` replays its draws, `--realistic off` measures
+ * against the emulator as it is.
  */
 import { parseArgs } from "node:util";
 import { listEvents } from "../lib/core/events";
-import { LocalFleet } from "../test/harness/local-fleet";
+import { AWS_LIKE, realisticSeed } from "../test/harness/fault-proxy";
+import { LocalFleet, type LocalFleetOptions } from "../test/harness/local-fleet";
 import { awaitRecovery, busiestNode } from "../test/harness/tour";
 import { StickyTraffic } from "../test/harness/traffic";
 import { emit, percentile, round } from "./stats";
@@ -37,6 +44,8 @@ async function main(): Promise<number> {
       json: { type: "boolean", default: false },
       trials: { type: "string", default: "20" },
       mode: { type: "string", default: "active-passive" },
+      realistic: { type: "string", default: "on" },
+      seed: { type: "string" },
     },
     strict: true,
   });
@@ -45,12 +54,19 @@ async function main(): Promise<number> {
     throw new Error(`--trials must be a whole number of at least 1, got '${values.trials}'`);
   if (values.mode !== "active-passive" && values.mode !== "active-active")
     throw new Error(`--mode '${values.mode}' must be active-passive or active-active`);
+  if (values.realistic !== "on" && values.realistic !== "off")
+    throw new Error(`--realistic must be on or off, got '${values.realistic}'`);
+  if (values.realistic === "off" && values.seed !== undefined)
+    throw new Error("--seed replays the realistic mode's draws: it needs --realistic on");
+  const realistic =
+    values.realistic === "on" ? { mode: AWS_LIKE, seed: realisticSeed(values.seed, "--seed") } : undefined;
   const say = (s: string) => {
     if (!values.json) process.stderr.write(`${s}\n`);
   };
-  if (values.mode === "active-active") return activeActive(trials, say);
+  const bench = { bench: "failover", realistic_seed: realistic?.seed ?? null };
+  if (values.mode === "active-active") return activeActive(trials, say, realistic, bench);
 
-  const fleet = new LocalFleet({ nodes: 2, log: say });
+  const fleet = new LocalFleet({ nodes: 2, log: say, realistic });
   await fleet.up();
   const traffic = new StickyTraffic({ url: fleet.url, clients: 20, intervalMs: 50 });
   let sampling = true;
@@ -99,12 +115,18 @@ async function main(): Promise<number> {
       failover.push(ms);
       failed.push(f);
       sessionsLost += lost.moved.length;
-      // Where the time went, from the audit trail: the standby's move of the Elastic IP.
-      const moved = (await listEvents(fleet.store, fleet.fleetId, { limit: 5, newestFirst: true })).find(
-        (e) => e.kind === "vip-moved",
-      );
+      // Where the time went, from the audit trail: the standby's move of the Elastic IP, written
+      // once its read-back agreed, which may come after the first success.
+      const movedNow = async () =>
+        (await listEvents(fleet.store, fleet.fleetId, { limit: 5, newestFirst: true })).find(
+          (e) => e.kind === "vip-moved" && Date.parse(e.at) >= killAt,
+        );
+      await fleet
+        .waitFor(async () => !!(await movedNow()), 10_000, `trial ${trial}: no vip-moved event`)
+        .catch(() => {});
+      const moved = await movedNow();
       emit({
-        bench: "failover",
+        ...bench,
         mode: "active-passive",
         trial,
         failover_ms: ms,
@@ -129,7 +151,7 @@ async function main(): Promise<number> {
     await fleet.down();
   }
   const summary = {
-    bench: "failover",
+    ...bench,
     mode: "active-passive",
     trials,
     failover_ms_p50: round(percentile(failover, 50)),
@@ -137,6 +159,7 @@ async function main(): Promise<number> {
     failed_requests_p50: percentile(failed, 50),
     sessions_lost: sessionsLost,
     double_active: doubleActive,
+    realism: realismOf(fleet),
   };
   say(
     `failover p50 ${summary.failover_ms_p50} ms, p99 ${summary.failover_ms_p99} ms over ${trials} kills; failed requests p50 ${summary.failed_requests_p50}; ` +
@@ -146,8 +169,13 @@ async function main(): Promise<number> {
   return sessionsLost === 0 && doubleActive === 0 ? 0 : 1;
 }
 
-async function activeActive(trials: number, say: (s: string) => void): Promise<number> {
-  const fleet = new LocalFleet({ nodes: 3, mode: "active-active", log: say });
+async function activeActive(
+  trials: number,
+  say: (s: string) => void,
+  realistic: LocalFleetOptions["realistic"],
+  bench: { bench: string; realistic_seed: number | null },
+): Promise<number> {
+  const fleet = new LocalFleet({ nodes: 3, mode: "active-active", log: say, realistic });
   await fleet.up();
   const clients = 30;
   const traffic = new StickyTraffic({
@@ -183,7 +211,7 @@ async function activeActive(trials: number, say: (s: string) => void): Promise<n
       failed.push(f);
       sessionsLost += lost;
       emit({
-        bench: "failover",
+        ...bench,
         mode: "active-active",
         trial,
         weight_zero_ms: zeroAt - killAt,
@@ -207,13 +235,14 @@ async function activeActive(trials: number, say: (s: string) => void): Promise<n
     await fleet.down();
   }
   const summary = {
-    bench: "failover",
+    ...bench,
     mode: "active-active",
     trials,
     weight_zero_ms_p50: round(percentile(zero, 50)),
     weight_zero_ms_p99: round(percentile(zero, 99)),
     failed_requests_p50: percentile(failed, 50),
     sessions_lost: sessionsLost,
+    realism: realismOf(fleet),
   };
   say(
     `weight 0 p50 ${summary.weight_zero_ms_p50} ms, p99 ${summary.weight_zero_ms_p99} ms over ${trials} kills; ` +
@@ -221,6 +250,20 @@ async function activeActive(trials: number, say: (s: string) => void): Promise<n
   );
   emit(summary);
   return sessionsLost === 0 ? 0 : 1;
+}
+
+/** What the realistic mode did over the run (null when off): evidence that it was in the way. */
+function realismOf(fleet: LocalFleet) {
+  const r = fleet.realismStats;
+  return r
+    ? {
+        delayed_associations: r.delayedAssociations,
+        stale_answers: r.staleAnswers,
+        pending_answers: r.pendingAnswers,
+        throttled: r.throttled,
+        late_failures: r.lateFailures.length,
+      }
+    : null;
 }
 
 /** Starts the clients and waits until traffic flows, so that no trial measures a cold start. */

@@ -633,7 +633,13 @@ export class NodeAgent {
     const now = await this.o.elasticIps.describe(allocationId);
     if (now.instanceId === this.o.instanceId) return;
     const moved = await this.lease.act(
-      (h) => this.o.elasticIps.moveTo(allocationId, this.o.instanceId, { signal: h.signal }),
+      // The association ends at the validity; its read-back when the holding does, since EC2 may
+      // show a move later than a lease stays valid (docs/architecture.md §6).
+      (h) =>
+        this.o.elasticIps.moveTo(allocationId, this.o.instanceId, {
+          signal: h.signal,
+          verifySignal: h.ended,
+        }),
       { token, unfenced: true },
     );
     // 3. The audit trail. The first move under a token is the takeover; later ones are repairs.

@@ -526,7 +526,13 @@ export class HealthChecker {
           vips.push({ allocationId, action: "none", reason: plan.reason });
           continue;
         }
-        await this.o.elasticIps.moveTo(allocationId, plan.instanceId);
+        // One attempt, aborted at the checker lease's validity and recorded in its item first, as
+        // the agent's moves are; its read-back ends with the holding (docs/architecture.md §6).
+        const to = plan.instanceId;
+        await this.lease.act(
+          (h) => this.o.elasticIps.moveTo(allocationId, to, { signal: h.signal, verifySignal: h.ended }),
+          { token, unfenced: true },
+        );
         reassociated.push(allocationId);
         vips.push({ allocationId, action: "associate", reason: plan.reason, ok: true });
         await appendEvent(this.o.store, this.o.fleetId, {

@@ -103,16 +103,20 @@ export class ElasticIps {
    * in one attempt, and reads back until DescribeAddresses shows it there, up
    * to `verifyMs`. Throws `HAFLEET_EC2_UNVERIFIED` when the read-back never
    * agreed; `signal` ends the call and its read-back at once (a retryable
-   * `Ec2Error`: the association may still land).
+   * `Ec2Error`: the association may still land). With `verifySignal`, that
+   * ends the read-back instead: a lease holder bounds the association by its
+   * lease's validity, but EC2 may show a move later than a lease stays valid
+   * (applied up to a second after it is accepted, then read stale for a while).
    */
   async moveTo(
     allocationId: string,
     instanceId: string,
-    options: { verifyMs?: number; signal?: AbortSignal } = {},
+    options: { verifyMs?: number; signal?: AbortSignal; verifySignal?: AbortSignal } = {},
   ): Promise<MoveResult> {
     const started = this.clock.nowMs();
     const verifyMs = options.verifyMs ?? 5000;
     const signal = options.signal;
+    const verifySignal = options.verifySignal ?? signal;
     const out = await this.call("AssociateAddress", () =>
       this.ec2.send(
         new AssociateAddressCommand({
@@ -127,7 +131,7 @@ export class ElasticIps {
       this.clock,
       { withinMs: verifyMs, firstDelayMs: 25, maxDelayMs: 400 },
       async (reads) => {
-        const now = await this.describe(allocationId, { signal });
+        const now = await this.describe(allocationId, { signal: verifySignal });
         return now.instanceId === instanceId
           ? {
               done: true as const,

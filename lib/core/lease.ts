@@ -275,6 +275,12 @@ export interface Holding {
    * began, whichever comes first: pass it to the call (`abortSignal`).
    */
   readonly signal: AbortSignal;
+  /**
+   * Aborts when the holding ends, not at the validity: for a read that checks
+   * an effect and may take longer than a validity (EC2 showing a move). A
+   * release waits for it as for the effect.
+   */
+  readonly ended: AbortSignal;
   /** Ms left until `signal` aborts by the clock: a store call's `deadlineMs`. */
   remainingMs(): number;
 }
@@ -399,6 +405,7 @@ export class Lease extends EventEmitter<LeaseEvents> {
       const holding: Holding = {
         token: leader.token,
         signal: AbortSignal.any([leader.ended.signal, timer.signal]),
+        ended: leader.ended.signal,
         remainingMs: () => Math.max(0, deadlineMs - this.clock.nowMs()),
       };
       const run = fn(holding);

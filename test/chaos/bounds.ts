@@ -5,7 +5,9 @@
  * schedule allows, plus `loadSlackMs` for a busy two-core machine.
  */
 import { FAILOVER_DEFAULTS } from "../../lib/core/config";
+import { DNS_CONFIRM_FIRST_MS } from "../../lib/core/failover";
 import { resolveLeaseSettings } from "../../lib/core/lease";
+import { AWS_LIKE } from "../harness/fault-proxy";
 import { CHECKER_GAP_MS, CHECKER_INVOCATION_MS } from "../harness/local-fleet";
 
 export interface ChaosTiming {
@@ -24,6 +26,8 @@ export interface ChaosTiming {
     readonly rise: number;
     readonly checkerLeaseMs: number;
   };
+  /** The longest a Route 53 change stays PENDING (0 on the emulator alone). */
+  readonly route53PendingMs: number;
   /** What a loaded machine adds to any chain of timers and calls. */
   readonly loadSlackMs: number;
   /** A (re)started node process until it is ready and contends. */
@@ -50,9 +54,24 @@ export const CHAOS_TIMING: ChaosTiming = {
     rise: 2,
     checkerLeaseMs: 6000,
   },
+  // The realistic mode's, which the tests run with by default (docs/architecture.md §9); on the
+  // emulator alone the bound is only looser.
+  route53PendingMs: AWS_LIKE.route53PendingMs[1],
   loadSlackMs: 2500,
   nodeStartMs: 5000,
 };
+
+/**
+ * From a batch until the checker has confirmed it INSYNC: it asks
+ * `DNS_CONFIRM_FIRST_MS` after the batch, then at doubling gaps, so the
+ * first ask at or after `pendingMs`, plus a run's interval for the run at
+ * which the ask is due.
+ */
+export function confirmMs(pendingMs: number, intervalMs: number): number {
+  let at = DNS_CONFIRM_FIRST_MS;
+  for (let gap = DNS_CONFIRM_FIRST_MS * 2; at < pendingMs; gap *= 2) at += gap;
+  return at + intervalMs;
+}
 
 export interface ChaosBounds {
   /** A fleet without a live leader while a node is eligible: a waiter takes over within this. */
@@ -85,7 +104,9 @@ export function chaosBounds(t: ChaosTiming): ChaosBounds {
     // The waiter sees the last rvn, waits leaseMs on its own clock, then takes it at its next poll.
     leaderlessMs: t.leaseMs + t.pollMs + t.loadSlackMs,
     deadWeightMs: detectMs + restartMs + t.loadSlackMs,
-    convergeMs: checkerRecoveryMs + 2 * c.intervalMs + t.loadSlackMs,
+    // The plan counts once it is recorded in sync: its batch's propagation confirmed.
+    convergeMs:
+      checkerRecoveryMs + 2 * c.intervalMs + confirmMs(t.route53PendingMs, c.intervalMs) + t.loadSlackMs,
     checkerRecoveryMs,
     checkerRestartMs: restartMs,
     resumeMs: t.heartbeatMs,

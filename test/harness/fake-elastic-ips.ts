@@ -81,7 +81,7 @@ export class FakeElasticIps implements ElasticIpApi {
   async moveTo(
     allocationId: string,
     instanceId: string,
-    options: { verifyMs?: number; signal?: AbortSignal } = {},
+    options: { verifyMs?: number; signal?: AbortSignal; verifySignal?: AbortSignal } = {},
   ): Promise<MoveResult> {
     const clock = this.ec2.clock;
     const plan = this.ec2.nextPlan(instanceId);

@@ -92,21 +92,28 @@ export const AWS_LIKE: RealisticMode = {
 };
 
 /**
- * The realistic mode the environment asks for: `HAFLEET_REALISTIC=1` turns it
- * on (AWS_LIKE), `HAFLEET_REALISTIC_SEED` replays a run (else a fresh seed).
+ * The realistic mode the environment asks for: on (AWS_LIKE) unless
+ * `HAFLEET_REALISTIC=0`; `HAFLEET_REALISTIC_SEED` replays a run (else a fresh
+ * seed).
  */
 export function realisticFromEnv(
   env: NodeJS.ProcessEnv,
 ): { readonly mode: RealisticMode; readonly seed: number } | undefined {
   const on = env.HAFLEET_REALISTIC ?? "";
-  if (on === "" || on === "0") return undefined;
-  if (on !== "1") throw new Error(`HAFLEET_REALISTIC must be 1 (on) or 0 (off), got '${on}'`);
+  if (on === "0") return undefined;
+  if (on !== "" && on !== "1")
+    throw new Error(`HAFLEET_REALISTIC must be 1 (on, the default) or 0 (off), got '${on}'`);
   const given = env.HAFLEET_REALISTIC_SEED;
-  if (given === undefined || given === "") return { mode: AWS_LIKE, seed: randomBytes(4).readUInt32BE(0) };
+  return { mode: AWS_LIKE, seed: realisticSeed(given, "HAFLEET_REALISTIC_SEED") };
+}
+
+/** `given` as a seed (a fresh one when undefined or empty); throws naming `what` when it is not one. */
+export function realisticSeed(given: string | undefined, what: string): number {
+  if (given === undefined || given === "") return randomBytes(4).readUInt32BE(0);
   const seed = Number(given);
-  if (!Number.isInteger(seed) || seed < 0 || seed >= 2 ** 32)
-    throw new Error(`HAFLEET_REALISTIC_SEED must be a whole number from 0 to 4294967295, got '${given}'`);
-  return { mode: AWS_LIKE, seed };
+  if (!/^\d+$/.test(given) || !Number.isSafeInteger(seed) || seed >= 2 ** 32)
+    throw new Error(`${what} must be a whole number from 0 to 4294967295, got '${given}'`);
+  return seed;
 }
 
 /** Throws naming the field of `mode` that is not a valid range or rate. */

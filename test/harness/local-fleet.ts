@@ -18,6 +18,9 @@
  * 7. With DNS (active-active): each node's own Elastic IP, the fleet's
  *    weighted set in a Route 53 zone with a health check per record (as the
  *    CDK stack makes them), and a resolver that answers as Route 53 would.
+ * 8. With `realistic`: the fault proxy's realistic mode between the fleet and
+ *    the emulator (docs/architecture.md §9); the fabric and the resolver read
+ *    the emulator itself.
  *
  * A state file (`.hafleet/local/<fleet>.json`) tells other commands
  * (`hafleet status`, `kill`, `pause`, ...) where the fleet runs.
@@ -52,6 +55,7 @@ import { DnsServer } from "./dns-server";
 import { allocateElasticIp, runInstances } from "./ec2";
 import { type Emulator, emulatorEnv, freePort, startEmulator, WORK_DIR } from "./emulator";
 import { ElasticIpFabric } from "./fabric";
+import { FaultProxy, type RealisticMode } from "./fault-proxy";
 import { Route53Resolver } from "./route53-resolver";
 
 /** A Route 53 hosted zone in the emulator; two local fleets may share one. */
@@ -143,6 +147,13 @@ export interface LocalFleetOptions {
    * @default `HAFLEET_EMULATOR_ENDPOINT` (past the tests' realistic proxy) without `endpoint`, else the emulator's
    */
   readonly truthEndpoint?: string;
+  /**
+   * Puts the fault proxy's realistic mode between the emulator and everything
+   * the fleet sends it (nodes, checker, the harness's own calls), as the tests'
+   * global setup does; the fabric and the resolver then read the emulator
+   * itself, unless `truthEndpoint` says otherwise. @default off
+   */
+  readonly realistic?: { readonly mode: RealisticMode; readonly seed: number };
   /** Run the health checker in-process. @default true */
   readonly checker?: boolean;
   /** The config's `failover.mode` at start. @default "active-passive" */
@@ -258,6 +269,9 @@ export class LocalFleet {
   readonly mode: "active-passive" | "active-active";
   readonly dns: boolean;
   private emulator: Emulator | undefined;
+  /** The realistic proxy (with `realistic`), and the endpoint behind it. */
+  private realisticProxy: FaultProxy | undefined;
+  private behindProxy: string | undefined;
   private ec2!: EC2Client;
   /** The fabric's and the resolver's view of the emulator (see `truthEndpoint`). */
   private truthIps: ElasticIps | undefined;
@@ -285,6 +299,11 @@ export class LocalFleet {
     this.dns = options.dns ?? this.mode === "active-active";
   }
 
+  /** What the realistic mode did (with `realistic`). */
+  get realismStats(): FaultProxy["realismStats"] | undefined {
+    return this.realisticProxy?.realismStats;
+  }
+
   /** The URL clients use: the Elastic IP and the listener port. */
   get url(): string {
     return `http://${this.elasticIp.publicIp}:${this.port}`;
@@ -298,6 +317,12 @@ export class LocalFleet {
       this.log("starting the AWS emulator (moto server)...");
       this.emulator = await startEmulator({ log: this.log });
       this.endpoint = this.emulator.endpoint;
+    }
+    if (this.o.realistic) {
+      this.realisticProxy = await new FaultProxy(this.endpoint, { realistic: this.o.realistic }).start();
+      this.behindProxy = this.endpoint;
+      this.endpoint = this.realisticProxy.endpoint;
+      this.log(`realistic AWS mode on, seed ${this.o.realistic.seed}`);
     }
     Object.assign(process.env, emulatorEnv(this.endpoint), {
       AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true",
@@ -395,7 +420,9 @@ export class LocalFleet {
 
     // 6. The fabric, 5. the checker.
     const truth =
-      this.o.truthEndpoint ?? (this.o.endpoint ? undefined : process.env.HAFLEET_EMULATOR_ENDPOINT);
+      this.o.truthEndpoint ??
+      this.behindProxy ??
+      (this.o.endpoint ? undefined : process.env.HAFLEET_EMULATOR_ENDPOINT);
     if (truth && truth !== this.endpoint) {
       this.truthIps = new ElasticIps({ aws: { endpoint: truth } });
       this.truthRoute53 = new Route53Client(awsClientConfig({ endpoint: truth }));
@@ -866,6 +893,7 @@ export class LocalFleet {
     this.checkerRecords?.destroy();
     await rm(stateFile(this.fleetId), { force: true });
     for (const n of this.nodes) await rm(this.nodeStateFile(n), { force: true });
+    await this.realisticProxy?.close();
     await this.emulator?.stop();
   }
 }

@@ -15,6 +15,7 @@ import type { StateStore } from "../../../lib/core/store";
 import { keys, type TableNames } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { allocateElasticIp, runInstances } from "../../harness/ec2";
+import { awsOp, FaultProxy } from "../../harness/fault-proxy";
 import { HealthEndpoint } from "../../harness/health-endpoint";
 
 let tables: TableNames;
@@ -185,18 +186,51 @@ test("an Elastic IP is never moved toward a node the checker judges failed, even
   expect((await c.runOnce()).marked).toEqual(["node-a"]);
   // node-a still holds the lease and its vip# is current (its agent has not stepped down yet);
   // the address is moved to node-b, as the standby's promotion will move it.
-  await ec2.send(
-    new AssociateAddressCommand({
-      AllocationId: f.eip.allocationId,
-      InstanceId: f.ib,
-      AllowReassociation: true,
-    }),
-  );
+  await moveBehindBack(f.eip.allocationId, f.ib);
   const report = await c.runOnce();
   expect(report.nodes.find((n) => n.nodeId === "node-a")?.verdict).toBe("failed");
   expect(report.reassociated).toEqual([]);
   expect(report.vips[0]?.reason).toMatch(/node-a is judged failed/);
   expect((await eips.describe(f.eip.allocationId)).instanceId).toBe(f.ib);
+});
+
+test("the checker's AssociateAddress is one attempt, aborted at its lease's validity, and recorded in flight first", async () => {
+  const f = await fleetOfTwo();
+  await moveBehindBack(f.eip.allocationId, f.ib);
+  const proxy = await new FaultProxy(process.env.AWS_ENDPOINT_URL!).start();
+  const viaProxy = storeOn(tables, proxy.endpoint);
+  // A request timeout longer than the delay: only the lease's validity may end the call.
+  const slowEips = new ElasticIps({ aws: { endpoint: proxy.endpoint, requestTimeoutMs: 15_000 } });
+  // Its lease as deployed (6000 ms) is valid at most 5400 ms after a renewal began; the move is
+  // answered after 8000 ms.
+  const c = new HealthChecker({
+    store: viaProxy,
+    fleetId: f.fleetId,
+    checkerId: "checker-1",
+    elasticIps: slowEips,
+    probeTimeoutMs: 500,
+  });
+  cleanups.push(async () => {
+    proxy.clear();
+    await c.stop();
+    slowEips.destroy();
+    viaProxy.destroy();
+    await proxy.close();
+  });
+  await leader(c);
+  // Its renewals go on: only the validity the move began under may end it, not the holding's end.
+  const delayed = proxy.add({ match: awsOp("EC2.AssociateAddress"), action: { kind: "latency", ms: 8000 } });
+  const report = await c.runOnce();
+  expect(delayed.hits()).toBe(1);
+  expect(report.reassociated).toEqual([]);
+  expect(report.vips).toEqual([
+    expect.objectContaining({ allocationId: f.eip.allocationId, action: "associate", ok: false }),
+  ]);
+  expect(c.lease.isLeader()).toBe(true);
+  // The lease item said a call may be in flight before it began: the next checker waits for it.
+  expect((await new DynamoLeaseStore(store, f.fleetId).get("checker"))?.inFlight).toBe(true);
+  // And no audit event claims a move that its author gave up on.
+  expect((await listEvents(store, f.fleetId)).filter((e) => e.kind === "vip-reconciled")).toEqual([]);
 });
 
 test("a gray failure (probes fail, heartbeats go on) is marked failed after `fall` probes, and cleared after recovery", async () => {

@@ -18,6 +18,7 @@ import {
   checkRealisticMode,
   FaultProxy,
   type RealisticMode,
+  realisticFromEnv,
   seededRandom,
   stream,
 } from "../../harness/fault-proxy";
@@ -268,5 +269,20 @@ describe("the mode as data", () => {
     ["route53CallsPerS", { route53CallsPerS: 0 }, "route53CallsPerS must be above 0"],
   ])("a bad %s is refused, naming it", (_field, bad, message) => {
     expect(() => checkRealisticMode({ ...AWS_LIKE, ...(bad as Partial<RealisticMode>) })).toThrow(message);
+  });
+
+  test("the environment turns it on by default, off with HAFLEET_REALISTIC=0, and refuses anything else", () => {
+    expect(realisticFromEnv({})?.mode).toBe(AWS_LIKE);
+    expect(realisticFromEnv({ HAFLEET_REALISTIC: "1", HAFLEET_REALISTIC_SEED: "42" })).toEqual({
+      mode: AWS_LIKE,
+      seed: 42,
+    });
+    expect(realisticFromEnv({ HAFLEET_REALISTIC: "0" })).toBeUndefined();
+    expect(() => realisticFromEnv({ HAFLEET_REALISTIC: "yes" })).toThrow(
+      "HAFLEET_REALISTIC must be 1 (on, the default) or 0 (off), got 'yes'",
+    );
+    expect(() => realisticFromEnv({ HAFLEET_REALISTIC_SEED: "-3" })).toThrow(
+      "HAFLEET_REALISTIC_SEED must be a whole number",
+    );
   });
 });

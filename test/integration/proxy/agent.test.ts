@@ -13,7 +13,7 @@ import { DynamoLeaseStore, Lease } from "../../../lib/core/lease";
 import type { StateStore } from "../../../lib/core/store";
 import { keys, type TableNames } from "../../../lib/core/tables";
 import { DynamoAgentStore, NodeAgent } from "../../../proxy/agent";
-import { freshTables, storeOn, uniqueId } from "../../harness/aws";
+import { emulatorEndpoint, freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { allocateElasticIp, runInstances } from "../../harness/ec2";
 import { dynamoOp, FaultProxy, type FaultRequest, INTERNAL_ERROR } from "../../harness/fault-proxy";
 
@@ -57,16 +57,17 @@ interface Node {
   readonly roles: { role: NodeRole; at: number }[];
 }
 
-/** Two nodes of a fresh fleet, each with its own store and EC2 client through the fault proxy. */
-async function fleetOfTwo(options: { heartbeatMs: number }) {
+/** Two nodes of a fresh fleet, each with its own store and EC2 client through the fault proxy (or `via`). */
+async function fleetOfTwo(options: { heartbeatMs: number; via?: FaultProxy }) {
+  const via = options.via ?? proxy;
   const fleetId = uniqueId("fleet");
   const [ia, ib] = await runInstances(ec2, fleetId, ["a", "b"]);
   const eip = await allocateElasticIp(ec2, fleetId);
   const stores: StateStore[] = [];
   const node = (id: string, instanceId: string): Node => {
-    const store = storeOn(tables, proxy.endpoint);
+    const store = storeOn(tables, via.endpoint);
     stores.push(store);
-    const elasticIps = new ElasticIps({ aws: { endpoint: proxy.endpoint } });
+    const elasticIps = new ElasticIps({ aws: { endpoint: via.endpoint } });
     cleanups.push(() => elasticIps.destroy());
     const roles: { role: NodeRole; at: number }[] = [];
     const agent = new NodeAgent({
@@ -146,6 +147,32 @@ describe("a move in flight when the holder hands over lands before the successor
     },
     60_000,
   );
+});
+
+describe("a promotion that EC2 shows late", () => {
+  test("DescribeAddresses stale for longer than the lease is valid: the node goes active once it shows the move", async () => {
+    // Only the stale reads (3 s after the move is applied; a 2000 ms lease is valid 1800 ms).
+    const stale = await new FaultProxy(emulatorEndpoint(), {
+      realistic: {
+        mode: {
+          describeStaleMs: [3000, 3000],
+          associateApplyMs: [0, 0],
+          route53PendingMs: [0, 0],
+          route53CallsPerS: 1000,
+          dynamoLatencyMs: [0, 0],
+        },
+        seed: 1,
+      },
+    }).start();
+    cleanups.push(() => stale.close());
+    // Heartbeats far apart: a promotion that gave up is not taken again within the test.
+    const f = await fleetOfTwo({ heartbeatMs: 60_000, via: stale });
+    await f.a.agent.start();
+    await waitFor("a active", 15_000, () => f.a.agent.role === "active");
+    expect(stale.realismStats.staleAnswers).toBeGreaterThan(0);
+    expect(await f.addressOn()).toBe(f.a.instanceId);
+    expect((await f.events()).filter((e) => e.kind === "vip-moved" && e.by === "a")).toHaveLength(1);
+  });
 });
 
 describe("a failed vip# write during promotion", () => {
