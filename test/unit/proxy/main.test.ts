@@ -89,7 +89,11 @@ describe("proxy/main.ts", () => {
     ["workers not a number", ["--config", "FILE", "--workers", "many"], /--workers.*whole number/],
     ["bad fleet id", ["--fleet", "Bad_Fleet"], /--fleet 'Bad_Fleet' must be/],
     ["missing config file", ["--config", "/nonexistent/fleet.yaml"], /cannot read config file.*ENOENT/],
-    ["invalid config", ["--config", "BAD"], /invalid fleet config in .*bad\.yaml: listeners\[0\]\.port \(line 1\): /],
+    [
+      "invalid config",
+      ["--config", "BAD"],
+      /invalid fleet config in .*bad\.yaml: listeners\[0\]\.port \(line 1\): /,
+    ],
     [
       "missing admin token file",
       ["--config", "FILE", "--admin-port", "0", "--admin-token-file", "/nonexistent/token"],
