@@ -29,6 +29,8 @@ export interface FaultRequest {
 
 export type FaultAction =
   | { readonly kind: "latency"; readonly ms: number }
+  /** Forwards at once and hands the emulator's answer on `ms` later: the call took effect before its caller hears of it. */
+  | { readonly kind: "slow-answer"; readonly ms: number }
   | { readonly kind: "drop-response" }
   | { readonly kind: "reset" }
   | { readonly kind: "hang" }
@@ -280,6 +282,10 @@ export class FaultProxy {
         switch (action.kind) {
           case "latency":
             return this.later(action.ms, () => forward(reply));
+          case "slow-answer":
+            return forward((status, headers, data) =>
+              this.later(action.ms, () => reply(status, headers, data)),
+            );
           case "drop-response":
             return forward(() => req.socket.destroy());
           case "reset":
@@ -378,12 +384,11 @@ export class FaultProxy {
     if (op === "EC2.AssociateAddress") return this.associateLater(fr, body, reply);
     if (op === "EC2.DisassociateAddress") {
       const associationId = new URLSearchParams(fr.body).get("AssociationId");
+      const changing = [...r.seen]
+        .filter(([, item]) => associationId && tagValue(item, "associationId") === associationId)
+        .map(([allocationId]) => this.changing(allocationId));
       return forward((status, headers, data) => {
-        if (status === 200 && associationId) {
-          for (const [allocationId, item] of r.seen) {
-            if (tagValue(item, "associationId") === associationId) this.changed(allocationId);
-          }
-        }
+        for (const done of changing) done(status === 200);
         reply(status, headers, data);
       });
     }
@@ -425,21 +430,24 @@ export class FaultProxy {
       )
       .then(
         () =>
-          new Promise<void>((resolve) =>
+          new Promise<void>((resolve) => {
+            const changing = this.changing(allocationId);
             this.forward(
               fr,
               body,
               (status, _headers, data) => {
-                if (status === 200) this.changed(allocationId);
-                else this.realismStats.lateFailures.push(`${what}: HTTP ${status} ${errorCode(data)}`);
+                changing(status === 200);
+                if (status !== 200)
+                  this.realismStats.lateFailures.push(`${what}: HTTP ${status} ${errorCode(data)}`);
                 resolve();
               },
               (err) => {
+                changing(false);
                 this.realismStats.lateFailures.push(`${what}: ${err.message}`);
                 resolve();
               },
-            ),
-          ),
+            );
+          }),
       );
     r.applying.set(allocationId, applied);
     const xml =
@@ -451,15 +459,27 @@ export class FaultProxy {
     reply(200, xmlHeaders("text/xml;charset=UTF-8", xml), Buffer.from(xml));
   }
 
-  /** An association changed in the emulator: its DescribeAddresses answers show the earlier item for a while. */
-  private changed(allocationId: string): void {
+  /**
+   * A change of the address's association is sent to the emulator: from now on its DescribeAddresses
+   * answers show the item as it was, while the emulator applies it (an answer racing the change may
+   * already show it) and, once applied, for the stale window. The returned function tells whether it
+   * applied; one that did not leaves the answers as they were.
+   */
+  private changing(allocationId: string): (applied: boolean) => void {
     const r = this.realism!;
     const before = r.seen.get(allocationId);
-    if (before === undefined) return; // never described: no earlier answer to give
-    r.stale.set(allocationId, {
-      untilMs: performance.now() + draw(r.random.stale, r.mode.describeStaleMs),
-      item: before,
-    });
+    if (before === undefined) return () => {}; // never described: no earlier answer to give
+    // Still in an earlier change's window, answers go on showing what they showed.
+    const open = r.stale.get(allocationId);
+    const earlier = open && open.untilMs > performance.now() ? open : undefined;
+    const window = { untilMs: Number.POSITIVE_INFINITY, item: earlier?.item ?? before };
+    r.stale.set(allocationId, window);
+    return (applied) => {
+      if (r.stale.get(allocationId) !== window) return; // a later change took over the window
+      if (applied) window.untilMs = performance.now() + draw(r.random.stale, r.mode.describeStaleMs);
+      else if (earlier) r.stale.set(allocationId, earlier);
+      else r.stale.delete(allocationId);
+    };
   }
 
   /** The emulator's DescribeAddresses answer, with each address in a stale window as it was. */

@@ -15,6 +15,7 @@ import { emulatorEndpoint, freshTables, storeOn, uniqueId } from "../../harness/
 import { allocateElasticIp, runInstances } from "../../harness/ec2";
 import {
   AWS_LIKE,
+  awsOp,
   checkRealisticMode,
   FaultProxy,
   type RealisticMode,
@@ -123,6 +124,38 @@ describe("EC2: accepted at once, applied later, read eventually", () => {
     const listed = (await eips.listByFleet(fleetId)).find((a) => a.allocationId === eip.allocationId);
     expect(listed?.instanceId).toBe(ia());
     expect(proxy.realismStats.staleAnswers).toBe(2);
+  });
+
+  test("an answer that comes while the emulator applies a move shows the address as it was", async () => {
+    await startOn(ia());
+    // Between this proxy and the emulator: the emulator applies the move, its answer is held back.
+    const slow = await new FaultProxy(emulatorEndpoint()).start();
+    cleanups.push(() => slow.close());
+    const held = slow.add({
+      match: awsOp("EC2.AssociateAddress"),
+      action: { kind: "slow-answer", ms: FOREVER[0] },
+      times: 1,
+    });
+    const proxy = await new FaultProxy(slow.endpoint, {
+      realistic: { mode: { ...CALM, describeStaleMs: FOREVER }, seed: 1 },
+    }).start();
+    cleanups.push(() => proxy.close());
+    const { ec2, eips } = ec2Through(proxy);
+    expect((await eips.describe(eip.allocationId)).instanceId).toBe(ia());
+    await ec2.send(
+      new AssociateAddressCommand({
+        AllocationId: eip.allocationId,
+        InstanceId: ib(),
+        AllowReassociation: true,
+      }),
+    );
+    await waitUntil(
+      "the move applied",
+      async () => (await truth.describe(eip.allocationId)).instanceId === ib(),
+    );
+    expect(held.hits()).toBe(1);
+    expect((await eips.describe(eip.allocationId)).instanceId).toBe(ia());
+    expect(proxy.realismStats.staleAnswers).toBe(1);
   });
 
   test("a move through the realistic API is verified once the stale window ends", async () => {
