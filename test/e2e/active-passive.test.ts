@@ -123,6 +123,16 @@ test("SIGKILL of the active under load: traffic resumes through the Elastic IP, 
   // And every answer since the first assignment came from the backend assigned then: neither
   // backend-1's return nor the failover moved a session (hashing alone would have done both).
   expect(t.backendsAfter(assignedAt)).toEqual(assigned.map((b) => new Set([b])));
+  // Active, and the event, follow the read-back, which EC2 may answer stale for a while after
+  // traffic moved.
+  const lastMove = async () =>
+    (await listEvents(f.store, f.fleetId)).filter((e) => e.kind === "vip-moved").at(-1);
+  await f.waitFor(
+    async () =>
+      (await lastMove())?.by === standby.nodeId && (await f.activeNode())?.nodeId === standby.nodeId,
+    20_000,
+    "the standby neither active nor its vip-moved written",
+  );
   expect((await f.activeNode())?.nodeId).toBe(standby.nodeId);
   const lease = await leaseHolder(f);
   expect(lease?.holder).toBe(standby.nodeId);
@@ -135,7 +145,7 @@ test("SIGKILL of the active under load: traffic resumes through the Elastic IP, 
     instanceId: standby.instanceId,
     fenceToken: lease?.token,
   });
-  const moved = (await listEvents(f.store, f.fleetId)).filter((e) => e.kind === "vip-moved").at(-1);
+  const moved = await lastMove();
   expect(moved).toMatchObject({
     by: standby.nodeId,
     token: lease?.token,
