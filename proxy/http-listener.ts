@@ -338,12 +338,12 @@ export class HttpConnection implements ClientConnection, UpstreamOwner {
     const sticky = settings.sticky;
     if (sticky) {
       const cookieName = settings.listener.stickiness!.cookieName;
-      const value = cookieValue(req.cookie, cookieName);
-      sticky.route(pool, StickyRouter.isKey(value) ? value : undefined, true).then(
+      const cookie = StickyRouter.parseCookie(cookieValue(req.cookie, cookieName));
+      sticky.route(pool, cookie?.key, true, cookie?.hint).then(
         (d) => {
           if (this.state !== ROUTING) return;
-          if (d.newKey)
-            this.setCookie = `set-cookie: ${cookieName}=${d.newKey}; Path=/; HttpOnly; SameSite=Lax\r\n`;
+          if (d.cookie)
+            this.setCookie = `set-cookie: ${cookieName}=${d.cookie}; Path=/; HttpOnly; SameSite=Lax\r\n`;
           this.connectTo(d.backend);
         },
         () => this.state === ROUTING && this.connectTo(pool.hashPick(this.hashKey)),

@@ -22,6 +22,7 @@
 import type { Logger } from "pino";
 import { type BackendConfig, backendId, type PoolConfig } from "../lib/core/config";
 import { type Balancer, createBalancer, Maglev, type Weighted } from "./balancer";
+import { hash32 } from "./hash";
 
 /** The longest ejection, unless `baseEjectionMs` is longer (Envoy's max_ejection_time default). */
 export const MAX_EJECTION_MS = 300_000;
@@ -39,6 +40,8 @@ export class Backend implements Weighted {
   readonly host: string;
   readonly port: number;
   readonly zone: string | undefined;
+  /** What a sticky session's cookie carries to name this backend: a hash of its id, base 36 (sticky.ts). */
+  readonly hint: string;
   weight: number;
   effectiveWeight: number;
   outstanding = 0;
@@ -67,6 +70,7 @@ export class Backend implements Weighted {
     this.host = config.host;
     this.port = config.port;
     this.zone = config.zone;
+    this.hint = hash32(this.id).toString(36);
     this.weight = config.weight;
     this.effectiveWeight = config.weight;
   }

@@ -130,7 +130,9 @@ export const StickinessSchema = z.strictObject({
     .string()
     .regex(/^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$/, "must be a valid cookie name token")
     .default("HAFLEET")
-    .describe("Cookie that carries the session key (http listeners only)."),
+    .describe(
+      "Cookie that carries the session key and its backend's hint (http listeners only; docs/architecture.md §7).",
+    ),
   ttlS: z
     .int()
     .min(1)

@@ -13,6 +13,7 @@
  * TTL does, failures or not), and connects to the address it got.
  */
 import { request } from "node:http";
+import { StickyRouter } from "../../proxy/sticky";
 import { CachingStub, type Route53Resolver } from "./route53-resolver";
 
 export interface Outcome {
@@ -69,9 +70,9 @@ export class StickyTraffic {
     await Promise.all(this.loops);
   }
 
-  /** Each client's session key (its cookie), undefined before its first answer. */
+  /** Each client's session key (its cookie without the backend hint), undefined before its first answer. */
   sessionKeys(): (string | undefined)[] {
-    return [...this.cookies];
+    return this.cookies.map((c) => StickyRouter.parseCookie(c)?.key);
   }
 
   /** The backend each client reached last before `t` (undefined when none). */

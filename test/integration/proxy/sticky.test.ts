@@ -68,11 +68,17 @@ async function proxyWithStore(cfg: FleetConfig, nodeId: string, endpoint?: strin
   );
 }
 
+/** The session key a Set-Cookie carries (what the table is keyed on, without the backend's hint). */
 function cookieOf(setCookie: string | string[] | undefined): string {
+  return sessionCookieOf(setCookie).key;
+}
+
+/** The whole cookie value (what a browser sends back), and its session key. */
+function sessionCookieOf(setCookie: string | string[] | undefined): { value: string; key: string } {
   const line = Array.isArray(setCookie) ? setCookie[0] : setCookie;
-  const m = /^HAFLEET=([A-Za-z0-9_-]+);/.exec(line ?? "");
+  const m = /^HAFLEET=(([A-Za-z0-9_-]+)\.[0-9a-z]+);/.exec(line ?? "");
   if (!m) throw new Error(`no HAFLEET cookie in ${String(line)}`);
-  return m[1]!;
+  return { value: m[1]!, key: m[2]! };
 }
 
 describe("sticky sessions across proxy instances", () => {
@@ -105,13 +111,16 @@ describe("sticky sessions across proxy instances", () => {
     const elsewhere = sessions.filter((s) => names[hashedAtTwo.hashPick(hash32(s.key))!.id] !== s.backend);
     expect(elsewhere.length).toBeGreaterThan(0);
 
-    // Each returns through instance two, twice: same backend, no new cookie.
+    // Each returns through instance two with its key alone (no backend hint: only the table
+    // knows), then with the cookie it is handed: same backend each time, and the hint once.
     for (const s of sessions) {
-      for (let i = 0; i < 2; i++) {
-        const r = await get(two.port("web"), "/", { headers: { cookie: `other=1; HAFLEET=${s.key}` } });
-        expect(r.body).toBe(s.backend);
-        expect(r.headers["set-cookie"]).toBeUndefined();
-      }
+      const r = await get(two.port("web"), "/", { headers: { cookie: `other=1; HAFLEET=${s.key}` } });
+      expect(r.body).toBe(s.backend);
+      const cookie = sessionCookieOf(r.headers["set-cookie"]);
+      expect(cookie.key).toBe(s.key);
+      const again = await get(two.port("web"), "/", { headers: { cookie: `HAFLEET=${cookie.value}` } });
+      expect(again.body).toBe(s.backend);
+      expect(again.headers["set-cookie"]).toBeUndefined();
     }
     expect(one.stickyRouters.get("web:600")!.fallbacks).toBe(0);
     expect(two.stickyRouters.get("web:600")!.fallbacks).toBe(0);
@@ -185,11 +194,13 @@ describe("sticky sessions when the store fails", () => {
     const alsoDown = await proxyWithStore(cfg, "node-down-2", await endpoint());
     const first = await get(down.port("web"));
     expect(first.status).toBe(200);
-    const key = cookieOf(first.headers["set-cookie"]);
-    for (const p of [down, alsoDown, down]) {
-      const r = await get(p.port("web"), "/", { headers: { cookie: `HAFLEET=${key}` } });
-      expect(r.status).toBe(200);
-      expect(r.body).toBe(first.body);
+    const { key, value } = sessionCookieOf(first.headers["set-cookie"]);
+    for (const cookie of [key, value]) {
+      for (const p of [down, alsoDown, down]) {
+        const r = await get(p.port("web"), "/", { headers: { cookie: `HAFLEET=${cookie}` } });
+        expect(r.status).toBe(200);
+        expect(r.body).toBe(first.body);
+      }
     }
     expect(down.stickyRouters.get("web:600")!.fallbacks).toBeGreaterThan(0);
   });
@@ -213,5 +224,34 @@ describe("sticky sessions when the store fails", () => {
       expect(again.body).toBe(first.body);
     }
     expect(cut.stickyRouters.get("web:600")!.fallbacks).toBe(20);
+  });
+
+  it("a session keeps its backend at a node that cannot reach the store, where hashing would move it: the cookie's hint", async () => {
+    const backends = [
+      h.add(await startBackend("x")),
+      h.add(await startBackend("y")),
+      h.add(await startBackend("z")),
+    ];
+    const ports = backends.map((b) => b.port);
+    const up = await proxyWithStore(stickyConfig(ports), "node-up");
+    // The node that cannot reach the store weighs z five times: hashing there moves keys.
+    const cutConfig = stickyConfig(ports, [1, 1, 5]);
+    const cut = await proxyWithStore(cutConfig, "node-cut", `http://127.0.0.1:${await deadPort()}`);
+    const names: Record<string, string> = { b0: "x", b1: "y", b2: "z" };
+    const hashedAtCut = new Pool("web", cutConfig.pools.web!);
+    const sessions: { key: string; value: string; backend: string }[] = [];
+    for (let i = 0; i < 30; i++) {
+      const r = await get(up.port("web"));
+      sessions.push({ ...sessionCookieOf(r.headers["set-cookie"]), backend: r.body });
+    }
+    const elsewhere = sessions.filter((s) => names[hashedAtCut.hashPick(hash32(s.key))!.id] !== s.backend);
+    expect(elsewhere.length).toBeGreaterThan(0); // none: about 1e-6
+    for (const s of sessions) {
+      const r = await get(cut.port("web"), "/", { headers: { cookie: `HAFLEET=${s.value}` } });
+      expect(r.status).toBe(200);
+      expect(r.body).toBe(s.backend);
+      expect(r.headers["set-cookie"]).toBeUndefined();
+    }
+    expect(cut.stickyRouters.get("web:600")!.fallbacks).toBe(30);
   });
 });
