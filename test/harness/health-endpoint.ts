@@ -6,6 +6,8 @@
  */
 import { createServer, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
+import { Heartbeater } from "../../lib/core/heartbeat";
+import type { StateStore } from "../../lib/core/store";
 
 export class HealthEndpoint {
   healthy = true;
@@ -47,4 +49,56 @@ export class HealthEndpoint {
     this.server.closeAllConnections();
     return new Promise((r) => this.server.close(() => r()));
   }
+}
+
+/** A node as the checker sees one in active-active: heartbeats saying `serving`, and a health endpoint. */
+export interface ServingNode {
+  readonly admin: HealthEndpoint;
+  readonly heartbeater: Heartbeater;
+  /** Ends both, as when the instance is gone; once is enough. */
+  stop(): Promise<void>;
+}
+
+/** Starts one: its first heartbeat is written before this returns. */
+export async function startServingNode(o: {
+  readonly store: StateStore;
+  readonly fleetId: string;
+  readonly nodeId: string;
+  readonly publicIp: string;
+  /** The node's stable name (what its Route 53 record is keyed on). */
+  readonly name?: string;
+  readonly periodMs: number;
+}): Promise<ServingNode> {
+  const admin = new HealthEndpoint();
+  const adminUrl = await admin.start();
+  const heartbeater = new Heartbeater({
+    store: o.store,
+    fleetId: o.fleetId,
+    nodeId: o.nodeId,
+    periodMs: o.periodMs,
+    report: () => ({
+      address: "127.0.0.1",
+      adminUrl,
+      role: "serving",
+      drain: false,
+      load: { connections: 0, rps: 0 },
+      version: "test",
+      publicIp: o.publicIp,
+      ...(o.name !== undefined ? { name: o.name } : {}),
+    }),
+  });
+  await heartbeater.beat();
+  heartbeater.start();
+  let stopped: Promise<void> | undefined;
+  return {
+    admin,
+    heartbeater,
+    stop: () => {
+      stopped ??= (async () => {
+        await heartbeater.stop();
+        await admin.close();
+      })();
+      return stopped;
+    },
+  };
 }

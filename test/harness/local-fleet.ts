@@ -35,7 +35,6 @@ import { DynamoDBClient } from "@aws-sdk/client-dynamodb";
 import { EC2Client } from "@aws-sdk/client-ec2";
 import {
   ChangeResourceRecordSetsCommand,
-  CreateHealthCheckCommand,
   CreateHostedZoneCommand,
   Route53Client,
 } from "@aws-sdk/client-route-53";
@@ -56,6 +55,7 @@ import { allocateElasticIp, runInstances } from "./ec2";
 import { type Emulator, emulatorEnv, freePort, startEmulator, WORK_DIR } from "./emulator";
 import { ElasticIpFabric } from "./fabric";
 import { FaultProxy, type RealisticMode } from "./fault-proxy";
+import { createTcpHealthCheck } from "./health-checks";
 import { Route53Resolver } from "./route53-resolver";
 
 /** A Route 53 hosted zone in the emulator; two local fleets may share one. */
@@ -618,19 +618,11 @@ export class LocalFleet {
     ];
     const records = [];
     for (const e of endpoints) {
-      const check = await this.route53.send(
-        new CreateHealthCheckCommand({
-          CallerReference: `${this.fleetId}-${e.nodeId}-${Date.now().toString(36)}`,
-          HealthCheckConfig: {
-            Type: "TCP",
-            IPAddress: e.address,
-            Port: this.port,
-            RequestInterval: 10,
-            FailureThreshold: 3,
-          },
-        }),
-      );
-      records.push({ ...e, healthCheckId: check.HealthCheck!.Id! });
+      const healthCheckId = await createTcpHealthCheck(this.route53, e.address, {
+        port: this.port,
+        callerReference: `${this.fleetId}-${e.nodeId}-${Date.now().toString(36)}`,
+      });
+      records.push({ ...e, healthCheckId });
     }
     const weighted = new WeightedRecords({ route53: this.route53 });
     const set = { zoneId: this.zone.zoneId, name: this.dnsName, ttlS: this.ttlS };

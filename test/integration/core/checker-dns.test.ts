@@ -4,7 +4,7 @@
  * in one batch, verified, carrying each record's health check; mode switches
  * move DNS between the shared address and the nodes' own.
  */
-import { CreateHealthCheckCommand, CreateHostedZoneCommand, Route53Client } from "@aws-sdk/client-route-53";
+import { CreateHostedZoneCommand, Route53Client } from "@aws-sdk/client-route-53";
 import { awsClientConfig } from "../../../lib/core/aws";
 import { HealthChecker } from "../../../lib/core/checker";
 import { type Clock, systemClock } from "../../../lib/core/clock";
@@ -14,12 +14,13 @@ import { listDnsPlans, WeightedRecords } from "../../../lib/core/dns";
 import { ElasticIps } from "../../../lib/core/elastic-ip";
 import { listEvents } from "../../../lib/core/events";
 import { SHARED_ENDPOINT } from "../../../lib/core/failover";
-import { Heartbeater, NODE_GONE_AFTER_MS, type NodeReport } from "../../../lib/core/heartbeat";
+import { NODE_GONE_AFTER_MS } from "../../../lib/core/heartbeat";
 import { DynamoLeaseStore } from "../../../lib/core/lease";
 import type { StateStore } from "../../../lib/core/store";
 import { keys } from "../../../lib/core/tables";
 import { emulatorEndpoint, freshTables, storeOn, uniqueId } from "../../harness/aws";
-import { HealthEndpoint } from "../../harness/health-endpoint";
+import { createTcpHealthCheck } from "../../harness/health-checks";
+import { type ServingNode, startServingNode } from "../../harness/health-endpoint";
 import { ManualClock } from "../../harness/manual-clock";
 import { Route53Gate } from "../../harness/route53-gate";
 
@@ -69,33 +70,13 @@ async function fleet(mode: "active-passive" | "active-active") {
   const name = `${fleetId}.${zoneName}`;
   const configs = new ConfigStore(store, fleetId);
   await configs.put(config(mode), { expectedVersion: 0, by: "test" });
-  const admins = NODES.map(() => new HealthEndpoint());
-  const beats: Heartbeater[] = [];
+  const nodes: ServingNode[] = [];
   for (const [i, nodeId] of NODES.entries()) {
-    const adminUrl = await admins[i]!.start();
-    const hb = new Heartbeater({
-      store,
-      fleetId,
-      nodeId,
-      periodMs: 100,
-      report: () => ({
-        address: "127.0.0.1",
-        adminUrl,
-        role: "serving",
-        drain: false,
-        load: { connections: 0, rps: 0 },
-        version: "test",
-        publicIp: ip(i),
-      }),
-    });
-    await hb.beat();
-    hb.start();
-    beats.push(hb);
+    const node = await startServingNode({ store, fleetId, nodeId, publicIp: ip(i), periodMs: 100 });
+    cleanups.push(node.stop);
+    nodes.push(node);
   }
-  cleanups.push(async () => {
-    for (const b of beats) await b.stop();
-    for (const a of admins) await a.close();
-  });
+  const admins = nodes.map((n) => n.admin);
   const set = { zoneId, name, ttlS: 5 };
   const newChecker = (
     checkerId: string,
@@ -508,19 +489,7 @@ test("a new checker confirms the change its predecessor left pending in dns#, an
 
 test("a weight change keeps the record's Route 53 health check", async () => {
   const f = await fleet("active-active");
-  const check = await route53.send(
-    new CreateHealthCheckCommand({
-      CallerReference: uniqueId("hc"),
-      HealthCheckConfig: {
-        Type: "TCP",
-        IPAddress: ip(0),
-        Port: 8080,
-        RequestInterval: 10,
-        FailureThreshold: 3,
-      },
-    }),
-  );
-  const healthCheckId = check.HealthCheck!.Id!;
+  const healthCheckId = await createTcpHealthCheck(route53, ip(0));
   await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 100, healthCheckId }], new Map());
   const c = f.newChecker("checker-1");
   await leader(c);
@@ -537,54 +506,15 @@ describe("records keyed on the nodes' stable names (a replacement keeps its name
     const name = `${fleetId}.${zoneName}`;
     await new ConfigStore(store, fleetId).put(config("active-active"), { expectedVersion: 0, by: "test" });
     const set = { zoneId, name, ttlS: 5 };
-    const report = (publicIp: string, adminUrl: string, nodeName: string): NodeReport => ({
-      address: "127.0.0.1",
-      adminUrl,
-      role: "serving",
-      drain: false,
-      load: { connections: 0, rps: 0 },
-      version: "test",
-      publicIp,
-      name: nodeName,
-    });
     /** A heartbeating node with a health endpoint; `stop` ends both (the instance is gone). */
     const node = async (nodeId: string, nodeName: string, publicIp: string) => {
-      const admin = new HealthEndpoint();
-      const adminUrl = await admin.start();
-      const hb = new Heartbeater({
-        store,
-        fleetId,
-        nodeId,
-        periodMs: 100,
-        report: () => report(publicIp, adminUrl, nodeName),
-      });
-      await hb.beat();
-      hb.start();
-      let stopped = false;
-      const stop = async () => {
-        if (stopped) return;
-        stopped = true;
-        await hb.stop();
-        await admin.close();
-      };
-      cleanups.push(stop);
-      return { stop };
+      const n = await startServingNode({ store, fleetId, nodeId, name: nodeName, publicIp, periodMs: 100 });
+      cleanups.push(n.stop);
+      return { stop: n.stop };
     };
     /** A record with its own health check, as the stack creates it. */
     const stackRecord = async (endpoint: string, address: string) => {
-      const check = await route53.send(
-        new CreateHealthCheckCommand({
-          CallerReference: uniqueId("hc"),
-          HealthCheckConfig: {
-            Type: "TCP",
-            IPAddress: address,
-            Port: 8080,
-            RequestInterval: 10,
-            FailureThreshold: 3,
-          },
-        }),
-      );
-      const healthCheckId = check.HealthCheck!.Id!;
+      const healthCheckId = await createTcpHealthCheck(route53, address);
       await records.apply(
         set,
         [{ nodeId: endpoint, address, weight: 100, healthCheckId }],

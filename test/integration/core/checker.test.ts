@@ -1,5 +1,5 @@
 import { AssociateAddressCommand, EC2Client } from "@aws-sdk/client-ec2";
-import { CreateHealthCheckCommand, CreateHostedZoneCommand, Route53Client } from "@aws-sdk/client-route-53";
+import { CreateHostedZoneCommand, Route53Client } from "@aws-sdk/client-route-53";
 import { handler } from "../../../lambdas/health-checker/handler";
 import { awsClientConfig } from "../../../lib/core/aws";
 import { HealthChecker } from "../../../lib/core/checker";
@@ -16,7 +16,8 @@ import { keys, type TableNames } from "../../../lib/core/tables";
 import { freshTables, storeOn, uniqueId } from "../../harness/aws";
 import { allocateElasticIp, runInstances } from "../../harness/ec2";
 import { awsOp, FaultProxy } from "../../harness/fault-proxy";
-import { HealthEndpoint } from "../../harness/health-endpoint";
+import { createTcpHealthCheck } from "../../harness/health-checks";
+import { HealthEndpoint, startServingNode } from "../../harness/health-endpoint";
 
 let tables: TableNames;
 let store: StateStore;
@@ -415,47 +416,20 @@ test("the Lambda handler's checker (the stack's) changes the stack's records and
     },
     { expectedVersion: 0, by: "test" },
   );
-  const admins = ["node-0", "node-1"].map(() => new HealthEndpoint());
   for (const [i, name] of ["node-0", "node-1"].entries()) {
-    const adminUrl = await admins[i]!.start();
-    const hb = new Heartbeater({
+    const node = await startServingNode({
       store,
       fleetId,
       nodeId: `i-${i}`,
+      name,
+      publicIp: `127.45.0.${i + 1}`,
       periodMs: 200,
-      report: () => ({
-        address: "127.0.0.1",
-        adminUrl,
-        role: "serving",
-        drain: false,
-        load: { connections: 0, rps: 0 },
-        version: "test",
-        publicIp: `127.45.0.${i + 1}`,
-        name,
-      }),
     });
-    await hb.beat();
-    hb.start();
-    cleanups.push(async () => {
-      await hb.stop();
-      await admins[i]!.close();
-    });
+    cleanups.push(node.stop);
   }
   // The stack made node-0's record with its health check; node-1's it deleted (a destroy under way).
   const records = new WeightedRecords({ route53 });
-  const check = await route53.send(
-    new CreateHealthCheckCommand({
-      CallerReference: uniqueId("hc"),
-      HealthCheckConfig: {
-        Type: "TCP",
-        IPAddress: "127.45.0.1",
-        Port: 8080,
-        RequestInterval: 10,
-        FailureThreshold: 3,
-      },
-    }),
-  );
-  const healthCheckId = check.HealthCheck!.Id!;
+  const healthCheckId = await createTcpHealthCheck(route53, "127.45.0.1");
   await records.apply(
     set,
     [{ nodeId: "node-0", address: "127.45.0.1", weight: 7, healthCheckId }],

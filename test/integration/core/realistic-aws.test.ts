@@ -64,6 +64,17 @@ async function proxyWith(mode: Partial<RealisticMode>, seed = 1): Promise<FaultP
   return proxy;
 }
 
+/** AssociateAddress of the test's address, taking it from whichever instance has it. */
+function associate(ec2: EC2Client, instanceId: string) {
+  return ec2.send(
+    new AssociateAddressCommand({
+      AllocationId: eip.allocationId,
+      InstanceId: instanceId,
+      AllowReassociation: true,
+    }),
+  );
+}
+
 function ec2Through(proxy: FaultProxy): { ec2: EC2Client; eips: ElasticIps } {
   const ec2 = new EC2Client(awsClientConfig({ endpoint: proxy.endpoint }));
   cleanups.push(() => ec2.destroy());
@@ -91,13 +102,7 @@ describe("EC2: accepted at once, applied later, read eventually", () => {
     await startOn(ia());
     const proxy = await proxyWith({ associateApplyMs: FOREVER });
     const { ec2, eips } = ec2Through(proxy);
-    const out = await ec2.send(
-      new AssociateAddressCommand({
-        AllocationId: eip.allocationId,
-        InstanceId: ib(),
-        AllowReassociation: true,
-      }),
-    );
+    const out = await associate(ec2, ib());
     expect(out.AssociationId).toMatch(/^eipassoc-/);
     expect((await truth.describe(eip.allocationId)).instanceId).toBe(ia());
     expect((await eips.describe(eip.allocationId)).instanceId).toBe(ia());
@@ -109,13 +114,7 @@ describe("EC2: accepted at once, applied later, read eventually", () => {
     const proxy = await proxyWith({ describeStaleMs: FOREVER });
     const { ec2, eips } = ec2Through(proxy);
     expect((await eips.describe(eip.allocationId)).instanceId).toBe(ia()); // the answer it remembers
-    await ec2.send(
-      new AssociateAddressCommand({
-        AllocationId: eip.allocationId,
-        InstanceId: ib(),
-        AllowReassociation: true,
-      }),
-    );
+    await associate(ec2, ib());
     await waitUntil(
       "the move applied",
       async () => (await truth.describe(eip.allocationId)).instanceId === ib(),
@@ -142,13 +141,7 @@ describe("EC2: accepted at once, applied later, read eventually", () => {
     cleanups.push(() => proxy.close());
     const { ec2, eips } = ec2Through(proxy);
     expect((await eips.describe(eip.allocationId)).instanceId).toBe(ia());
-    await ec2.send(
-      new AssociateAddressCommand({
-        AllocationId: eip.allocationId,
-        InstanceId: ib(),
-        AllowReassociation: true,
-      }),
-    );
+    await associate(ec2, ib());
     await waitUntil(
       "the move applied",
       async () => (await truth.describe(eip.allocationId)).instanceId === ib(),
@@ -179,13 +172,7 @@ describe("EC2: accepted at once, applied later, read eventually", () => {
     const { ec2 } = ec2Through(proxy);
     const order = [ib(), ia(), ib(), ia(), ib(), ia()];
     for (const instance of order) {
-      await ec2.send(
-        new AssociateAddressCommand({
-          AllocationId: eip.allocationId,
-          InstanceId: instance,
-          AllowReassociation: true,
-        }),
-      );
+      await associate(ec2, instance);
     }
     await proxy.settled();
     expect((await truth.describe(eip.allocationId)).instanceId).toBe(order.at(-1));

@@ -17,6 +17,7 @@ import {
 import { awsClientConfig } from "../../../lib/core/aws";
 import { uniqueId } from "../../harness/aws";
 import { DnsServer } from "../../harness/dns-server";
+import { createTcpHealthCheck } from "../../harness/health-checks";
 import {
   CachingStub,
   Route53Resolver,
@@ -95,20 +96,8 @@ function tally(resolver: Route53Resolver, name: string, draws: number, random = 
   return counts;
 }
 
-async function tcpHealthCheck(ip: string, failureThreshold?: number): Promise<string> {
-  const out = await route53.send(
-    new CreateHealthCheckCommand({
-      CallerReference: uniqueId("hc"),
-      HealthCheckConfig: {
-        Type: "TCP",
-        IPAddress: ip,
-        Port: 8080,
-        RequestInterval: 10,
-        ...(failureThreshold !== undefined ? { FailureThreshold: failureThreshold } : {}),
-      },
-    }),
-  );
-  return out.HealthCheck!.Id!;
+function tcpHealthCheck(ip: string, failureThreshold?: number): Promise<string> {
+  return createTcpHealthCheck(route53, ip, { failureThreshold });
 }
 
 /** A weighted A record; its SetIdentifier is unique in the zone (`name#id`). */
