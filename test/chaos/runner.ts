@@ -358,7 +358,7 @@ class Run {
         const gone = f.nodes.filter((n) => this.state.get(n.nodeId) === "gone" && exited(n));
         if (gone.length === 0) return "skipped: no node has exited";
         const n = this.rng.pick(gone);
-        f.startNode(n);
+        await f.startNode(n);
         this.started(n);
         return n.nodeId;
       }

@@ -102,7 +102,7 @@ test("SIGKILL of one of three under load: its weight drops to 0, the others serv
   expect(recent.length).toBeGreaterThan(0);
   for (const o of recent) expect(o.address).not.toBe(victim.own!.publicIp);
 
-  f.startNode(victim);
+  await f.startNode(victim);
   const ramp: number[] = [];
   await f.waitFor(
     async () => {

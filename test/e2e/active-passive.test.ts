@@ -19,7 +19,7 @@ import { Pool } from "../../proxy/pool";
 import { uniqueId } from "../harness/aws";
 import { bundle } from "../harness/bundle";
 import { FaultProxy } from "../harness/fault-proxy";
-import { LocalFleet } from "../harness/local-fleet";
+import { LocalFleet, readLocalState } from "../harness/local-fleet";
 import { StickyTraffic } from "../harness/traffic";
 
 jest.setTimeout(120_000);
@@ -231,7 +231,10 @@ test("both nodes down, then one back: it becomes active and traffic flows", asyn
   await sleep(1000);
   const downAt = Date.now();
   const back = f.nodes[1]!;
-  f.startNode(back);
+  await f.startNode(back);
+  // The other commands (`hafleet local status`, `stop`) find it by the pid the state file records.
+  const recorded = (await readLocalState(f.fleetId)).nodes.find((n) => n.nodeId === back.nodeId);
+  expect(recorded?.pid).toBe(back.child!.pid);
   await f.waitFor(
     async () =>
       (await f.activeNode())?.nodeId === back.nodeId && (await leaseHolder(f))?.holder === back.nodeId,

@@ -269,6 +269,8 @@ export class LocalFleet {
   readonly mode: "active-passive" | "active-active";
   readonly dns: boolean;
   private emulator: Emulator | undefined;
+  /** The state file has been written once (up() ends with it): later changes are recorded there too. */
+  private stateWritten = false;
   /** The realistic proxy (with `realistic`), and the endpoint behind it. */
   private realisticProxy: FaultProxy | undefined;
   private behindProxy: string | undefined;
@@ -415,7 +417,7 @@ export class LocalFleet {
     }
     // 7. The weighted set, as the stack makes it: a record and a health check per address.
     if (this.dns) await this.createRecords();
-    for (const node of this.nodes) this.startNode(node);
+    for (const node of this.nodes) this.spawnNode(node);
     await this.waitFor(() => this.allReady(), 60_000, "nodes did not become ready");
 
     // 6. The fabric, 5. the checker.
@@ -630,8 +632,16 @@ export class LocalFleet {
     this.log(`weighted set ${this.dnsName} in zone ${this.zone.zoneId}: ${endpoints.length} records`);
   }
 
-  /** Starts (or restarts) a node's process. */
-  startNode(node: LocalNode): void {
+  /**
+   * Starts (or restarts) a node's process and, once the fleet is up, records
+   * its pid in the state file for the other commands.
+   */
+  async startNode(node: LocalNode): Promise<void> {
+    this.spawnNode(node);
+    if (this.stateWritten) await this.writeState();
+  }
+
+  private spawnNode(node: LocalNode): void {
     const args = [
       this.script,
       "--fleet",
@@ -700,8 +710,7 @@ export class LocalFleet {
     if (this.running(nodeId)) {
       throw new Error(`${nodeId} is running (pid ${node.child?.pid}): use restart`);
     }
-    this.startNode(node);
-    await this.writeState();
+    await this.startNode(node);
     await this.waitFor(() => this.ready(node), readyMs, `${nodeId} did not become ready`);
     return node;
   }
@@ -817,6 +826,7 @@ export class LocalFleet {
   }
 
   private async writeState(): Promise<void> {
+    this.stateWritten = true;
     const state: LocalFleetState = {
       fleetId: this.fleetId,
       endpoint: this.endpoint,

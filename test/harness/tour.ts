@@ -232,7 +232,7 @@ export async function runActiveActiveTour(
     );
     say(`${sessions.kept} of ${sessions.total} sticky sessions kept their backend`);
 
-    fleet.startNode(victim);
+    await fleet.startNode(victim);
     say(`restarted ${victim.nodeId}: its weight ramps back up`);
     const ramp: number[] = [];
     await fleet
