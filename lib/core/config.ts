@@ -15,6 +15,7 @@ import { isNode, LineCounter, parseDocument, parse as parseYaml, stringify as st
 import { z } from "zod";
 import { parseCidr } from "./cidr";
 import { ConfigInvalidError, type FieldIssue } from "./errors";
+import { DEFAULT_LEASE_MS } from "./lease";
 
 /** Fleet, listener and pool names: also DNS labels and DynamoDB key parts. */
 export const NAME_PATTERN = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -253,8 +254,10 @@ export const FailoverSchema = z.strictObject({
       "`active-passive`: the lease holder serves on the shared Elastic IP; `active-active`: every node serves, weighted in Route 53.",
     ),
   leaseMs: ms(300, 60_000)
-    .default(2000)
-    .describe("How long a fleet lease lives after a renewal; see `lease.ts` for why 2000."),
+    .default(DEFAULT_LEASE_MS)
+    .describe(
+      "How long a fleet lease lives after a renewal; see `DEFAULT_LEASE_MS` in `lease.ts` for why 2000.",
+    ),
   heartbeatMs: ms(100, 60_000).default(1000).describe("How often each node writes its heartbeat."),
   markTtlMs: ms(1000, 3_600_000)
     .default(30_000)
