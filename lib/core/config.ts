@@ -256,7 +256,7 @@ export const FailoverSchema = z.strictObject({
   leaseMs: ms(300, 60_000)
     .default(DEFAULT_LEASE_MS)
     .describe(
-      "How long a fleet lease lives after a renewal; see `DEFAULT_LEASE_MS` in `lease.ts` for why 2000.",
+      "How long a fleet lease lives after a renewal: the takeover time after a node dies, against how long a stall the holder survives; see `DEFAULT_LEASE_MS` in `lease.ts`.",
     ),
   heartbeatMs: ms(100, 60_000).default(1000).describe("How often each node writes its heartbeat."),
   markTtlMs: ms(1000, 3_600_000)

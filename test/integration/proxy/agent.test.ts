@@ -57,8 +57,11 @@ interface Node {
   readonly roles: { role: NodeRole; at: number }[];
 }
 
-/** Two nodes of a fresh fleet, each with its own store and EC2 client through the fault proxy (or `via`). */
-async function fleetOfTwo(options: { heartbeatMs: number; via?: FaultProxy }) {
+/**
+ * Two nodes of a fresh fleet, each with its own store and EC2 client through the fault proxy (or
+ * `via`), on the default lease unless `leaseMs` says otherwise.
+ */
+async function fleetOfTwo(options: { heartbeatMs: number; via?: FaultProxy; leaseMs?: number }) {
   const via = options.via ?? proxy;
   const fleetId = uniqueId("fleet");
   const [ia, ib] = await runInstances(ec2, fleetId, ["a", "b"]);
@@ -72,7 +75,11 @@ async function fleetOfTwo(options: { heartbeatMs: number; via?: FaultProxy }) {
     const roles: { role: NodeRole; at: number }[] = [];
     const agent = new NodeAgent({
       store: new DynamoAgentStore(store, fleetId, id, options.heartbeatMs),
-      lease: new Lease(new DynamoLeaseStore(store, fleetId), { name: "fleet", holderId: id }),
+      lease: new Lease(new DynamoLeaseStore(store, fleetId), {
+        name: "fleet",
+        holderId: id,
+        ...(options.leaseMs ? { leaseMs: options.leaseMs } : {}),
+      }),
       nodeId: id,
       instanceId,
       address: "127.0.0.1",
@@ -116,7 +123,8 @@ describe("a move in flight when the holder hands over lands before the successor
     "$how while the promotion's AssociateAddress is delayed $delayMs ms: the address ends on the successor, and the deposed node writes no event",
     async ({ release, delayMs }) => {
       // Heartbeats far apart: no repair runs during the test, so the order of the two moves decides.
-      const f = await fleetOfTwo({ heartbeatMs: 60_000 });
+      // The delays are written against a 2000 ms lease (valid 1800 ms; its successor waits 2200 ms).
+      const f = await fleetOfTwo({ heartbeatMs: 60_000, leaseMs: 2000 });
       let sentAt = 0;
       const delayed = proxy.add({
         match: (req) => {
@@ -151,7 +159,7 @@ describe("a move in flight when the holder hands over lands before the successor
 
 describe("a promotion that EC2 shows late", () => {
   test("DescribeAddresses stale for longer than the lease is valid: the node goes active once it shows the move", async () => {
-    // Only the stale reads (3 s after the move is applied; a 2000 ms lease is valid 1800 ms).
+    // Only the stale reads (3 s after the move is applied; the default lease is valid 1080 ms).
     const stale = await new FaultProxy(emulatorEndpoint(), {
       realistic: {
         mode: {

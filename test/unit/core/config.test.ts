@@ -33,7 +33,7 @@ describe("fleet config", () => {
     expect(config.listeners[0]!.stickiness).toEqual({ cookieName: "HAFLEET", ttlS: 3600 });
     expect(config.failover).toEqual({
       mode: "active-passive",
-      leaseMs: 2000,
+      leaseMs: 1200,
       heartbeatMs: 1000,
       markTtlMs: 30_000,
     });

@@ -1,4 +1,4 @@
-import { Lease, resolveLeaseSettings } from "../../../lib/core/lease";
+import { Lease, resolveLeaseSettings, successorWaitMs } from "../../../lib/core/lease";
 import { ManualClock, ManualTimerClock } from "../../harness/manual-clock";
 import { MemoryLeaseStore, LeaseStoreView as View } from "../../harness/memory-lease-store";
 
@@ -12,7 +12,7 @@ interface World {
   run(ms: number): Promise<void>;
 }
 
-function world(ids: string[], settings: { leaseMs?: number } = {}): World {
+function world(ids: string[], settings: { leaseMs?: number } = { leaseMs: 2000 }): World {
   const clock = new ManualClock();
   const store = new MemoryLeaseStore();
   const views: Record<string, View> = {};
@@ -47,7 +47,7 @@ function world(ids: string[], settings: { leaseMs?: number } = {}): World {
   };
 }
 
-describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 666, safetyMs 200, pollMs 250)", () => {
+describe("lease state machine (injected clock; a 2000 ms lease: renewMs 666, safetyMs 200, pollMs 250)", () => {
   const cases: { name: string; test: () => Promise<void> }[] = [
     {
       name: "a contender acquires a lease nobody ever held, with token 1",
@@ -110,7 +110,7 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
         const w = world(["a"]);
         await w.run(20);
         w.views.a!.down = true;
-        const b = new Lease(new View(w.store), { name: "fleet", holderId: "b" }, w.clock);
+        const b = new Lease(new View(w.store), { name: "fleet", holderId: "b", leaseMs: 2000 }, w.clock);
         w.clock.skewWall(3_600_000); // an hour of wall-clock skew changes nothing
         await b.tick(); // first sight of the rvn
         w.clock.advance(1990);
@@ -182,7 +182,7 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
       name: "a holder whose lease was taken while it was paused learns it at its next renewal and gets the lost event",
       test: async () => {
         const w = world(["b"]);
-        const a = new Lease(new View(w.store), { name: "fleet", holderId: "a" }, w.clock);
+        const a = new Lease(new View(w.store), { name: "fleet", holderId: "a", leaseMs: 2000 }, w.clock);
         const seen: string[] = [];
         a.on("lost", (e) => seen.push(e.reason));
         await a.tick(); // a acquires
@@ -236,7 +236,7 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
         await w.run(20);
         w.views.a!.down = true; // the holder is gone for good
         const view = new View(w.store);
-        const b = new Lease(view, { name: "fleet", holderId: "b" }, w.clock);
+        const b = new Lease(view, { name: "fleet", holderId: "b", leaseMs: 2000 }, w.clock);
         await b.tick(); // first sight
         view.down = true;
         await b.tick(); // reads fail from here...
@@ -259,7 +259,7 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
         await w.run(20);
         w.views.a!.down = true;
         const view = new View(w.store);
-        const b = new Lease(view, { name: "fleet", holderId: "b" }, w.clock);
+        const b = new Lease(view, { name: "fleet", holderId: "b", leaseMs: 2000 }, w.clock);
         await b.tick(); // first sight
         w.clock.advance(1000);
         view.down = true;
@@ -307,7 +307,7 @@ describe("lease state machine (injected clock, defaults leaseMs 2000, renewMs 66
         await w.run(20);
         w.store.raiseFloor("fleet", 7); // e.g. vip# recorded under token 7 by an earlier holder
         w.store.records.delete("fleet");
-        const b = new Lease(new View(w.store), { name: "fleet", holderId: "b" }, w.clock);
+        const b = new Lease(new View(w.store), { name: "fleet", holderId: "b", leaseMs: 2000 }, w.clock);
         await b.tick();
         expect(b.token).toBe(8);
       },
@@ -341,7 +341,7 @@ describe("lease settings are checked when built, and errors name the fields", ()
       { leaseMs: 2000, renewMs: 1000 },
       "`leaseMs` - `safetyMs` (1800) must exceed 2 x `renewMs` (2000), so that one lost renewal does not cost the lease",
     ],
-    [{ pollMs: 1500 }, "`pollMs` must be above 0 and at most `leaseMs` / 2 (1000), got 1500"],
+    [{ leaseMs: 2000, pollMs: 1500 }, "`pollMs` must be above 0 and at most `leaseMs` / 2 (1000), got 1500"],
     [
       { leaseMs: 2000, safetyMs: 100 },
       "`safetyMs` (100) must be at least 182 with `leaseMs` 2000: the holder must stop before a waiter whose clock runs up to 10% faster (CLOCK_RATE_BOUND) can take over",
@@ -351,14 +351,22 @@ describe("lease settings are checked when built, and errors name the fields", ()
     expect(() => resolveLeaseSettings({ name: "fleet", holderId: "a", ...bad })).toThrow(message);
   });
 
-  test("defaults are leaseMs 2000, renewMs 666, safetyMs 200, pollMs 250", () => {
+  test("a successor waits out a move in flight for the prior lease or 2 s, whichever is longer, 10% over", () => {
+    expect(successorWaitMs(1200)).toBe(2200);
+    expect(successorWaitMs(2000)).toBe(2200);
+    // 3000 x 1.1, rounded up (in floating point, 3300.0000000000005).
+    expect(successorWaitMs(3000)).toBeGreaterThanOrEqual(3300);
+    expect(successorWaitMs(3000)).toBeLessThanOrEqual(3301);
+  });
+
+  test("defaults are leaseMs 1200, renewMs 400, safetyMs 120, pollMs 150", () => {
     expect(resolveLeaseSettings({ name: "fleet", holderId: "a" })).toEqual({
       name: "fleet",
       holderId: "a",
-      leaseMs: 2000,
-      renewMs: 666,
-      safetyMs: 200,
-      pollMs: 250,
+      leaseMs: 1200,
+      renewMs: 400,
+      safetyMs: 120,
+      pollMs: 150,
     });
   });
 });

@@ -54,7 +54,8 @@ export class AgentWorld {
   addNode(id: string, own?: { readonly name: string; readonly allocationId: string }): WorldNode {
     const instanceId = `i-${id}`;
     const leaseView = new LeaseStoreView(this.leases);
-    const lease = new Lease(leaseView, { name: "fleet", holderId: id }, this.clock);
+    // The orderings are written against a 2000 ms lease (its validity, 1800 ms, and its successor wait, 2200 ms).
+    const lease = new Lease(leaseView, { name: "fleet", holderId: id, leaseMs: 2000 }, this.clock);
     const store = new MemoryAgentStore(this.memory, id);
     const roles: string[] = [];
     const logs: string[] = [];
