@@ -28,10 +28,13 @@
  * emulator (docs/architecture.md §9: Elastic IPs applied late and read stale,
  * Route 53 PENDING and throttled, DynamoDB latency), its seed in every line
  * (`realistic_seed`); `--seed N` replays its draws, `--realistic off` measures
- * against the emulator as it is.
+ * against the emulator as it is. `--lease-ms N` sets the config's
+ * `failover.leaseMs` (default: the config's, `DEFAULT_LEASE_MS`); every line
+ * says which (`lease_ms`).
  */
 import { parseArgs } from "node:util";
 import { listEvents } from "../lib/core/events";
+import { DEFAULT_LEASE_MS } from "../lib/core/lease";
 import { AWS_LIKE, realisticSeed } from "../test/harness/fault-proxy";
 import { LocalFleet, type LocalFleetOptions } from "../test/harness/local-fleet";
 import { awaitRecovery, busiestNode } from "../test/harness/tour";
@@ -46,6 +49,7 @@ async function main(): Promise<number> {
       mode: { type: "string", default: "active-passive" },
       realistic: { type: "string", default: "on" },
       seed: { type: "string" },
+      "lease-ms": { type: "string" },
     },
     strict: true,
   });
@@ -58,15 +62,22 @@ async function main(): Promise<number> {
     throw new Error(`--realistic must be on or off, got '${values.realistic}'`);
   if (values.realistic === "off" && values.seed !== undefined)
     throw new Error("--seed replays the realistic mode's draws: it needs --realistic on");
+  const leaseMs = values["lease-ms"] === undefined ? undefined : Number(values["lease-ms"]);
+  if (leaseMs !== undefined && !(Number.isInteger(leaseMs) && leaseMs >= 300 && leaseMs <= 60_000))
+    throw new Error(`--lease-ms must be a whole number of ms from 300 to 60000, got '${values["lease-ms"]}'`);
   const realistic =
     values.realistic === "on" ? { mode: AWS_LIKE, seed: realisticSeed(values.seed, "--seed") } : undefined;
   const say = (s: string) => {
     if (!values.json) process.stderr.write(`${s}\n`);
   };
-  const bench = { bench: "failover", realistic_seed: realistic?.seed ?? null };
-  if (values.mode === "active-active") return activeActive(trials, say, realistic, bench);
+  const bench = {
+    bench: "failover",
+    realistic_seed: realistic?.seed ?? null,
+    lease_ms: leaseMs ?? DEFAULT_LEASE_MS,
+  };
+  if (values.mode === "active-active") return activeActive(trials, say, realistic, bench, leaseMs);
 
-  const fleet = new LocalFleet({ nodes: 2, log: say, realistic });
+  const fleet = new LocalFleet({ nodes: 2, log: say, realistic, leaseMs });
   await fleet.up();
   const traffic = new StickyTraffic({ url: fleet.url, clients: 20, intervalMs: 50 });
   let sampling = true;
@@ -173,9 +184,10 @@ async function activeActive(
   trials: number,
   say: (s: string) => void,
   realistic: LocalFleetOptions["realistic"],
-  bench: { bench: string; realistic_seed: number | null },
+  bench: { bench: string; realistic_seed: number | null; lease_ms: number },
+  leaseMs: number | undefined,
 ): Promise<number> {
-  const fleet = new LocalFleet({ nodes: 3, mode: "active-active", log: say, realistic });
+  const fleet = new LocalFleet({ nodes: 3, mode: "active-active", log: say, realistic, leaseMs });
   await fleet.up();
   const clients = 30;
   const traffic = new StickyTraffic({

@@ -158,6 +158,8 @@ export interface LocalFleetOptions {
   readonly checker?: boolean;
   /** The config's `failover.mode` at start. @default "active-passive" */
   readonly mode?: "active-passive" | "active-active";
+  /** The config's `failover.leaseMs`. @default the config's default */
+  readonly leaseMs?: number;
   /**
    * Each node's own Elastic IP, the weighted set in Route 53 with health checks,
    * the checker managing its weights, and a resolver. @default true in active-active
@@ -383,7 +385,7 @@ export class LocalFleet {
           healthCheck: { type: "http", path: "/healthz", intervalMs: 1000, timeoutMs: 500 },
         },
       },
-      failover: { mode: this.mode },
+      failover: { mode: this.mode, ...(this.o.leaseMs ? { leaseMs: this.o.leaseMs } : {}) },
       ...(this.o.ttlS ? { dns: { ttlS: this.o.ttlS } } : {}),
     };
     await new ConfigStore(this.store, this.fleetId).put(config, {
