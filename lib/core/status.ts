@@ -7,7 +7,8 @@
  * it as tables.
  */
 
-import { FAILOVER_DEFAULTS } from "./config";
+import { FAILOVER_DEFAULTS, type FleetConfig } from "./config";
+import { ConfigStore } from "./config-store";
 import { listDnsPlans } from "./dns";
 import type { ElasticIps } from "./elastic-ip";
 import { listNodes, type NodeRecord, staleAfterMs } from "./heartbeat";
@@ -17,6 +18,8 @@ import { listVips } from "./vip";
 
 export interface FleetStatus {
   readonly fleetId: string;
+  /** The config's `failover.mode`; null when the fleet has no config yet. */
+  readonly mode: FailoverMode | null;
   readonly lease: { readonly holder: string | null; readonly token: number; readonly leaseMs: number } | null;
   readonly nodes: {
     readonly nodeId: string;
@@ -59,7 +62,8 @@ export async function fleetStatus(
   fleetId: string,
   options: { probeTimeoutMs?: number } = {},
 ): Promise<FleetStatus> {
-  const [nodes, lease, vips, addresses, sets] = await Promise.all([
+  const [config, nodes, lease, vips, addresses, sets] = await Promise.all([
+    new ConfigStore(store, fleetId).get(),
     listNodes(store, fleetId),
     new DynamoLeaseStore(store, fleetId).get("fleet"),
     listVips(store, fleetId),
@@ -70,6 +74,7 @@ export async function fleetStatus(
   const readiness = await Promise.all(nodes.map((n) => readyz(n.adminUrl, options.probeTimeoutMs ?? 500)));
   return {
     fleetId,
+    mode: config?.config.failover.mode ?? null,
     lease: lease ? { holder: lease.holder ?? null, token: lease.token, leaseMs: lease.leaseMs } : null,
     nodes: nodes.map((n, i) => ({
       nodeId: n.nodeId,
@@ -104,7 +109,17 @@ export async function fleetStatus(
   };
 }
 
+type FailoverMode = FleetConfig["failover"]["mode"];
 type BackendLine = { pool: string; id: string; healthy: boolean };
+
+/**
+ * The role as a person reads it. In active-active every live node serves
+ * (weighted in DNS), whatever it reports of the shared Elastic IP's lease,
+ * which the lease line names.
+ */
+function shownRole(role: string, mode: FailoverMode | null): string {
+  return mode === "active-active" && (role === "active" || role === "standby") ? "serving" : role;
+}
 
 async function readyz(
   adminUrl: string,
@@ -143,7 +158,7 @@ export function renderStatus(s: FleetStatus, staleMs = staleAfterMs(FAILOVER_DEF
         const flags = [n.drain ? "draining" : "", n.failed && !dead ? `failed: ${n.failed}` : ""];
         return [
           n.nodeId,
-          dead ? `dead (was ${n.role})` : n.role,
+          dead ? `dead (was ${shownRole(n.role, s.mode)})` : shownRole(n.role, s.mode),
           dead ? `last seen ${age(n.heartbeatAgeMs)} ago` : `${(n.heartbeatAgeMs / 1000).toFixed(1)}s ago`,
           dead || n.ready === null ? "-" : n.ready ? "yes" : "no",
           n.address,

@@ -21,8 +21,9 @@ const node = (over: Partial<NodeLine>): NodeLine => ({
   ...over,
 });
 
-const status = (nodes: NodeLine[]): FleetStatus => ({
+const status = (nodes: NodeLine[], mode: FleetStatus["mode"] = "active-passive"): FleetStatus => ({
   fleetId: "local",
+  mode,
   lease: { holder: "node-2", token: 4, leaseMs: 2000 },
   nodes,
   elasticIps: [],
@@ -68,4 +69,17 @@ const CASES: ReadonlyArray<readonly [string, Partial<NodeLine>, Record<string, s
 test.each(CASES)("%s", (_what, over, cells) => {
   const got = row(renderStatus(status([node(over)])), "node-1");
   for (const [col, want] of Object.entries(cells)) expect(`${col}: ${got[col]}`).toContain(`${col}: ${want}`);
+});
+
+test.each([
+  ["the lease holder", "active"],
+  ["another node", "standby"],
+])("in active-active %s is shown serving, as every live node is", (_what, role) => {
+  expect(row(renderStatus(status([node({ role })], "active-active")), "node-1").ROLE).toBe("serving");
+  expect(
+    row(renderStatus(status([node({ role, heartbeatAgeMs: 303_000 })], "active-active")), "node-1").ROLE,
+  ).toBe("dead (was serving)");
+  expect(row(renderStatus(status([node({ role: "draining" })], "active-active")), "node-1").ROLE).toBe(
+    "draining",
+  );
 });
