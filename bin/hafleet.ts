@@ -16,7 +16,7 @@ import { configDiff, configYaml, FAILOVER_DEFAULTS, loadFleetConfigFile } from "
 import { ConfigStore } from "../lib/core/config-store";
 import { ElasticIps } from "../lib/core/elastic-ip";
 import { HafleetError } from "../lib/core/errors";
-import { dnsDrainMs } from "../lib/core/failover";
+import { dnsDrainMs, modeSwitchRefusal } from "../lib/core/failover";
 import { listNodes, sendNodeCommand, staleAfterMs } from "../lib/core/heartbeat";
 import { DynamoLeaseStore } from "../lib/core/lease";
 import { type FleetStatus, fleetStatus, renderStatus } from "../lib/core/status";
@@ -504,7 +504,17 @@ export function program(): Command {
       const c = await connect(o.fleet);
       try {
         const cs = new ConfigStore(c.store, o.fleet);
-        const expectedVersion = o.expectVersion ?? (await cs.get())?.version ?? 0;
+        const current = await cs.get();
+        if (doc.failover.mode !== current?.config.failover.mode) {
+          const why = modeSwitchRefusal(
+            await listNodes(c.store, o.fleet),
+            doc.failover.mode,
+            c.store.clock.wallMs(),
+            staleAfterMs(current?.config.failover.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs),
+          );
+          if (why) throw new Error(`${why}: nothing was written`);
+        }
+        const expectedVersion = o.expectVersion ?? current?.version ?? 0;
         const stored = await cs.put(doc, { expectedVersion, by: `hafleet config put ${file}` });
         process.stdout.write(`fleet '${o.fleet}' config is now version ${stored.version}\n`);
       } finally {

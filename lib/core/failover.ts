@@ -482,3 +482,28 @@ export function planRecordChanges(
   );
   return { planned: kept, writes, removes };
 }
+
+/**
+ * Why the fleet cannot switch to `to`, or undefined when it can. Active-active
+ * sends clients to every node's own Elastic IP through the weighted set, so
+ * every live node must have an address of its own (its heartbeat's
+ * `publicIp`), as the active-active stack and the local fleet give it; a fleet
+ * deployed active-passive has none, and switching would leave clients with no
+ * record to follow. Active-passive needs nothing more (the shared address is
+ * held in both modes). Nodes not heard from within `staleMs` are not asked.
+ */
+export function modeSwitchRefusal(
+  nodes: readonly { nodeId: string; publicIp?: string; heartbeatAtMs: number }[],
+  to: "active-passive" | "active-active",
+  nowMs: number,
+  staleMs: number,
+): string | undefined {
+  if (to !== "active-active") return undefined;
+  const without = nodes.filter((n) => nowMs - n.heartbeatAtMs <= staleMs && !n.publicIp).map((n) => n.nodeId);
+  if (without.length === 0) return undefined;
+  const who = without.length === 1 ? `${without[0]} has` : `${without.join(", ")} have`;
+  return (
+    `failover.mode active-active needs an Elastic IP of each node's own and a weighted record per node, ` +
+    `as the active-active stack makes them (cdk deploy -c mode=active-active); ${who} no address of its own`
+  );
+}

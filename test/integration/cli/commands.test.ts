@@ -187,6 +187,37 @@ describe("hafleet config: get, edit, put round-trips", () => {
     expect(json).toMatchObject({ version: 2, config: { timeouts: { headMs: 5000 } } });
   });
 
+  it("a switch to active-active on nodes without addresses of their own is refused, and nothing written", async () => {
+    const fleetId = uniqueId("cli");
+    await seed(fleetId, [
+      { id: "node-1", ageS: 0, role: "active" },
+      { id: "node-2", ageS: 0, role: "standby" },
+      { id: "node-3", ageS: 300, role: "standby" }, // dead: not asked
+    ]);
+    const passive = join(ROOT, "examples", "web-sticky.yaml");
+    const active = join(ROOT, "examples", "active-active-dns.yaml");
+    expect((await hafleet("config", "put", passive, "--fleet", fleetId)).code).toBe(0);
+    const refused = await hafleet("config", "put", active, "--fleet", fleetId);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(
+      "failover.mode active-active needs an Elastic IP of each node's own and a weighted record per node, " +
+        "as the active-active stack makes them (cdk deploy -c mode=active-active); node-1, node-2 have no " +
+        "address of its own: nothing was written",
+    );
+    const json = JSON.parse((await hafleet("config", "get", "--fleet", fleetId, "--json")).stdout);
+    expect(json).toMatchObject({ version: 1, config: { failover: { mode: "active-passive" } } });
+    // Once every live node has its own address (as a fleet deployed active-active), the switch goes through.
+    for (const [id, ip] of [
+      ["node-1", "198.51.100.1"],
+      ["node-2", "198.51.100.2"],
+    ])
+      await store.update("state", { pk: keys.fleet(fleetId), sk: keys.node(id!) }, "SET publicIp = :ip", {
+        values: { ":ip": ip },
+      });
+    const switched = await hafleet("config", "put", active, "--fleet", fleetId);
+    expect(switched).toMatchObject({ code: 0, stdout: `fleet '${fleetId}' config is now version 2\n` });
+  });
+
   it("validate needs no fleet, and names the line of a bad field", async () => {
     const bad = join(dir, "bad.yaml");
     await writeFile(

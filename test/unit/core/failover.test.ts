@@ -2,6 +2,7 @@ import { parseCheckerInvocation } from "../../../lib/core/checker";
 import {
   judgeNode,
   type MarkCandidate,
+  modeSwitchRefusal,
   type NodeSignals,
   ProbeTracker,
   planMarks,
@@ -266,5 +267,47 @@ describe("health-checker invocations", () => {
     ],
   ])("%j with %j is refused: %s", (event, e, message) => {
     expect(() => parseCheckerInvocation(event, e, 60_000)).toThrow(message);
+  });
+});
+
+describe("a mode switch the fleet cannot make is refused, naming the nodes in the way", () => {
+  const NOW = 1_000_000;
+  const live = (nodeId: string, publicIp?: string) => ({
+    nodeId,
+    heartbeatAtMs: NOW - 500,
+    ...(publicIp ? { publicIp } : {}),
+  });
+  const rows: [string, ReturnType<typeof live>[], "active-passive" | "active-active", RegExp | undefined][] =
+    [
+      [
+        "to active-active, every live node with its own address",
+        [live("a", "1.1.1.1"), live("b", "2.2.2.2")],
+        "active-active",
+        undefined,
+      ],
+      [
+        "to active-active, one without",
+        [live("a", "1.1.1.1"), live("b")],
+        "active-active",
+        /; b has no address of its own$/,
+      ],
+      [
+        "to active-active, two without",
+        [live("a"), live("b")],
+        "active-active",
+        /; a, b have no address of its own$/,
+      ],
+      [
+        "to active-active, the one without is dead",
+        [live("a", "1.1.1.1"), { nodeId: "b", heartbeatAtMs: NOW - 60_000 }],
+        "active-active",
+        undefined,
+      ],
+      ["to active-passive, whatever the nodes", [live("a"), live("b")], "active-passive", undefined],
+    ];
+  test.each(rows)("%s", (_what, nodes, to, refusal) => {
+    const why = modeSwitchRefusal(nodes, to, NOW, 3000);
+    if (refusal) expect(why).toMatch(refusal);
+    else expect(why).toBeUndefined();
   });
 });
