@@ -27,9 +27,9 @@
  */
 import { type ChildProcess, execFileSync, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { availableParallelism, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { freePort, waitForPort } from "../lib/core/ports";
 
 const ROOT = resolve(__dirname, "..");
 
@@ -92,34 +92,6 @@ function ensureTools(log: (s: string) => void): { nginx: string; haproxy: string
     });
   }
   return { nginx: path("nginx")!, haproxy: path("haproxy")! };
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
-}
-
-async function waitPort(port: number, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const ok = await new Promise<boolean>((res) => {
-      const s = require("node:net").connect(port, "127.0.0.1");
-      s.on("connect", () => {
-        s.destroy();
-        res(true);
-      });
-      s.on("error", () => res(false));
-    });
-    if (ok) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`);
 }
 
 interface WrkResult {
@@ -308,7 +280,7 @@ http { access_log off; keepalive_requests 10000000;
   );
   const nginxProxy = spawnPinned(proxyCore, tools.nginx, ["-c", join(dir, "nginx-proxy.conf"), "-p", dir]);
 
-  await Promise.all([b1, b2, hHttp, hTcp, xHttp, xTcp, nHttp].map((p) => waitPort(p)));
+  await Promise.all([b1, b2, hHttp, hTcp, xHttp, xTcp, nHttp].map((p) => waitForPort(p)));
 
   const targets: { target: string; port: number; pid?: number }[] = [
     { target: "direct", port: b1 },

@@ -20,10 +20,10 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:http";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { freePort } from "../lib/core/ports";
 import {
   type BackendKind,
   CLOSE_CASES,
@@ -63,17 +63,6 @@ export interface SoakResult {
   readonly servedAfter: boolean;
   /** Everything above within its bound. */
   readonly ok: boolean;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.on("error", rej);
-    s.listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => res(port));
-    });
-  });
 }
 
 function httpGet(port: number, path: string): Promise<{ status: number; body: string }> {

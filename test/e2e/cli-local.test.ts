@@ -8,8 +8,8 @@ import { rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { freePort } from "../../lib/core/ports";
 import { uniqueId } from "../harness/aws";
-import { freePort } from "../harness/emulator";
 
 jest.setTimeout(180_000);
 

@@ -9,9 +9,9 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { createWriteStream, existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
+import { freePort } from "../../lib/core/ports";
 
 const run = promisify(execFile);
 
@@ -132,21 +132,6 @@ function firstLine(err: unknown): string {
   const e = err as { stderr?: string; message?: string };
   const text = (e.stderr?.trim() || e.message || String(err)).split("\n");
   return text[text.length - 1] ?? "";
-}
-
-/** Asks the kernel for a free TCP port on loopback. */
-export function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.on("error", reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      srv.close(() =>
-        typeof addr === "object" && addr ? resolvePort(addr.port) : reject(new Error("no port")),
-      );
-    });
-  });
 }
 
 /** Runs argv[1:] as a child; ends it on SIGTERM or when stdin reaches end of file. */

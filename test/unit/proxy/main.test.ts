@@ -7,9 +7,9 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { freePort } from "../../../lib/core/ports";
 import { bearer, generateAdminToken } from "../../../proxy/admin-token";
 import { writeStateFile } from "../../../proxy/config-watch";
-import { freePort } from "../../harness/emulator";
 import { config, deadPort, eventually, get, Harness, startBackend } from "./helpers";
 
 const ROOT = resolve(__dirname, "..", "..", "..");
