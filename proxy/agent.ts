@@ -42,7 +42,9 @@
  * so they need no network path to the node: `yield` (hand the lease over for
  * a while) and `drain` (hand it over, finish in-flight requests, exit).
  */
+
 import { type Clock, systemClock } from "../lib/core/clock";
+import { FAILOVER_DEFAULTS } from "../lib/core/config";
 import { type DnsPlan, listDnsPlans } from "../lib/core/dns";
 import type { ElasticIpApi } from "../lib/core/elastic-ip";
 import { isHafleetError, SettingsError } from "../lib/core/errors";
@@ -235,10 +237,13 @@ export class NodeAgent {
       );
     }
     this.lease = options.lease;
-    this.monitor = new HeartbeatMonitor({ staleMs: staleAfterMs(options.heartbeatMs ?? 1000) }, this.clock);
+    this.monitor = new HeartbeatMonitor(
+      { staleMs: staleAfterMs(options.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs) },
+      this.clock,
+    );
     this.heartbeater = new Heartbeater({
       write: (report) => options.store.beat(report),
-      periodMs: options.heartbeatMs ?? 1000,
+      periodMs: options.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs,
       clock: this.clock,
       report: () => ({
         address: options.address,
@@ -404,7 +409,8 @@ export class NodeAgent {
 
   /** Whether another node heartbeats and serves (not draining or stopped); true when it cannot tell. */
   private async anotherNodeServes(): Promise<boolean> {
-    const freshMs = 3 * (this.o.heartbeatMs ?? 1000) + 1000;
+    // Stale as the checker judges it, plus a second: it compares another node's wall clock with this one's.
+    const freshMs = staleAfterMs(this.o.heartbeatMs ?? FAILOVER_DEFAULTS.heartbeatMs) + 1000;
     const nodes = await this.o.store.listNodes().catch(() => undefined);
     if (!nodes) return true;
     return nodes.some(
