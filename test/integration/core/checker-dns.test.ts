@@ -26,7 +26,14 @@ import { Route53Gate } from "../../harness/route53-gate";
 
 let store: StateStore;
 let route53: Route53Client;
+/** The checkers' client: through the realistic mode (Route 53 throttled above 5 calls a second, shared by the run). */
 let records: WeightedRecords;
+/**
+ * The test's own setup and reads: the emulator itself, so that what the test arranges and
+ * checks is never throttled by the checkers of other tests running at the same time.
+ */
+let truthRoute53: Route53Client;
+let truth: WeightedRecords;
 let eips: ElasticIps;
 let zoneId: string;
 const zoneName = `${uniqueId("zone")}.test`;
@@ -36,8 +43,10 @@ beforeAll(async () => {
   store = storeOn(await freshTables());
   route53 = new Route53Client(awsClientConfig());
   records = new WeightedRecords({ route53 });
+  truthRoute53 = new Route53Client(awsClientConfig({ endpoint: emulatorEndpoint() }));
+  truth = new WeightedRecords({ route53: truthRoute53 });
   eips = new ElasticIps();
-  const zone = await route53.send(
+  const zone = await truthRoute53.send(
     new CreateHostedZoneCommand({ Name: zoneName, CallerReference: uniqueId("ref") }),
   );
   zoneId = zone.HostedZone!.Id!.split("/").pop()!;
@@ -48,6 +57,7 @@ afterEach(async () => {
 afterAll(() => {
   store.destroy();
   route53.destroy();
+  truthRoute53.destroy();
   eips.destroy();
 });
 
@@ -98,7 +108,7 @@ async function fleet(mode: "active-passive" | "active-active") {
     return c;
   };
   const weights = async () =>
-    Object.fromEntries([...(await records.read(set)).values()].map((r) => [r.nodeId, r.weight]));
+    Object.fromEntries([...(await truth.read(set)).values()].map((r) => [r.nodeId, r.weight]));
   return { fleetId, name, set, admins, configs, newChecker, weights };
 }
 
@@ -296,7 +306,7 @@ test("a refused batch makes the holder read Route 53 again at once and apply its
   expect(await f.weights()).toMatchObject({ n1: 100, n2: 100, n3: 100 });
   // A batch its view does not know of lands (a deposed checker's, planned before this one
   // read the set), then an operator halves n3's weight.
-  await records.apply(f.set, [{ nodeId: "n3", address: ip(2), weight: 0 }], await records.read(f.set));
+  await truth.apply(f.set, [{ nodeId: "n3", address: ip(2), weight: 0 }], await truth.read(f.set));
   const v = (await f.configs.get())!.version;
   const halved = config("active-active");
   await f.configs.put(
@@ -365,7 +375,7 @@ test("reads Route 53 once per rereadMs, trusting its verified changes between; a
   for (let i = 0; i < 3; i++) expect((await c.runOnce()).errors).toEqual([]);
   expect(reads).toBe(0); // nothing changed, its view is fresh: no call to Route 53
 
-  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 7 }], await records.read(f.set)); // behind its back
+  await truth.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 7 }], await truth.read(f.set)); // behind its back
   await c.runOnce();
   expect((await f.weights()).n1).toBe(7); // not seen yet: its view is still fresh
   clock.advance(1501);
@@ -489,13 +499,13 @@ test("a new checker confirms the change its predecessor left pending in dns#, an
 
 test("a weight change keeps the record's Route 53 health check", async () => {
   const f = await fleet("active-active");
-  const healthCheckId = await createTcpHealthCheck(route53, ip(0));
-  await records.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 100, healthCheckId }], new Map());
+  const healthCheckId = await createTcpHealthCheck(truthRoute53, ip(0));
+  await truth.apply(f.set, [{ nodeId: "n1", address: ip(0), weight: 100, healthCheckId }], new Map());
   const c = f.newChecker("checker-1");
   await leader(c);
   f.admins[0]!.healthy = false;
   for (let i = 0; i < 3; i++) await c.runOnce();
-  const n1 = (await records.read(f.set)).get("n1");
+  const n1 = (await truth.read(f.set)).get("n1");
   expect(n1).toMatchObject({ weight: 0, healthCheckId });
 });
 
@@ -514,11 +524,11 @@ describe("records keyed on the nodes' stable names (a replacement keeps its name
     };
     /** A record with its own health check, as the stack creates it. */
     const stackRecord = async (endpoint: string, address: string) => {
-      const healthCheckId = await createTcpHealthCheck(route53, address);
-      await records.apply(
+      const healthCheckId = await createTcpHealthCheck(truthRoute53, address);
+      await truth.apply(
         set,
         [{ nodeId: endpoint, address, weight: 100, healthCheckId }],
-        await records.read(set),
+        await truth.read(set),
       );
       return healthCheckId;
     };
@@ -551,7 +561,7 @@ describe("records keyed on the nodes' stable names (a replacement keeps its name
       expect((await f.checker.runOnce()).errors).toEqual([]);
       await new Promise((r) => setTimeout(r, 150));
     }
-    const now = await records.read(f.set);
+    const now = await truth.read(f.set);
     expect(Object.fromEntries([...now.values()].map((r) => [r.nodeId, [r.weight, r.healthCheckId]]))).toEqual(
       {
         "node-0": [100, hc0],
@@ -571,7 +581,7 @@ describe("records keyed on the nodes' stable names (a replacement keeps its name
     await f.node("i-one0", "node-0", ip(0));
     // Left behind by an older checker: a record keyed on an instance id, no health check, and the
     // node# item of that instance, its last beat longer ago than the bound.
-    await records.apply(f.set, [{ nodeId: "i-0gone", address: ip(5), weight: 0 }], await records.read(f.set));
+    await truth.apply(f.set, [{ nodeId: "i-0gone", address: ip(5), weight: 0 }], await truth.read(f.set));
     await store.put("state", {
       pk: keys.fleet(f.fleetId),
       sk: keys.node("i-0gone"),
@@ -603,23 +613,23 @@ describe("records keyed on the nodes' stable names (a replacement keeps its name
     // The stack's record of a node that has not beaten yet, and another fleet's under its own name.
     const hc2 = await f.stackRecord("node-2", ip(2));
     const other = { zoneId, name: `other-${f.name}`, ttlS: 5 };
-    await records.apply(other, [{ nodeId: "i-0gone", address: ip(7), weight: 10 }], new Map());
+    await truth.apply(other, [{ nodeId: "i-0gone", address: ip(7), weight: 10 }], new Map());
     cleanups.push(async () => {
-      await records.apply(other, [], await records.read(other), [...(await records.read(other)).values()]);
+      await truth.apply(other, [], await truth.read(other), [...(await truth.read(other)).values()]);
     });
     await leader(f.checker);
     const first = await f.checker.runOnce();
     expect(first.errors).toEqual([]);
     // A new record ramps up over 4 runs (25, 50, 75, 100).
     for (let i = 0; i < 3; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
-    const now = await records.read(f.set);
+    const now = await truth.read(f.set);
     expect(Object.fromEntries([...now.values()].map((r) => [r.nodeId, [r.weight, r.healthCheckId]]))).toEqual(
       {
         "node-0": [100, undefined],
         "node-2": [100, hc2],
       },
     );
-    expect([...(await records.read(other)).keys()]).toEqual(["i-0gone"]);
+    expect([...(await truth.read(other)).keys()]).toEqual(["i-0gone"]);
     const removed = (await listEvents(store, f.fleetId)).filter((e) => e.kind === "weights-changed");
     expect(JSON.stringify(removed.map((e) => e.detail))).toContain('"removed":[{"nodeId":"i-0gone"');
   });
@@ -633,12 +643,12 @@ describe("records keyed on the nodes' stable names (a replacement keeps its name
     for (let i = 0; i < 2; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
     const read = async () =>
       Object.fromEntries(
-        [...(await records.read(f.set)).values()].map((r) => [r.nodeId, [r.weight, r.healthCheckId]]),
+        [...(await truth.read(f.set)).values()].map((r) => [r.nodeId, [r.weight, r.healthCheckId]]),
       );
     expect(await read()).toEqual({ "node-0": [100, hc0] });
     // `cdk destroy` deletes the stack's records while the nodes and the checker still run.
-    const now = await records.read(f.set);
-    await records.apply(f.set, [], now, [...now.values()]);
+    const now = await truth.read(f.set);
+    await truth.apply(f.set, [], now, [...now.values()]);
     for (let i = 0; i < 2; i++) expect((await f.checker.runOnce()).errors).toEqual([]);
     expect(await read()).toEqual({});
   });
