@@ -262,6 +262,16 @@ export function planWeights(targets: readonly WeightTarget[], rampRuns = 4): Pla
       reason: "every node looks failed: fail open (never all weights 0)",
     }));
   }
+  // Nor when no node is known good: the ones not taken out are only suspect (their probes fail
+  // too). Zeroing the failed ones would send every client to nodes this checker cannot reach
+  // either; its own view is then the likelier fault (as in `planMarks`), so nothing changes.
+  if (planned.every((p, i) => p.weight === 0 || targets[i]!.verdict === "suspect")) {
+    return targets.map((t) => ({
+      nodeId: t.nodeId,
+      weight: t.current,
+      reason: "no node looks healthy: fail open (weights kept)",
+    }));
+  }
   return planned;
 }
 

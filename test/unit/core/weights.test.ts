@@ -60,6 +60,16 @@ describe("active-active DNS weights", () => {
       [100, 100],
     ],
     [
+      "one failed, the other only suspect (its probes fail too): nothing changes (fail open)",
+      [node("a", "failed", 100), node("b", "suspect", 100)],
+      [100, 100],
+    ],
+    [
+      "one failed, one suspect, one healthy: the failed one drops to 0",
+      [node("a", "failed", 100), node("b", "suspect", 100), node("c", "healthy", 100)],
+      [0, 100, 100],
+    ],
+    [
       "every node failed and all at 0 already: back to configured",
       [node("a", "failed", 0), node("b", "failed", 0)],
       [100, 100],
