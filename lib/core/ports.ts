@@ -19,19 +19,23 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
   });
 }
 
+/** Whether something accepts a connection on `host:port` now. */
+export function canConnect(port: number, host = "127.0.0.1"): Promise<boolean> {
+  return new Promise<boolean>((res) => {
+    const s = connect(port, host);
+    s.on("connect", () => {
+      s.destroy();
+      res(true);
+    });
+    s.on("error", () => res(false));
+  });
+}
+
 /** Resolves once something accepts connections on `host:port`; throws after `timeoutMs`. */
 export async function waitForPort(port: number, host = "127.0.0.1", timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    const ok = await new Promise<boolean>((res) => {
-      const s = connect(port, host);
-      s.on("connect", () => {
-        s.destroy();
-        res(true);
-      });
-      s.on("error", () => res(false));
-    });
-    if (ok) return;
+    if (await canConnect(port, host)) return;
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`nothing listens on ${host}:${port} after ${timeoutMs} ms`);

@@ -16,11 +16,10 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseFleetConfig } from "../../lib/core/config";
-import { freePort } from "../../lib/core/ports";
+import { canConnect, freePort } from "../../lib/core/ports";
 import { ProxyServer } from "../../proxy/server";
 import { CORPUS, type HostileCase } from "../unit/proxy/hostile-corpus";
 import { type ClientView, sendCase } from "../unit/proxy/hostile-runner";
@@ -37,15 +36,7 @@ interface Seen {
 async function waitForPort(port: number, child: ChildProcess): Promise<void> {
   for (let i = 0; i < 200; i++) {
     if (child.exitCode !== null) throw new Error(`peer exited with ${child.exitCode}`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, "127.0.0.1");
-      s.on("connect", () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on("error", () => resolve(false));
-    });
-    if (ok) return;
+    if (await canConnect(port)) return;
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`peer never listened on ${port}`);
